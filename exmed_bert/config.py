@@ -1,0 +1,290 @@
+"""Typed settings: dataclass fields -> command-line flags and config.yaml keys.
+
+Precedence is default < config.yaml < flag. Values are converted by the declared type, so `1e-4` is a
+float and the code "401" stays a string. Unknown keys and flags are errors naming the nearest valid one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import importlib
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any, Sequence, TypeVar
+
+from exmed_bert.errors import UserError
+
+T = TypeVar("T")
+
+# Stage modules whose `Args` dataclass defines the keys config.yaml may hold. An `Args` class with
+# `yaml_section = None` reads top-level keys; one with a section name reads only that mapping.
+STAGE_MODULES = (
+    "exmed_bert.cli.generate",
+    "exmed_bert.cli.convert",
+    "exmed_bert.cli.pretrain",
+    "exmed_bert.cli.finetune",
+    "exmed_bert.cli.baselines",
+    "exmed_bert.cli.compare",
+    "exmed_bert.pipeline",
+)
+# Nested mappings whose keys are read as if they were top-level (the guide's `clinvec_params`).
+FLATTENED_SECTIONS = ("clinvec_params",)
+
+_TRUE = {"true", "yes", "y", "1", "on"}
+_FALSE = {"false", "no", "n", "0", "off"}
+
+
+def flag_name(field_name: str) -> str:
+    return "--" + field_name.replace("_", "-")
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def convert(value: Any, tp: Any) -> Any:
+    """Convert a yaml or command-line value to the declared type; ValueError says what was expected."""
+    base, optional = _unwrap_optional(tp)
+    if value is None or (optional and isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
+        if optional:
+            return None
+        raise ValueError("a value is required")
+    if typing.get_origin(base) is list:
+        (item_tp,) = typing.get_args(base) or (str,)
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)):
+            raise ValueError("expected a list or a comma-separated string")
+        return [convert(i.strip() if isinstance(i, str) else i, item_tp) for i in items if i != ""]
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        s = str(value).strip().lower()
+        if s in _TRUE:
+            return True
+        if s in _FALSE:
+            return False
+        raise ValueError(f"expected true/false, got {value!r}")
+    if base is int:
+        if isinstance(value, bool):
+            raise ValueError(f"expected an integer, got {value!r}")
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise ValueError(f"expected an integer, got {value!r}")
+            return int(value)
+        try:
+            return int(str(value).strip())
+        except ValueError:
+            try:
+                f = float(str(value).strip())
+            except ValueError:
+                raise ValueError(f"expected an integer, got {value!r}") from None
+            if not f.is_integer():
+                raise ValueError(f"expected an integer, got {value!r}") from None
+            return int(f)
+    if base is float:
+        if isinstance(value, bool):
+            raise ValueError(f"expected a number, got {value!r}")
+        try:
+            return float(str(value).strip())
+        except ValueError:
+            raise ValueError(f"expected a number, got {value!r}") from None
+    if base is str:
+        if isinstance(value, (dict, list)):
+            raise ValueError(f"expected text, got a {type(value).__name__}")
+        return str(value)
+    return value
+
+
+def _fields(cls: type) -> dict[str, dataclasses.Field]:
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for f in dataclasses.fields(cls):
+        f.type = hints.get(f.name, f.type)
+        out[f.name] = f
+    return out
+
+
+def _check_choice(name: str, value: Any, f: dataclasses.Field, where: str) -> None:
+    choices = f.metadata.get("choices")
+    if choices is None or value is None:
+        return
+    values = value if isinstance(value, list) else [value]
+    for v in values:
+        if v not in choices:
+            raise UserError(f"{where}: {name} must be one of {', '.join(map(str, choices))}; got {v!r}")
+
+
+def nearest(name: str, candidates: Sequence[str]) -> str | None:
+    hits = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.5)
+    return hits[0] if hits else None
+
+
+# ---------------------------------------------------------------------------------------------
+# config.yaml
+
+
+def known_keys() -> dict[str | None, set[str]]:
+    """Every key config.yaml may hold, per section (None = top level), from the stages' Args classes."""
+    keys: dict[str | None, set[str]] = {None: {"config"}}
+    for mod_name in STAGE_MODULES:
+        try:
+            mod = importlib.import_module(mod_name)
+        except ModuleNotFoundError:
+            continue  # a stage not built yet knows no keys
+        for cls in getattr(mod, "CONFIG_CLASSES", [getattr(mod, "Args", None)]):
+            if cls is None:
+                continue
+            section = getattr(cls, "yaml_section", None)
+            keys.setdefault(section, set()).update(f.name for f in dataclasses.fields(cls))
+    return keys
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read and validate config.yaml; returns {section_or_None: {key: raw value}}."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise UserError(f"{path}: not valid YAML{at}: {getattr(e, 'problem', e)}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: expected a mapping of key: value at the top level")
+
+    keys = known_keys()
+    sections = {s for s in keys if s is not None}
+    out: dict[str | None, dict[str, Any]] = {None: {}}
+    for key, value in raw.items():
+        key = str(key)
+        if key in FLATTENED_SECTIONS or key in sections:
+            if not isinstance(value, dict):
+                raise UserError(f"{path}: {key} must be a mapping of key: value")
+            target = None if key in FLATTENED_SECTIONS else key
+            valid = keys.get(target, set())
+            for sub, sub_value in value.items():
+                sub = str(sub)
+                if sub not in valid:
+                    hint = nearest(sub, sorted(valid))
+                    raise UserError(f"{path}: unknown key '{key}.{sub}'"
+                                    + (f"; did you mean '{key}.{hint}'?" if hint else ""))
+                out.setdefault(target, {})[sub] = sub_value
+        elif key in keys[None]:
+            out[None][key] = value
+        else:
+            hint = nearest(key, sorted(keys[None] | sections | set(FLATTENED_SECTIONS)))
+            raise UserError(f"{path}: unknown key '{key}'" + (f"; did you mean '{hint}'?" if hint else ""))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line, naming the nearest valid flag."""
+
+    def error(self, message: str) -> typing.NoReturn:  # type: ignore[override]
+        if message.startswith("unrecognized arguments:"):
+            bad = message.split(":", 1)[1].split()[0]
+            flags = [o for a in self._actions for o in a.option_strings]
+            hint = nearest(bad.split("=")[0], flags)
+            message = f"unknown option {bad}" + (f"; did you mean {hint}?" if hint else "")
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser(cls: type, prog: str | None = None, description: str | None = None) -> argparse.ArgumentParser:
+    parser = _Parser(prog=prog, description=description or (cls.__doc__ or "").strip(),
+                     allow_abbrev=False, argument_default=argparse.SUPPRESS,
+                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--config", metavar="YAML", help="read settings from this YAML file (flags win)")
+    for name, f in _fields(cls).items():
+        if f.metadata.get("cli") is False:
+            continue
+        base, _ = _unwrap_optional(f.type)
+        names = [*f.metadata.get("aliases", []), flag_name(name)]
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        help_text = f.metadata.get("help", "")
+        if default is not None and default != [] and default != "":
+            help_text += f" (default: {','.join(map(str, default)) if isinstance(default, list) else default})"
+        help_text = help_text.replace("%", "%%")
+        if base is bool:
+            parser.add_argument(*names, dest=name, action=argparse.BooleanOptionalAction, help=help_text)
+        else:
+            def _type(s: str, _tp=f.type, _flag=names[-1]) -> Any:
+                try:
+                    return convert(s, _tp)
+                except ValueError as e:
+                    raise argparse.ArgumentTypeError(f"{_flag}: {e}") from None
+            choices = f.metadata.get("choices")
+            metavar = "{" + ",".join(map(str, choices)) + "}" if choices else None
+            parser.add_argument(*names, dest=name, type=_type, help=help_text, metavar=metavar)
+    return parser
+
+
+def parse_args(cls: type[T], argv: Sequence[str] | None = None, prog: str | None = None,
+               description: str | None = None, overrides: dict[str, Any] | None = None) -> T:
+    """Resolve `cls` from defaults, then `--config` YAML, then `overrides`, then flags."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(cls, prog=prog, description=description)
+    ns = vars(parser.parse_args(argv))
+    fields = _fields(cls)
+    values: dict[str, Any] = {}
+    config_path = ns.pop("config", None)
+    if config_path:
+        section = getattr(cls, "yaml_section", None)
+        for key, raw in load_yaml(config_path).get(section, {}).items():
+            if key in fields:
+                try:
+                    values[key] = convert(raw, fields[key].type)
+                except ValueError as e:
+                    raise UserError(f"{config_path}: {key}: {e}") from None
+                _check_choice(key, values[key], fields[key], str(config_path))
+    for key, value in (overrides or {}).items():
+        values[key] = convert(value, fields[key].type)
+    for key, value in ns.items():
+        _check_choice(flag_name(key), value, fields[key], "command line")
+        values[key] = value
+    args = cls(**values)
+    validate = getattr(args, "validate", None)
+    if callable(validate):
+        validate()
+    return args
+
+
+def to_argv(args: Any, only_changed: bool = True) -> list[str]:
+    """Turn an Args instance back into the flags that reproduce it (for logging stage commands)."""
+    out: list[str] = []
+    for name, f in _fields(type(args)).items():
+        if f.metadata.get("cli") is False:
+            continue
+        value = getattr(args, name)
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else dataclasses.MISSING)
+        if only_changed and value == default:
+            continue
+        base, _ = _unwrap_optional(f.type)
+        if base is bool:
+            out.append(flag_name(name) if value else "--no-" + name.replace("_", "-"))
+        elif value is None:
+            out += [flag_name(name), "none"]
+        elif isinstance(value, list):
+            out += [flag_name(name), ",".join(map(str, value))]
+        else:
+            out += [flag_name(name), str(value)]
+    return out

@@ -1,0 +1,33 @@
+"""Atomic writes and run-info records."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from exmed_bert.io import atomic_write, save_torch, write_json, write_run_info
+
+
+def test_atomic_write_keeps_previous_file_on_failure(tmp_path):
+    path = tmp_path / "out.json"
+    write_json(path, {"v": 1})
+    with pytest.raises(RuntimeError):
+        with atomic_write(path) as f:
+            f.write('{"v": 2, "trunc')
+            raise RuntimeError("crash mid-write")
+    assert json.loads(path.read_text()) == {"v": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]  # no temp file left behind
+
+
+def test_save_torch_loads_with_weights_only(tmp_path):
+    save_torch({"x": torch.arange(3)}, tmp_path / "d.pt")
+    assert torch.load(tmp_path / "d.pt", weights_only=True)["x"].tolist() == [0, 1, 2]
+
+
+def test_run_info_records_args_versions(tmp_path):
+    path = write_run_info(tmp_path, {"seed": 7, "lr": 1e-4}, extra={"data_fingerprint": "abc"})
+    info = json.loads(path.read_text())
+    assert info["seed"] == 7 and info["args"]["lr"] == 1e-4 and info["data_fingerprint"] == "abc"
+    assert "torch" in info["versions"] and "python" in info["versions"]
