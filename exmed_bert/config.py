@@ -267,6 +267,16 @@ def parse_args(cls: type[T], argv: Sequence[str] | None = None, prog: str | None
     return args
 
 
+def config_path(argv: Sequence[str], default: str | None = None) -> str | None:
+    """The value of `--config` in argv (either `--config F` or `--config=F`), else `default`."""
+    for i, a in enumerate(argv):
+        if a == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--config="):
+            return a.split("=", 1)[1]
+    return default
+
+
 def to_argv(args: Any, only_changed: bool = True) -> list[str]:
     """Turn an Args instance back into the flags that reproduce it (for logging stage commands)."""
     out: list[str] = []
