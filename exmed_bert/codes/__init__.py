@@ -1,0 +1,104 @@
+"""Medical code systems: ICD-10-CM, ICD-9-CM, ATC, CPT, RxNorm and phecodes behind one API.
+
+Every function takes `(code, system)`; the per-system rules live in one module each. Two questions
+have two functions: `is_valid` (well-formed, so `normalize` accepts it) and `is_known` (in our table).
+Unknown but well-formed codes are normal (real data has codes newer than any table): they
+normalise, get parents by truncation, and are only flagged by `is_known`.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from . import atc, cpt, icd9cm, icd10cm, phecode, rxnorm
+from .common import CodeError
+
+SYSTEMS = ("icd10cm", "icd9cm", "atc", "cpt", "rxnorm", "phecode")
+_MODULES: dict[str, ModuleType] = {
+    "icd10cm": icd10cm, "icd9cm": icd9cm, "atc": atc, "cpt": cpt, "rxnorm": rxnorm, "phecode": phecode,
+}
+# Token type ids used by the dataset (0 is reserved for special tokens).
+DIAGNOSIS, DRUG, PROCEDURE = 1, 2, 3
+_TOKEN_TYPES = {
+    "icd10cm": DIAGNOSIS, "icd9cm": DIAGNOSIS, "phecode": DIAGNOSIS,
+    "atc": DRUG, "rxnorm": DRUG,
+    "cpt": PROCEDURE,
+}
+
+__all__ = [
+    "SYSTEMS", "CodeError", "DIAGNOSIS", "DRUG", "PROCEDURE",
+    "normalize", "is_valid", "is_known", "parents", "describe", "children", "is_leaf",
+    "leaves_under", "token_type",
+]
+
+
+def _module(system: str) -> ModuleType:
+    module = _MODULES.get(system) if isinstance(system, str) else None
+    if module is None:
+        raise CodeError(f"unknown code system {system!r}; valid systems: {', '.join(SYSTEMS)}")
+    return module
+
+
+def normalize(code: str, system: str) -> str:
+    """Canonical form ('e1165' -> 'E11.65'); raises CodeError with the reason when malformed."""
+    return _module(system).normalize(code)
+
+
+def is_valid(code: str, system: str) -> bool:
+    """Is `code` well-formed for `system` (known or not)? Never raises for a bad code."""
+    module = _module(system)
+    try:
+        module.normalize(code)
+    except CodeError:
+        return False
+    return True
+
+
+def is_known(code: str, system: str) -> bool:
+    """Is `code` (or a group id such as 'E08-E13') in the shipped table? False when malformed."""
+    module = _module(system)
+    try:
+        return module.is_known(code)
+    except CodeError:
+        return False
+
+
+def parents(code: str, system: str, include_groups: bool = False) -> list[str]:
+    """Ancestors, nearest first: parents('E11.65', 'icd10cm') == ['E11.6', 'E11'].
+
+    include_groups appends the non-code groups: ICD-10-CM block and chapter ('E08-E13',
+    'E00-E89'), ICD-9-CM chapter ('240-279'), CPT ranges ('99202-99215', '99202-99499').
+    """
+    return _module(system).parents(code, include_groups)
+
+
+def describe(code: str, system: str) -> str | None:
+    """Description from the table (CPT: our range label, never an AMA descriptor), else None."""
+    return _module(system).describe(code)
+
+
+def children(code: str, system: str) -> list[str]:
+    """Direct children in the table (ICD-10-CM and ATC); [] for the flat or table-less systems."""
+    return _module(system).children(code)
+
+
+def is_leaf(code: str, system: str) -> bool:
+    """ICD-10-CM: a known code without children (billable). ATC: level 5. CPT/RxNorm: any code.
+    ICD-9-CM/phecode: False (no table). False for malformed codes."""
+    module = _module(system)
+    try:
+        return module.is_leaf(code)
+    except CodeError:
+        return False
+
+
+def leaves_under(code: str, system: str) -> list[str]:
+    """All known leaf codes at or under `code` (an ICD-10-CM chapter/block/category, an ATC group,
+    a CPT range). [] when the code is unknown."""
+    return _module(system).leaves_under(code)
+
+
+def token_type(system: str) -> int:
+    """1 diagnosis (icd10cm, icd9cm, phecode), 2 drug (atc, rxnorm), 3 procedure (cpt)."""
+    _module(system)
+    return _TOKEN_TYPES[system]
