@@ -1,0 +1,136 @@
+"""Generate a whole cohort: chunks of simulated patients streamed to disk, and the metadata that
+describes them (parameters, counts, history-length distribution, novel rate, task prevalence, oracle).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from exmed_bert.synthetic import modules as m
+from exmed_bert.synthetic import task
+from exmed_bert.synthetic.embedding_vocab import embedding_vocabulary
+from exmed_bert.synthetic.generator import CHUNK_SIZE, LOS_CAP_DAYS, NovelController, Window, simulate_chunk
+from exmed_bert.synthetic.tables import CodeTables
+from exmed_bert.synthetic.writer import ChunkFormatter, PatientStream
+
+GENERATOR_VERSION = "1.0"
+MUST_NOT_SEE = ("Any event on or after the patient's prediction_date: histories continue past it and "
+                "include the outcome itself (the heart-failure admission with its I50.x codes, 99223, "
+                "echo 93306, BNP 83880, the furosemide fill at discharge, the follow-up visit). "
+                "Cut every history at the prediction date before training or featurising.")
+PERCENTILES = (5, 25, 50, 75, 95, 99)
+
+
+@dataclass(frozen=True)
+class Params:
+    num_patients: int
+    novel_prob: float
+    seed: int
+    start_date: str          # ISO, first day of the history window
+    end_date: str            # ISO, last day of the history window
+    task_horizon_days: int
+    clinvec_dir: str | None = None
+
+
+def _epoch_day(iso: str) -> int:
+    return (dt.date.fromisoformat(iso) - dt.date(1970, 1, 1)).days
+
+
+def window_for(p: Params) -> Window:
+    start = _epoch_day(p.start_date)
+    days = _epoch_day(p.end_date) - start + 1
+    return Window(start=start, days=days, horizon=p.task_horizon_days,
+                  min_history=min(730, (days - p.task_horizon_days) // 2))
+
+
+def generate(p: Params, output: str, task_output: str, progress: bool = True) -> dict:
+    """Simulate `p.num_patients` patients into `output` (+ `task_output`); returns the metadata."""
+    from tqdm import tqdm
+
+    vocab, source = embedding_vocabulary(p.clinvec_dir)
+    tables = CodeTables(vocab)
+    win = window_for(p)
+    fmt = ChunkFormatter(tables, win.start, win.days + LOS_CAP_DAYS + 1, p.num_patients)
+    novel = NovelController(p.novel_prob)
+    N = p.num_patients
+    lengths = np.zeros(N, dtype=np.int32)                 # codes per patient
+    prob, label = np.zeros(N), np.zeros(N, dtype=np.int8)
+    kind_counts = np.zeros(3, dtype=np.int64)
+    los_hist = np.zeros(LOS_CAP_DAYS + 1, dtype=np.int64)
+    plos = np.zeros(N, dtype=bool)
+    has_stay = np.zeros(N, dtype=bool)
+    cond_counts = np.zeros(len(m.CONDITIONS), dtype=np.int64)
+
+    with PatientStream(output, task_output) as stream, \
+            tqdm(total=N, unit="patients", desc="generating", disable=not progress or None) as bar:
+        for k, lo in enumerate(range(0, N, CHUNK_SIZE)):
+            n = min(CHUNK_SIZE, N - lo)
+            ch = simulate_chunk(np.random.default_rng([p.seed, k]), n, win, tables, novel)
+            stream.write(*fmt.format(ch, lo))
+            b = ch.bounds
+            lengths[lo:lo + n] = b[3::3] - b[:-1:3]
+            kind_counts += np.diff(b).reshape(n, 3).sum(axis=0)
+            prob[lo:lo + n], label[lo:lo + n] = ch.prob, ch.label
+            los = ch.dis - ch.adm
+            los_hist += np.bincount(los, minlength=LOS_CAP_DAYS + 1)
+            stay_pat = np.repeat(np.arange(n), np.diff(ch.stay_bounds))
+            has_stay[lo:lo + n] = np.diff(ch.stay_bounds) > 0
+            plos[lo + stay_pat[los >= 7]] = True
+            cond_counts += ch.has.sum(axis=1)
+            bar.update(n)
+        meta = _metadata(p, source, len(vocab), novel, lengths, kind_counts, prob, label, los_hist,
+                         has_stay, plos, cond_counts)
+        stream.finish(meta)
+    return meta
+
+
+def _pct(values: np.ndarray) -> dict:
+    q = np.percentile(values, PERCENTILES)
+    return {"mean": round(float(values.mean()), 2),
+            **{f"p{p}": round(float(v), 1) for p, v in zip(PERCENTILES, q)}, "max": int(values.max())}
+
+
+def _metadata(p, source, vocab_size, novel, lengths, kind_counts, prob, label, los_hist, has_stay, plos,
+              cond_counts) -> dict:
+    N = p.num_patients
+    n_stays = int(los_hist.sum())
+    los_cum = np.cumsum(los_hist)
+    return {
+        "generator": "exmed_bert.synthetic",
+        "version": GENERATOR_VERSION,
+        "seed": p.seed,
+        "parameters": asdict(p),
+        "counts": {"patients": N, "diagnoses": int(kind_counts[0]), "prescriptions": int(kind_counts[1]),
+                   "procedures": int(kind_counts[2]), "hospitalizations": n_stays,
+                   "codes": int(kind_counts.sum())},
+        "codes_per_patient": _pct(lengths),
+        "novel_codes": {
+            "target": p.novel_prob,
+            "realised_rate": round(novel.novel / max(novel.total, 1), 6),
+            "novel": novel.novel, "diagnosis_and_drug_codes": novel.total,
+            "embedding_vocabulary": source, "embedding_vocabulary_size": vocab_size,
+        },
+        "task": {
+            "name": "heart_failure_hospitalisation",
+            "definition": f"an admission with an I50.x diagnosis within {p.task_horizon_days} days after "
+                          "prediction_date (exclusive of the date itself)",
+            "horizon_days": p.task_horizon_days,
+            "prevalence": round(float(label.mean()), 6),
+            "mean_true_risk": round(float(prob.mean()), 6),
+            "oracle_auroc": None if (a := task.oracle_auroc(prob, label)) is None else round(a, 6),
+            "risk_function": {"form": "sigmoid(intercept + sum(weight * feature))",
+                              "intercept": task.INTERCEPT, "weights": dict(task.WEIGHTS)},
+            "must_not_see": MUST_NOT_SEE,
+        },
+        "hospital_stays": {
+            "patients_with_a_stay": round(float(has_stay.mean()), 6),
+            "patients_with_a_stay_of_7_days_or_more": round(float(plos.mean()), 6),
+            "length_of_stay_days": ({"p50": int(np.searchsorted(los_cum, 0.5 * n_stays)),
+                                     "p90": int(np.searchsorted(los_cum, 0.9 * n_stays)),
+                                     "max": int(np.flatnonzero(los_hist)[-1])} if n_stays else None),
+        },
+        "condition_prevalence": {c.name: round(float(k) / N, 6) for c, k in zip(m.CONDITIONS, cond_counts)},
+    }
