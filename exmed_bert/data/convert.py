@@ -1,0 +1,320 @@
+"""Conversion: patient records -> per-split encoded datasets, vocab.json, manifest and rejects.
+
+One streaming pass: validate each record, encode chunks with provisional token ids, count codes of
+the training split, then build the vocabulary and remap ids with a numpy lookup when writing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import os
+import sys
+from collections import Counter
+from itertools import chain
+from pathlib import Path
+
+import numpy as np
+
+from exmed_bert.data.encode import encode_chunk
+from exmed_bert.data.records import iter_patients
+from exmed_bert.data.splits import SPLITS, split_index
+from exmed_bert.data.validate import Parsed, RecordParser, Reject
+from exmed_bert.data.vocab import FIRST_CODE_ID, UNK_ID, Vocab
+from exmed_bert.errors import UserError
+from exmed_bert.io import atomic_write, file_fingerprint, write_json
+
+CHUNK = 8192
+NO_CUT = np.iinfo(np.int32).max
+
+
+def output_paths(output: str | os.PathLike, task: bool = False) -> dict[str, Path]:
+    """Where a conversion to `output` (e.g. pretrain_stuff/synthetic.pt) writes each file."""
+    output = Path(output)
+    folder, stem = output.parent, output.stem if output.suffix == ".pt" else output.name
+    tag = f"{stem}_task" if task else stem
+    paths = {s: folder / f"{tag}_{s}.pt" for s in SPLITS}
+    paths.update(vocab=folder / "vocab.json", rejected=folder / f"{tag}_rejected.jsonl",
+                 manifest=folder / ("dataset_manifest.json" if not task else f"{tag}_manifest.json"))
+    return paths
+
+
+def open_records(input: str | os.PathLike):
+    """Patient dicts from a JSON/JSONL file or a MEDS folder, plus the MEDS reader (or None)."""
+    input = Path(input)
+    if input.is_dir():
+        from exmed_bert.data.meds import MedsReader
+
+        reader = MedsReader(input)
+        return iter(reader), reader
+    if not input.exists():
+        raise UserError(f"{input}: input not found; generate it with scripts/generate_synthetic_patients.py")
+    return iter_patients(input), None
+
+
+class _Family:
+    """Encoded chunks of one output family ('pretrain' or 'task'), kept per split until writing."""
+
+    def __init__(self, parser: RecordParser, max_length: int, task: bool):
+        self.parser, self.max_length, self.task = parser, max_length, task
+        self.pending: list[tuple] = []
+        self.parts = [{k: [] for k in ("input_ids", "token_type_ids", "position_ids", "age_ids", "days",
+                                       "lengths", "sex", "birth_days", "los_counts", "los_days",
+                                       "labels", "prediction_days", "patient_ids")} for _ in SPLITS]
+        self.no_events = 0
+        self.train_counts = np.zeros(0, dtype=np.int64)
+        self._tt = np.zeros(0, dtype=np.int8)
+        self._sk = np.zeros(0, dtype=np.int64)
+
+    def add(self, p: Parsed, split: int, label: int | None = None, cut: int | None = None) -> None:
+        self.pending.append((p, split, label, cut))
+        if len(self.pending) >= CHUNK:
+            self.flush()
+
+    def _token_tables(self) -> tuple[np.ndarray, np.ndarray]:
+        n_old, n = len(self._tt), len(self.parser.tokens)
+        if n > n_old:  # grow with only the tokens first seen since the last chunk
+            self._tt = np.concatenate([self._tt, np.asarray(self.parser.token_types[n_old:], dtype=np.int8)])
+            self._sk = np.concatenate([self._sk, np.asarray(self.parser.sort_keys[n_old:], dtype=np.int64)])
+        return self._tt, self._sk
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        pend, self.pending = self.pending, []
+        pats = [x[0] for x in pend]
+        tt, sk = self._token_tables()
+        cut = np.array([NO_CUT if x[3] is None else x[3] for x in pend], dtype=np.int32) if self.task else None
+        enc = encode_chunk([len(p.days) for p in pats], list(chain.from_iterable(p.days for p in pats)),
+                           list(chain.from_iterable(p.toks for p in pats)), [p.birth_day for p in pats],
+                           tt, sk, self.max_length, cut)
+        has = enc["lengths"] > 0
+        self.no_events += int((~has).sum())
+        rows = np.flatnonzero(has)
+        split = np.array([x[1] for x in pend], dtype=np.int8)[rows]
+        lengths = enc["lengths"][rows]
+        tok_split = np.repeat(split, lengths)
+        for s, parts in enumerate(self.parts):
+            m, r = tok_split == s, rows[split == s]
+            if not len(r):
+                continue
+            for k in ("input_ids", "token_type_ids", "position_ids", "age_ids", "days"):
+                parts[k].append(enc[k][m])
+            parts["lengths"].append(enc["lengths"][r])
+            chosen = [pend[i] for i in r]
+            parts["patient_ids"].extend(x[0].patient_id for x in chosen)
+            parts["sex"].append(np.array([x[0].sex for x in chosen], dtype=np.int8))
+            parts["birth_days"].append(np.array([x[0].birth_day for x in chosen], dtype=np.int32))
+            parts["los_counts"].append(np.array([len(x[0].stays) for x in chosen], dtype=np.int64))
+            parts["los_days"].append(np.array(list(chain.from_iterable(x[0].stays for x in chosen)), dtype=np.int16))
+            if self.task:
+                parts["labels"].append(np.array([x[2] for x in chosen], dtype=np.int64))
+                # no prediction date: the day after the patient's last event ("all history")
+                parts["prediction_days"].append(np.array(
+                    [x[3] if x[3] is not None else enc["last_day"][i] + 1 for x, i in zip(chosen, r)], dtype=np.int32))
+            if s == 0 and not self.task:
+                ids = parts["input_ids"][-1]
+                c = np.bincount(ids, minlength=len(self.parser.tokens))
+                c[: len(self.train_counts)] += self.train_counts
+                self.train_counts = c
+
+    def write(self, split: int, path: Path, lut: np.ndarray) -> dict:
+        """Concatenate one split, remap to vocabulary ids, save atomically; returns its manifest entry."""
+        from exmed_bert.data.dataset import PatientDataset, build_dataset_dict
+
+        parts, self.parts[split] = self.parts[split], {}
+        patient_ids = parts.pop("patient_ids")
+        cat = {}
+        for k in list(parts):  # release each chunk list as soon as it is joined (peak ~1x, not 2x)
+            v = parts.pop(k)
+            cat[k] = np.concatenate(v) if v else np.zeros(0)
+            del v
+        raw_ids = cat["input_ids"].astype(np.int64)
+        cat["input_ids"] = lut[raw_ids]
+        code = raw_ids >= FIRST_CODE_ID
+        unk = int((cat["input_ids"][code] == UNK_ID).sum())
+        lengths = cat["lengths"].astype(np.int64)
+        cat["offsets"] = np.r_[0, np.cumsum(lengths)]
+        cat["los_offsets"] = np.r_[0, np.cumsum(cat["los_counts"].astype(np.int64))]
+        data = build_dataset_dict(cat, patient_ids, cat["labels"] if self.task else None,
+                                  cat["prediction_days"] if self.task else None)
+        PatientDataset(data).save(path)
+        entry = {"path": path.name, "patients": len(patient_ids), "tokens": int(lengths.sum()),
+                 "code_tokens": int(code.sum()), "unk_tokens": unk, "length_percentiles": _percentiles(lengths)}
+        if self.task:
+            labels = cat["labels"].astype(np.int64)
+            entry["label_counts"] = {str(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True))}
+        return entry
+
+
+@contextlib.contextmanager
+def _gc_paused():
+    """Pause the cyclic GC: the pass creates millions of acyclic containers and keeps a chunk of them
+    alive, which makes every collection rescan them (about 2x slower overall)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def _percentiles(lengths: np.ndarray) -> dict:
+    if not len(lengths):
+        return {}
+    qs = (0, 5, 25, 50, 75, 95, 99, 100)
+    return {f"p{q}": float(v) for q, v in zip(qs, np.percentile(lengths, qs))} | {"mean": float(lengths.mean())}
+
+
+def _lookup(parser: RecordParser, vocab: Vocab) -> np.ndarray:
+    lut = np.full(len(parser.tokens), UNK_ID, dtype=np.int32)
+    lut[:FIRST_CODE_ID] = np.arange(FIRST_CODE_ID)
+    for i in range(FIRST_CODE_ID, len(parser.tokens)):
+        lut[i] = vocab.id(parser.tokens[i])
+    return lut
+
+
+def convert_patients(input: str | os.PathLike, output: str | os.PathLike, *, split: str = "all",
+                     max_length: int = 512, train_ratio: float = 0.8, seed: int = 42, min_code_count: int = 1,
+                     task_data: str | os.PathLike | None = None, on_error: str = "skip",
+                     vocab: Vocab | None = None, pretraining: bool = True, args: dict | None = None,
+                     progress: bool = True) -> dict:
+    """Convert and write everything; returns the manifest. See docs/DATASET.md for the file layout.
+
+    pretraining=False with a fixed `vocab` builds only the task datasets (build_task_datasets).
+    """
+    from tqdm import tqdm
+
+    from exmed_bert.data.task import read_task_csv
+
+    if on_error not in ("skip", "fail"):
+        raise UserError(f"--on-error must be skip or fail, got {on_error!r}")
+    paths = output_paths(output, task=not pretraining)
+    task_paths = output_paths(output, task=True)
+    labels = read_task_csv(task_data) if task_data else None
+    if not pretraining and (labels is None or vocab is None):
+        raise ValueError("a task-only build needs task_data and a vocabulary")
+    records, meds = open_records(input)
+    parser = RecordParser()
+    pre = _Family(parser, max_length, task=False) if pretraining else None
+    task = _Family(parser, max_length, task=True) if labels is not None else None
+    seen: set[str] = set()
+    reasons: Counter = Counter()
+    n_records = n_unlabelled = 0
+    wanted = SPLITS if split == "all" else (split,)
+
+    paths["rejected"].parent.mkdir(parents=True, exist_ok=True)
+    with _gc_paused(), atomic_write(paths["rejected"]) as rej:
+        for obj in tqdm(records, desc="converting", unit=" patients", disable=None if progress else True,
+                        file=sys.stderr):
+            n_records += 1
+            try:
+                p = parser.parse(obj)
+                if p.patient_id in seen:
+                    raise Reject(f"duplicate patient_id {p.patient_id!r} (the first record is kept)")
+                if not p.days:
+                    raise Reject("no diagnoses, prescriptions or procedures")
+            except Reject as r:
+                pid = obj.get("patient_id") if isinstance(obj, dict) else None
+                pid = pid if isinstance(pid, (str, int)) else None
+                if on_error == "fail":
+                    raise UserError(f"{input}: record {n_records} (patient_id {pid!r}): {r}; "
+                                    "fix the record or use --on-error skip") from None
+                reasons[_reason_kind(str(r))] += 1
+                rej.write(json.dumps({"record": n_records, "patient_id": pid, "reason": str(r)}) + "\n")
+                continue
+            seen.add(p.patient_id)
+            s = split_index(p.patient_id, seed, train_ratio)
+            if pre is not None:
+                pre.add(p, s)
+            if labels is not None:
+                lab = labels.get(p.patient_id)
+                if lab is None:
+                    n_unlabelled += 1
+                else:
+                    task.add(p, s, lab[0], lab[1])
+        if n_records == 0:
+            raise UserError(f"{input}: no patients in the input")
+        if not seen:
+            raise UserError(f"{input}: all {n_records} records were rejected (first reasons: "
+                            f"{', '.join(reasons)}); see --on-error fail for the first bad record")
+    for fam in (pre, task):
+        if fam is not None:
+            fam.flush()
+
+    if pretraining:
+        counts = pre.train_counts
+        vocab = Vocab.from_counts({parser.tokens[i]: int(counts[i]) for i in range(FIRST_CODE_ID, len(counts))
+                                   if counts[i] > 0}, min_count=min_code_count)
+        vocab.save(paths["vocab"])
+    lut = _lookup(parser, vocab)
+    manifest: dict = {"input": str(input), "input_fingerprint": file_fingerprint(input), "args": args or {},
+                      "records": n_records, "rejected": sum(reasons.values()), "reject_reasons": dict(reasons),
+                      "rejected_file": paths["rejected"].name, "vocab_size": len(vocab), "splits": {}}
+    if meds is not None:
+        manifest["meds_ignored_codes"] = dict(meds.ignored.most_common(50))
+    if pre is not None:
+        for s, name in enumerate(SPLITS):
+            if name in wanted:
+                manifest["splits"][name] = pre.write(s, paths[name], lut)
+    if task is not None:
+        manifest["task"] = {"task_data": str(task_data), "task_fingerprint": file_fingerprint(task_data),
+                            "unlabelled_patients": n_unlabelled,
+                            "labels_without_patient": len(set(labels) - seen),
+                            "no_events_before_prediction_date": task.no_events, "splits": {}}
+        for s, name in enumerate(SPLITS):
+            if name in wanted:
+                manifest["task"]["splits"][name] = task.write(s, task_paths[name], lut)
+    write_json(paths["manifest"], manifest)
+    return manifest
+
+
+def _reason_kind(reason: str) -> str:
+    """Group reasons for the summary: the text before the first quote or number."""
+    for stop in (" '", ' "', " (", ":"):
+        reason = reason.split(stop, 1)[0]
+    return reason.strip()
+
+
+def build_task_datasets(input: str | os.PathLike, task_csv: str | os.PathLike, vocab_path: str | os.PathLike,
+                        output: str | os.PathLike, *, max_length: int = 512, train_ratio: float = 0.8,
+                        seed: int = 42, on_error: str = "skip", progress: bool = True) -> dict[str, Path]:
+    """Write `<stem>_task_{train,val,test}.pt` for an existing conversion (same vocab, same splits)."""
+    convert_patients(input, output, max_length=max_length, train_ratio=train_ratio, seed=seed,
+                     task_data=task_csv, on_error=on_error, vocab=Vocab.load(vocab_path), pretraining=False,
+                     progress=progress)
+    paths = output_paths(output, task=True)
+    return {s: paths[s] for s in SPLITS}
+
+
+def task_datasets_for(data_dir: str | os.PathLike, task_csv: str | os.PathLike) -> dict[str, Path]:
+    """Task datasets for `task_csv` next to the conversion in `data_dir`, building them when missing or
+    made from another task file. Reads input, seed, ratio and max_length from dataset_manifest.json."""
+    data_dir = Path(data_dir)
+    mpath = data_dir / "dataset_manifest.json"
+    if not mpath.is_file():
+        raise UserError(f"{mpath}: not found; run scripts/convert_synthetic_to_dataset.py first")
+    man = json.loads(mpath.read_text(encoding="utf-8"))
+    a = man.get("args", {})
+    output = data_dir / Path(a.get("output", "synthetic.pt")).name
+    paths = output_paths(output, task=True)
+    fp = file_fingerprint(task_csv) if Path(task_csv).is_file() else None
+    for m in (man, _read_json(paths["manifest"])):
+        t = (m or {}).get("task") or {}
+        if fp and t.get("task_fingerprint") == fp and all(paths[s].is_file() for s in t.get("splits", {})):
+            return {s: paths[s] for s in SPLITS if paths[s].is_file()}
+    if not Path(man["input"]).exists():
+        raise UserError(f"{man['input']}: the input of this conversion is gone; re-run the conversion with "
+                        f"--task-data {task_csv}")
+    return build_task_datasets(man["input"], task_csv, data_dir / "vocab.json", output,
+                               max_length=a.get("max_length", 512), train_ratio=a.get("train_ratio", 0.8),
+                               seed=a.get("seed", 42), on_error=a.get("on_error", "skip"))
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,204 @@
+"""Checks one patient record and turns it into flat event lists (day, provisional token id).
+
+Every problem becomes a `Reject(reason)`; the converter decides whether to skip or stop. Codes are
+normalised once per distinct (system, code) and dates parsed once per distinct string (dict caches),
+so the per-event cost is two dict lookups.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import dataclass, field
+
+from exmed_bert.data.vocab import FIRST_CODE_ID, SPECIAL_TOKENS, SYSTEM_TYPES
+
+EPOCH_ORDINAL = _dt.date(1970, 1, 1).toordinal()
+UNKNOWN_BIRTH = -(2 ** 31)     # birth_days value when a record has no birth date
+MAX_CODE_LENGTH = 32
+CATEGORIES = (("diagnoses", "icd10cm"), ("prescriptions", "atc"), ("procedures", "cpt"))
+_SEX = {"f": 1, "female": 1, "w": 1, "m": 2, "male": 2, "u": 0, "unknown": 0, "": 0}
+
+
+class Reject(Exception):
+    """A record that cannot be used; the message is the reason written to the rejects file."""
+
+
+def _codes_api():
+    """(normalize, token_type, CodeError) from exmed_bert.codes, or a minimal stand-in while that
+    module is absent (format-only normalisation; see docs/DATASET.md)."""
+    try:
+        from exmed_bert.codes import normalize, token_type
+        try:
+            from exmed_bert.codes import CodeError
+        except ImportError:
+            CodeError = ValueError
+        return normalize, token_type, CodeError
+    except ImportError:
+        return _fallback_normalize, lambda system: SYSTEM_TYPES.get(system, 1), ValueError
+
+
+def _fallback_normalize(code: str, system: str) -> str:
+    c = code.strip().upper()
+    if not c or not c.replace(".", "").isalnum():
+        raise ValueError(f"malformed {system} code {code!r}")
+    if system == "icd10cm":
+        c = c.replace(".", "")
+        if not (c[0].isalpha() and 3 <= len(c) <= 7):
+            raise ValueError(f"malformed ICD-10-CM code {code!r}")
+        return c[:3] + ("." + c[3:] if len(c) > 3 else "")
+    return c
+
+
+def parse_day(s: str) -> int:
+    """'YYYY-MM-DD' (a time part after 'T' or ' ' is ignored) -> days since 1970-01-01; ValueError."""
+    if len(s) > 10 and s[10] in "T ":
+        s = s[:10]
+    if len(s) != 10:
+        raise ValueError(s)
+    return _dt.date.fromisoformat(s).toordinal() - EPOCH_ORDINAL
+
+
+def day_to_iso(day: int) -> str:
+    return _dt.date.fromordinal(int(day) + EPOCH_ORDINAL).isoformat()
+
+
+def code_sort_key(code: str) -> int:
+    """Order codes within a visit by their first 8 bytes (ties fall back to first-seen order)."""
+    return int.from_bytes(code.encode("utf-8")[:8].ljust(8, b"\0"), "big") >> 1
+
+
+@dataclass
+class Parsed:
+    patient_id: str
+    sex: int
+    birth_day: int
+    days: list = field(default_factory=list)    # event days, all categories
+    toks: list = field(default_factory=list)    # provisional token ids, parallel to days
+    stays: list = field(default_factory=list)   # hospital length of stay in days
+
+
+class RecordParser:
+    """Validates patient dicts. Owns the provisional token table (ids 0..4 are the special tokens)."""
+
+    def __init__(self):
+        self.normalize, self._token_type, self._code_error = _codes_api()
+        self.tokens: list[str] = list(SPECIAL_TOKENS)
+        self.token_types: list[int] = [0] * FIRST_CODE_ID
+        self.sort_keys: list[int] = [0] * FIRST_CODE_ID
+        self._ids: dict[str, int] = {}
+        self._by_raw: dict[tuple[str, str], int] = {}
+        self._fast: dict[str, dict[str, int]] = {k: {} for k, _ in CATEGORIES}
+        self._days: dict[str, int] = {}
+
+    # -- pieces ------------------------------------------------------------------------------
+    def day(self, value, what: str) -> int:
+        d = self._days.get(value) if isinstance(value, str) else None
+        if d is not None:
+            return d
+        if not isinstance(value, str):
+            raise Reject(f"{what} must be a 'YYYY-MM-DD' string, got {type(value).__name__}")
+        try:
+            d = parse_day(value)
+        except ValueError:
+            raise Reject(f"bad date {value!r} in {what}") from None
+        self._days[value] = d
+        return d
+
+    def token(self, system: str, code: str) -> int:
+        key = (system, code)
+        tid = self._by_raw.get(key)
+        if tid is not None:
+            return tid
+        if len(code) > MAX_CODE_LENGTH:
+            raise Reject(f"code too long ({len(code)} characters): {code[:40]!r}...")
+        try:
+            norm = self.normalize(code, system)
+        except self._code_error as e:  # a malformed code, not merely an unknown one
+            raise Reject(f"unparseable {system} code {code!r}: {e}") from None
+        text = f"{system}:{norm}"
+        tid = self._ids.get(text)
+        if tid is None:
+            tid = self._ids[text] = len(self.tokens)
+            self.tokens.append(text)
+            self.token_types.append(int(self._token_type(system)))
+            self.sort_keys.append(code_sort_key(norm))
+        self._by_raw[key] = tid
+        return tid
+
+    def _slow_event(self, e, category: str, default_system: str) -> tuple[int, int]:
+        if not isinstance(e, dict):
+            raise Reject(f"{category} entries must be objects with code and date, got {type(e).__name__}")
+        code, date, system = e.get("code"), e.get("date"), e.get("system", default_system)
+        if code is None:
+            raise Reject(f"{category} entry without a code")
+        if not isinstance(code, str):
+            raise Reject(f"{category} code must be text, got {type(code).__name__} {code!r}")
+        if date is None:
+            raise Reject(f"{category} entry {code!r} without a date")
+        if system is None:
+            system = default_system
+        if not isinstance(system, str) or system.lower() not in SYSTEM_TYPES:
+            raise Reject(f"unknown code system {system!r} in {category} (use one of {', '.join(SYSTEM_TYPES)})")
+        system = system.lower()
+        day = self.day(date, f"{category} {code!r}")
+        tid = self.token(system, code)
+        if len(e) == 2 and system == default_system:
+            self._fast[category][code] = tid
+        return tid, day
+
+    # -- one record --------------------------------------------------------------------------
+    def parse(self, obj) -> Parsed:
+        if not isinstance(obj, dict):
+            raise Reject(f"a patient must be a JSON object, got {type(obj).__name__}")
+        pid = obj.get("patient_id")
+        if pid is None or pid == "":
+            raise Reject("missing patient_id")
+        if isinstance(pid, bool) or not isinstance(pid, (str, int)):
+            raise Reject(f"patient_id must be text or an integer, got {type(pid).__name__}")
+        pid = str(pid)
+        sex = obj.get("sex")
+        if sex is None:
+            sex_id = 0
+        elif isinstance(sex, str) and sex.strip().lower() in _SEX:
+            sex_id = _SEX[sex.strip().lower()]
+        else:
+            raise Reject(f"unknown sex {sex!r} (use F, M or leave it out)")
+        birth = obj.get("birth_date")
+        birth_day = UNKNOWN_BIRTH if birth is None else self.day(birth, "birth_date")
+        p = Parsed(pid, sex_id, birth_day)
+        days, toks, dcache = p.days, p.toks, self._days
+        for category, default_system in CATEGORIES:
+            events = obj.get(category)
+            if not events:
+                continue
+            if not isinstance(events, list):
+                raise Reject(f"{category} must be a list, got {type(events).__name__}")
+            fast = self._fast[category]
+            for e in events:
+                try:  # fast path: {"code": ..., "date": ...} seen before
+                    if len(e) != 2:
+                        raise KeyError
+                    tid = fast[e["code"]]
+                    day = dcache[e["date"]]
+                except (KeyError, TypeError):
+                    tid, day = self._slow_event(e, category, default_system)
+                toks.append(tid)
+                days.append(day)
+        if birth_day != UNKNOWN_BIRTH and days and min(days) < birth_day:
+            raise Reject(f"birth_date {birth} is after the first event ({day_to_iso(min(days))})")
+        stays = obj.get("hospitalizations")
+        if stays:
+            if not isinstance(stays, list):
+                raise Reject(f"hospitalizations must be a list, got {type(stays).__name__}")
+            for h in stays:
+                if not isinstance(h, dict):
+                    raise Reject("hospitalizations entries must be objects with admission_date and discharge_date")
+                a = self.day(h.get("admission_date"), "hospitalizations admission_date")
+                d = self.day(h.get("discharge_date"), "hospitalizations discharge_date")
+                if d < a:
+                    raise Reject(f"discharge_date {h.get('discharge_date')} is before admission_date "
+                                 f"{h.get('admission_date')}")
+                if birth_day != UNKNOWN_BIRTH and a < birth_day:
+                    raise Reject(f"birth_date {birth} is after a hospital admission ({h.get('admission_date')})")
+                p.stays.append(min(d - a, 32767))
+        return p

@@ -1,0 +1,91 @@
+"""The code vocabulary: special tokens, then one token per "<system>:<code>", saved as vocab.json."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from exmed_bert.errors import UserError
+from exmed_bert.io import write_json
+
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(5)
+FIRST_CODE_ID = len(SPECIAL_TOKENS)
+FORMAT = "exmed-bert-vocab"
+VERSION = 1
+
+# token type of each system; mirrors exmed_bert.codes.token_type (1 diagnosis, 2 drug, 3 procedure)
+SYSTEM_TYPES = {"icd10cm": 1, "icd9cm": 1, "phecode": 1, "atc": 2, "rxnorm": 2, "cpt": 3}
+
+
+def system_of(token: str) -> str:
+    return token.split(":", 1)[0]
+
+
+def type_of_token(token: str) -> int:
+    """0 for special tokens, else the type of the token's code system (unknown systems -> 1)."""
+    if token in SPECIAL_TOKENS:
+        return 0
+    return SYSTEM_TYPES.get(system_of(token), 1)
+
+
+class Vocab:
+    """Token <-> id table. Ids 0..4 are the special tokens in SPECIAL_TOKENS order."""
+
+    def __init__(self, tokens: Sequence[str], counts: Sequence[int] | None = None):
+        if tuple(tokens[:FIRST_CODE_ID]) != SPECIAL_TOKENS:
+            raise ValueError(f"a vocabulary must start with {SPECIAL_TOKENS}")
+        self.tokens = list(tokens)
+        self.counts = list(counts) if counts is not None else [0] * len(self.tokens)
+        self._ids = {t: i for i, t in enumerate(self.tokens)}
+        if len(self._ids) != len(self.tokens):
+            raise ValueError("duplicate tokens in vocabulary")
+
+    @classmethod
+    def from_counts(cls, counts: dict[str, int] | Iterable[tuple[str, int]], min_count: int = 1) -> "Vocab":
+        """Keep tokens seen at least `min_count` times, sorted by token text (stable, readable ids)."""
+        items = counts.items() if isinstance(counts, dict) else counts
+        kept = sorted((t, int(c)) for t, c in items if c >= min_count and t not in SPECIAL_TOKENS)
+        return cls([*SPECIAL_TOKENS, *(t for t, _ in kept)], [0] * FIRST_CODE_ID + [c for _, c in kept])
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def __contains__(self, token: str) -> bool:
+        return token in self._ids
+
+    def id(self, token: str) -> int:
+        return self._ids.get(token, UNK_ID)
+
+    def token(self, id: int) -> str:
+        return self.tokens[int(id)]
+
+    def token_types(self):
+        """LongTensor [V]: 0 special, 1 diagnosis, 2 drug, 3 procedure."""
+        import torch
+
+        return torch.tensor([type_of_token(t) for t in self.tokens], dtype=torch.long)
+
+    def save(self, path: str | os.PathLike) -> None:
+        write_json(path, {"format": FORMAT, "version": VERSION, "tokens": self.tokens, "counts": self.counts},
+                   indent=None)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Vocab":
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"{path}: vocabulary not found; run scripts/convert_synthetic_to_dataset.py first")
+        try:
+            obj = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise UserError(f"{path}: not an ExMed-BERT vocabulary ({e}); re-run the conversion") from None
+        if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+            raise UserError(f"{path}: not an ExMed-BERT vocabulary (format should be '{FORMAT}')")
+        if obj.get("version") != VERSION:
+            raise UserError(f"{path}: vocabulary version {obj.get('version')} is not supported (expected {VERSION})")
+        try:
+            return cls(obj["tokens"], obj.get("counts"))
+        except (KeyError, ValueError, TypeError) as e:
+            raise UserError(f"{path}: malformed vocabulary: {e}") from None
