@@ -31,3 +31,12 @@ def test_run_info_records_args_versions(tmp_path):
     info = json.loads(path.read_text())
     assert info["seed"] == 7 and info["args"]["lr"] == 1e-4 and info["data_fingerprint"] == "abc"
     assert "torch" in info["versions"] and "python" in info["versions"]
+
+
+def test_atomic_write_uses_normal_permissions(tmp_path):
+    import os
+
+    write_json(tmp_path / "x.json", {})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o666 & ~mask
