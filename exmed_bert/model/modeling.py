@@ -26,6 +26,8 @@ class ExMedBertPreTrainedModel(PreTrainedModel):
     config_class = ExMedBertConfig
     config: ExMedBertConfig
     base_model_prefix = "bert"
+    # forward() averages its own loss; tell the Trainer not to skip gradient-accumulation scaling
+    accepts_loss_kwargs = False
     main_input_name = "input_ids"
     supports_gradient_checkpointing = False
     _supports_sdpa = True

@@ -1,0 +1,3 @@
+from exmed_bert.cli.pretrain import main
+from exmed_bert.errors import run
+run(main)

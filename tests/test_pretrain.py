@@ -1,0 +1,228 @@
+"""Pretraining CLI: output layout of a short run, metrics, errors. Tiny model, ~60 patients, CPU."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+import torch
+
+from exmed_bert.cli.pretrain import main
+
+# Codes in three "disease clusters": a patient draws mostly from one, so masked codes are predictable.
+CLUSTERS = [
+    (["E11.9", "E11.65", "I10", "E78.5"], ["A10BA02", "C09AA05", "C10AA05"], ["82947", "83036"]),
+    (["J45.909", "J30.9", "R05.9"], ["R03AC02", "R03BA02", "R06AE07"], ["94010", "94060"]),
+    (["F32.9", "F41.1", "G47.00"], ["N06AB06", "N05BA06", "N06AX11"], ["90834", "90837"]),
+]
+TINY = ["--model-size", "tiny", "--num-hidden-layers", "2", "--hidden-size", "32", "--intermediate-size", "64",
+        "--num-attention-heads", "2", "--max-position-embeddings", "64"]
+
+
+def make_patients(n: int, seed: int = 0) -> dict:
+    rng = random.Random(seed)
+    patients = []
+    for i in range(n):
+        dx, rx, px = CLUSTERS[i % len(CLUSTERS)]
+        day = date(2018, 1, 1) + timedelta(days=rng.randrange(300))
+        p = {"patient_id": f"P{i:04d}", "birth_date": f"{rng.randrange(1940, 2000)}-06-15",
+             "sex": rng.choice("FM"), "diagnoses": [], "prescriptions": [], "procedures": [], "hospitalizations": []}
+        for _ in range(rng.randrange(2, 6)):
+            day += timedelta(days=rng.randrange(10, 90))
+            p["diagnoses"] += [{"code": c, "date": day.isoformat()} for c in rng.sample(dx, 2)]
+            p["prescriptions"].append({"code": rng.choice(rx), "date": day.isoformat()})
+            if rng.random() < 0.5:
+                p["procedures"].append({"code": rng.choice(px), "date": day.isoformat()})
+        if rng.random() < 0.5:
+            stay = rng.choice([2, 3, 9, 12])
+            p["hospitalizations"].append({"admission_date": day.isoformat(),
+                                          "discharge_date": (day + timedelta(days=stay)).isoformat()})
+        patients.append(p)
+    return {"patients": patients, "metadata": {"source": "tests"}}
+
+
+def make_dataset(folder: Path, n: int = 60) -> Path:
+    """Converted tiny dataset in `folder`/pt (synthetic_train.pt, synthetic_val.pt, vocab.json)."""
+    from exmed_bert.data.convert import convert_patients
+
+    folder.mkdir(parents=True, exist_ok=True)
+    src = folder / "patients.json"
+    src.write_text(json.dumps(make_patients(n)), encoding="utf-8")
+    convert_patients(src, folder / "pt" / "synthetic.pt", max_length=64, train_ratio=0.7, seed=1, progress=False)
+    return folder / "pt"
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("pretrain_data"))
+
+
+def run_args(data_dir: Path, out: Path, *extra: str) -> list[str]:
+    return ["--data-dir", str(data_dir), "--output-dir", str(out), *TINY, "--batch-size", "4",
+            "--device", "cpu", "--logging-steps", "1", "--seed", "7", *extra]
+
+
+def scalars(run_dir: Path) -> dict[str, list[float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out: dict[str, list[float]] = {}
+    for events in run_dir.rglob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(events.parent))
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            out.setdefault(tag, []).extend(e.value for e in acc.Scalars(tag))
+    return out
+
+
+def test_two_step_run_writes_the_guide_layout(data_dir, tmp_path, capsys):
+    out = tmp_path / "model"
+    rc = main(run_args(data_dir, out, "--max-steps", "2", "--save-steps", "1", "--eval-steps", "1", "--plos"))
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "parameters" in printed and "effective batch size 4" in printed
+
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2", "checkpoint-best"]
+    for ck in ("checkpoint-1", "checkpoint-2"):
+        assert (out / ck / "model.safetensors").is_file() and (out / ck / "vocab.json").is_file()
+    tb = scalars(out / "runs")
+    assert {"train/loss", "eval/loss", "train/learning_rate"} <= set(tb), sorted(tb)
+    assert all(math.isfinite(v) for v in tb["eval/loss"])
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 2
+    targs = json.loads((out / "training_args.json").read_text())
+    assert targs["per_device_train_batch_size"] == 4 and targs["seed"] == 7
+    log = (out / "training.log").read_text()
+    assert "parameters" in log and "Final validation" in log
+    run_config = json.loads((out / "run_config.json").read_text())
+    assert set(run_config["data_fingerprint"]) == {"train", "val", "vocab"}
+
+    results = json.loads((out / "eval_results.json").read_text())
+    for key in ("eval_loss", "eval_accuracy", "eval_top10_accuracy", "eval_unigram_top10_accuracy",
+                "eval_plos_auroc", "eval_plos_f1"):
+        assert key in results
+    assert 0.0 <= results["eval_top10_accuracy"] <= 1.0 and results["eval_masked_tokens"] > 0
+    assert results["step"] == 2
+
+    from exmed_bert.data.vocab import Vocab
+    from exmed_bert.model import ExMedBertForPreTraining
+
+    best = out / "checkpoint-best"
+    assert {"config.json", "model.safetensors", "vocab.json"} <= {p.name for p in best.iterdir()}
+    model = ExMedBertForPreTraining.from_pretrained(best)
+    assert model.config.num_hidden_layers == 2 and model.config.hidden_size == 32
+    assert len(Vocab.load(best / "vocab.json")) == model.config.vocab_size
+    assert not list(out.glob(".checkpoint-best*")), "temporary folders left behind"
+
+
+def test_missing_data_says_to_convert(tmp_path, capsys):
+    rc = main(["--data-dir", str(tmp_path / "nope"), "--output-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "convert_synthetic_to_dataset.py" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_heads_must_divide_hidden_size(data_dir, tmp_path, capsys):
+    rc = main(["--data-dir", str(data_dir), "--output-dir", str(tmp_path / "o"), "--hidden-size", "30",
+               "--num-attention-heads", "4"])
+    assert rc == 2 and "not divisible" in capsys.readouterr().err
+
+
+def test_vocab_dataset_mismatch_is_a_user_error(data_dir, tmp_path, capsys):
+    import shutil
+
+    from exmed_bert.data.vocab import Vocab
+
+    bad = tmp_path / "bad"
+    shutil.copytree(data_dir, bad)
+    vocab = Vocab.load(bad / "vocab.json")
+    Vocab(vocab.tokens[:6], vocab.counts[:6]).save(bad / "vocab.json")
+    rc = main(run_args(bad, tmp_path / "o", "--max-steps", "1"))
+    assert rc == 2 and "different conversions" in capsys.readouterr().err
+
+
+def test_missing_resume_checkpoint_is_a_user_error(data_dir, tmp_path, capsys):
+    rc = main(run_args(data_dir, tmp_path / "o", "--resume-from-checkpoint", str(tmp_path / "checkpoint-9")))
+    assert rc == 2 and "checkpoint folder not found" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
+def test_cuda_without_gpu_is_a_user_error(data_dir, tmp_path, capsys):
+    rc = main(run_args(data_dir, tmp_path / "o") + ["--device", "cuda"])
+    assert rc == 2 and "no CUDA GPU" in capsys.readouterr().err
+
+
+def test_masked_metrics_count_hits_and_unigram_baseline():
+    from types import SimpleNamespace
+
+    from exmed_bert.training.metrics import PretrainMetrics, unigram_top_ids
+
+    counts = torch.tensor([0, 0, 0, 0, 0, 50, 40, 1, 1, 1])
+    top = unigram_top_ids(counts, k=2)
+    assert sorted(top.tolist()) == [5, 6]
+    labels = torch.tensor([[-100, 5, 7, -100], [9, -100, -100, -100]])  # 3 masked: 5, 7, 9
+    logits = torch.full((3, 10), -5.0)
+    logits[0, 5] = 5.0          # right at top-1
+    logits[1, 8], logits[1, 7] = 5.0, 4.0  # 7 is second: top-k hit only
+    logits[2, 1] = 5.0          # 9 missed entirely... unless k covers it
+    m = PretrainMetrics(top, k=2)
+    m.update(SimpleNamespace(loss=torch.tensor(1.5), mlm_logits=logits), {"labels": labels})
+    res = m.compute()
+    assert res["eval_masked_tokens"] == 3
+    assert res["eval_accuracy"] == pytest.approx(1 / 3)
+    assert res["eval_top2_accuracy"] == pytest.approx(2 / 3)
+    assert res["eval_unigram_top2_accuracy"] == pytest.approx(1 / 3)  # only the 5 is a frequent code
+    assert res["eval_loss"] == pytest.approx(1.5)
+
+
+def test_dynamic_masking_changes_masks_by_epoch_static_does_not(data_dir):
+    from types import SimpleNamespace
+
+    from exmed_bert.data.dataset import PatientDataset
+    from exmed_bert.training.batching_setup import make_batching
+
+    ds = PatientDataset.load(data_dir / "synthetic_train.pt")
+    items = [ds[i] for i in range(8)]
+    for dynamic in (False, True):
+        args = SimpleNamespace(plos=False, plos_threshold=7, seed=3, mlm_probability=0.3, dynamic_masking=dynamic,
+                               max_tokens_per_batch=None, batch_size=4)
+        _, _, collate, _ = make_batching(args, ds, ds, 40)
+        collate.set_epoch(0)
+        first = collate(items)["labels"]
+        assert torch.equal(first, collate(items)["labels"])  # same epoch -> same masks
+        collate.set_epoch(1)
+        assert torch.equal(first, collate(items)["labels"]) != dynamic
+
+
+def test_token_budget_batches_stay_under_budget(data_dir):
+    from types import SimpleNamespace
+
+    from exmed_bert.data.dataset import PatientDataset
+    from exmed_bert.training.batching import bucket_lengths
+    from exmed_bert.training.batching_setup import make_batching
+
+    ds = PatientDataset.load(data_dir / "synthetic_train.pt")
+    args = SimpleNamespace(plos=False, plos_threshold=7, seed=3, mlm_probability=0.15, dynamic_masking=False,
+                           max_tokens_per_batch=64, batch_size=2)
+    sampler, _, _, _ = make_batching(args, ds, ds, 40)
+    batches = list(sampler)
+    assert sorted(i for b in batches for i in b) == list(range(len(ds)))
+    for b in batches:
+        assert len(b) * int(bucket_lengths([int(ds.lengths[b].max())])[0]) <= 64
+    args.max_tokens_per_batch = None  # patients per batch
+    sampler, _, _, _ = make_batching(args, ds, ds, 40)
+    assert max(len(b) for b in sampler) == 2
+
+
+def test_clinvec_run_initialises_and_reports_coverage(data_dir, tmp_path):
+    out = tmp_path / "cv"
+    rc = main(run_args(data_dir, out, "--max-steps", "2", "--save-steps", "2", "--eval-steps", "2", "--use-clinvec",
+                       "--clinvec-dir", str(tmp_path / "no_release"), "--vocab-types", "icd10cm,atc,cpt",
+                       "--freeze-clinvec-steps", "1"))
+    assert rc == 0
+    coverage = json.loads((out / "clinvec_coverage.json").read_text())
+    assert coverage
+    assert (out / "checkpoint-best" / "model.safetensors").is_file()
