@@ -85,11 +85,13 @@ def embedding_vocabulary(clinvec_dir: str | None) -> tuple[set[str], str]:
     """(vocabulary, source): the codes of the ClinVec release in `clinvec_dir`, or the demo set."""
     if clinvec_dir is None:
         return demo_codes(), "demo"
-    try:  # lazy: only this option needs the ClinVec loader
-        from exmed_bert.clinvec import available_codes
-    except ImportError as e:
-        raise UserError(f"--clinvec-dir {clinvec_dir}: the ClinVec loader is unavailable ({e}); "
-                        "leave --clinvec-dir out to use the demo embedding set") from None
+    from exmed_bert.clinvec import available_codes
+    from exmed_bert.clinvec.resolve import has_clinvec_files
+
+    if not has_clinvec_files(clinvec_dir):
+        # Same rule as pretraining (resolve_clinvec_dir): without real files the demo embeddings are
+        # used, so novel codes are those the demo lacks.
+        return demo_codes(), "demo"
     vocab = set(available_codes(clinvec_dir))
     if not vocab:
         raise UserError(f"--clinvec-dir {clinvec_dir}: no codes found in this ClinVec release; "

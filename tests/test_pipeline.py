@@ -1,0 +1,93 @@
+"""The whole pipeline on ~80 patients: every stage's main(), skipping unchanged stages, failures."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+from exmed_bert import pipeline
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def tiny_config(path: Path, **changes) -> Path:
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    cfg.update(num_patients=80, model_size="tiny", num_hidden_layers=1, hidden_size=32, intermediate_size=64,
+               num_attention_heads=1, num_epochs=1, batch_size=8, max_length=64)
+    cfg["finetune"].update(num_epochs=1)
+    cfg["rf"], cfg["xgboost"] = {"n_estimators": 10}, {"n_estimators": 10}
+    cfg.update(changes)
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.mark.slow
+def test_pipeline_end_to_end_skip_force_and_failure(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    cfg = tiny_config(tmp_path / "config.yaml")
+    assert pipeline.main(["--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    for stage in pipeline.STAGES:
+        assert f"=== stage: {stage} ===" in out
+    assert "Pipeline finished" in out and "tensorboard --logdir output" in out
+    for path in ["data/synthetic_patients.json", "data/task_specific.csv", "pretrain_stuff/synthetic_train.pt",
+                 "pretrain_stuff/vocab.json", "output/with_clinvec/checkpoint-best/model.safetensors",
+                 "output/with_clinvec/clinvec_coverage.json", "output/finetuned/metrics.json",
+                 "output/rf/metrics.json", "output/xgboost/model.json", "output/report.md"]:
+        assert (tmp_path / path).is_file(), path
+    report = (tmp_path / "output/report.md").read_text()
+    assert "Random Forest" in report and "XGBoost" in report and "oracle" in report.lower()
+
+    # The logged command reruns a stage by hand and gives the same bytes.
+    line = next(ln for ln in out.splitlines() if ln.startswith("$ python scripts/generate_synthetic_patients.py"))
+    argv = shlex.split(line)[3:] + ["--output", "again.json", "--task-output", "again.csv"]
+    from exmed_bert.cli.generate import main as generate
+
+    assert generate(argv) == 0
+    assert (tmp_path / "again.json").read_bytes() == (tmp_path / "data/synthetic_patients.json").read_bytes()
+
+    # Nothing changed: every stage is skipped.
+    assert pipeline.main(["--config", str(cfg)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("[skip]") == len(pipeline.STAGES)
+
+    # --force reruns, here limited to one cheap stage.
+    assert pipeline.main(["--config", str(cfg), "--stages", "rf", "--force"]) == 0
+    assert "[done] rf" in capsys.readouterr().out
+
+    # Bad settings of any stage are reported before anything runs, naming the stage.
+    bad = tiny_config(tmp_path / "bad.yaml", hidden_size=33, num_attention_heads=2)
+    assert pipeline.main(["--config", str(bad)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "stage 'pretrain': " in captured.err and "not divisible" in captured.err
+
+    # A stage failing while it runs stops the pipeline with its exit code and names the stage.
+    (tmp_path / "broken.json").write_text('{"patients": [}')
+    bad = tiny_config(tmp_path / "bad.yaml", generate_data=False, patients_file="broken.json")
+    assert pipeline.main(["--config", str(bad)]) == 2
+    captured = capsys.readouterr()
+    assert "=== stage: convert ===" in captured.out and "=== stage: pretrain ===" not in captured.out
+    assert "stage 'convert' failed with exit code 2" in captured.err
+    assert "Traceback" not in captured.err
+
+
+def test_unknown_stage_and_key_are_one_line_errors(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    cfg = tiny_config(tmp_path / "config.yaml")
+    assert pipeline.main(["--config", str(cfg), "--stages", "pretrain,fintune"]) == 2
+    assert "stages must be one of" in capsys.readouterr().err
+    cfg.write_text(cfg.read_text() + "num_epoch: 3\n")
+    assert pipeline.main(["--config", str(cfg)]) == 2
+    assert "unknown key 'num_epoch'; did you mean 'num_epochs'?" in capsys.readouterr().err
+
+
+def test_every_default_config_key_is_known():
+    from exmed_bert.config import load_yaml
+
+    sections = load_yaml(ROOT / "config.yaml")
+    assert sections[None]["num_patients"] == 1000
+    assert json.dumps(sections)  # plain data, all keys valid (load_yaml raises on any unknown key)

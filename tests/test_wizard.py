@@ -1,0 +1,134 @@
+"""The interactive wizard, driven through a pseudo-terminal as a user would (pexpect)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pexpect
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def spawn(tmp_path: Path, *extra: str) -> pexpect.spawn:
+    child = pexpect.spawn(sys.executable, ["-m", "exmed_bert.cli.wizard", "--config", "config.yaml", *extra],
+                          cwd=str(tmp_path), encoding="utf-8", timeout=60,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1",
+                               "HOME": str(tmp_path)})
+    return child
+
+
+def tiny_config(tmp_path: Path, clinvec_dir: str = "ClinVec") -> None:
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    cfg.update(num_patients=60, model_size="tiny", num_hidden_layers=1, hidden_size=32, intermediate_size=64,
+               num_attention_heads=1, num_epochs=1, batch_size=8, max_length=64)
+    cfg["clinvec_params"]["clinvec_dir"] = clinvec_dir
+    cfg["finetune"].update(num_epochs=1)
+    cfg["rf"] = {"n_estimators": 10}
+    cfg["xgboost"] = {"n_estimators": 10}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+
+
+def answer(child: pexpect.spawn, prompt: str, reply: str) -> None:
+    child.expect_exact(prompt)
+    child.sendline(reply)
+
+
+def test_prompts_defaults_validation_and_summary(tmp_path):
+    tiny_config(tmp_path)
+    child = spawn(tmp_path, "--dry-run")
+    child.expect_exact("STEP 1: Data Generation")
+    answer(child, "Generate new synthetic data? (y/n) [y]: ", "maybe")
+    child.expect_exact("Invalid answer: 'maybe' is not y or n")
+    answer(child, "Generate new synthetic data? (y/n) [y]: ", "")
+    answer(child, "Number of patients to generate [60]: ", "lots")
+    child.expect_exact("Invalid answer: 'lots' is not a whole number")
+    answer(child, "Number of patients to generate [60]: ", "500")
+    answer(child, "Novel code probability (0.0-1.0) [0.01]: ", "1.5")
+    child.expect_exact("Invalid answer: 1.5 is outside 0.0-1.0")
+    answer(child, "Novel code probability (0.0-1.0) [0.01]: ", "0.02")
+    child.expect_exact("STEP 2: Dataset Conversion")
+    answer(child, "Maximum sequence length [64]: ", "")
+    answer(child, "Training set ratio (0.0-1.0) [0.8]: ", "0.7")
+    child.expect_exact("STEP 3: ClinVec Embeddings")
+    answer(child, "Use ClinVec pre-trained embeddings? (y/n) [y]: ", "n")
+    child.expect_exact("STEP 4: Review Training Configuration")
+    child.expect_exact("Configuration Summary:")
+    child.expect_exact("    - Layers: 1")
+    child.expect_exact("    - Hidden size: 32")
+    child.expect_exact("    - Max sequence length: 64")
+    child.expect_exact("    - Status: DISABLED")
+    answer(child, "Proceed with training? (y/n) [y]: ", "y")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    run_cfg = yaml.safe_load((tmp_path / "output" / "wizard_config.yaml").read_text())
+    assert (run_cfg["num_patients"], run_cfg["novel_prob"], run_cfg["train_ratio"]) == (500, 0.02, 0.7)
+    assert run_cfg["clinvec_params"]["use_clinvec"] is False
+    # config.yaml itself is untouched: answers apply to this run only
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["num_patients"] == 60
+
+
+def test_eof_aborts_cleanly(tmp_path):
+    tiny_config(tmp_path)
+    child = spawn(tmp_path, "--dry-run")
+    child.expect_exact("Generate new synthetic data? (y/n) [y]: ")
+    child.sendeof()
+    child.expect_exact("Aborted: no more input (EOF); nothing was run.")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 1
+    assert "Traceback" not in (child.before or "")
+    assert not (tmp_path / "output" / "wizard_config.yaml").exists()
+
+
+def test_missing_clinvec_offers_demo(tmp_path):
+    tiny_config(tmp_path, clinvec_dir="NoSuchClinVec")
+    child = spawn(tmp_path, "--dry-run")
+    answer(child, "Generate new synthetic data? (y/n) [y]: ", "")
+    answer(child, "Number of patients to generate [60]: ", "")
+    answer(child, "Novel code probability (0.0-1.0) [0.01]: ", "")
+    answer(child, "Maximum sequence length [64]: ", "")
+    answer(child, "Training set ratio (0.0-1.0) [0.8]: ", "")
+    answer(child, "Use ClinVec pre-trained embeddings? (y/n) [y]: ", "y")
+    child.expect_exact("[MISSING] no ClinVec_<vocab>.csv files in NoSuchClinVec/")
+    answer(child, "Use the bundled DEMO embeddings instead (not real ClinVec)? (y/n) [y]: ", "y")
+    child.expect_exact("[FOUND] ICD-10 CM (ClinVec_icd10cm.csv)")
+    answer(child, "  Include ICD-10 codes? (y/n) [y]: ", "")
+    child.expect_exact("[FOUND] ATC Drug Codes (ClinVec_atc.csv)")
+    answer(child, "  Include ATC drug codes? (y/n) [y]: ", "n")
+    child.expect_exact("[FOUND] CPT Procedure Codes (ClinVec_cpt.csv)")
+    answer(child, "  Include CPT codes? (y/n) [y]: ", "")
+    child.expect_exact("Selected vocabularies: icd10cm,cpt")
+    answer(child, "Use hierarchical initialization for novel codes? (y/n) [y]: ", "")
+    answer(child, "Embedding resize method [auto]: ", "zoom")
+    child.expect_exact("Invalid answer: 'zoom' is not one of auto")
+    answer(child, "Embedding resize method [auto]: ", "pca")
+    child.expect_exact("    - Status: ENABLED")
+    child.expect_exact("    - Vocabularies: icd10cm,cpt")
+    answer(child, "Proceed with training? (y/n) [y]: ", "n")
+    child.expect_exact("Aborted: training cancelled; nothing was run.")
+    child.expect(pexpect.EOF)
+
+
+@pytest.mark.slow
+def test_wizard_runs_tiny_pipeline_to_the_end(tmp_path):
+    tiny_config(tmp_path)
+    child = spawn(tmp_path)
+    child.timeout = 900
+    for prompt, reply in [("Generate new synthetic data? (y/n) [y]: ", ""),
+                          ("Number of patients to generate [60]: ", ""),
+                          ("Novel code probability (0.0-1.0) [0.01]: ", ""),
+                          ("Maximum sequence length [64]: ", ""),
+                          ("Training set ratio (0.0-1.0) [0.8]: ", ""),
+                          ("Use ClinVec pre-trained embeddings? (y/n) [y]: ", "n"),
+                          ("Proceed with training? (y/n) [y]: ", "")]:
+        answer(child, prompt, reply)
+    child.expect_exact("Pipeline finished in")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0, child.before
+    assert (tmp_path / "output" / "report.md").is_file()
+    assert (tmp_path / "output" / "random_init" / "checkpoint-best" / "model.safetensors").is_file()
