@@ -2,6 +2,7 @@
 
     python benchmarks/convert_throughput.py --patients 100000            # synthesise + convert
     python benchmarks/convert_throughput.py --input data/synthetic_patients.jsonl
+    python benchmarks/convert_throughput.py --input p.jsonl --per-record   # the reference path, to compare
 
 Synthesises histories shaped like the generator's (median ~80 codes over ~25 visits, a few hundred
 distinct codes per system) unless --input is given, then times scripts/convert_synthetic_to_dataset.py's
@@ -47,13 +48,13 @@ def synthesise(path: Path, n: int, seed: int = 0) -> None:
                                 "procedures": px, "hospitalizations": stays}) + "\n")
 
 
-def child(input: str, output: str) -> None:
+def child(input: str, output: str, fast: str = "1") -> None:
     import torch  # noqa: F401 - a one-off ~2-3 s import, excluded from the rate
 
     from exmed_bert.data.convert import convert_patients
 
     t0 = time.perf_counter()
-    man = convert_patients(input, output, progress=False)
+    man = convert_patients(input, output, progress=False, **({} if fast == "1" else {"fast": False}))
     dt = time.perf_counter() - t0
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"patients": man["records"], "seconds": dt, "patients_per_s": man["records"] / dt,
@@ -66,7 +67,9 @@ def main() -> int:
     ap.add_argument("--patients", type=int, default=100_000)
     ap.add_argument("--input", help="existing JSON/JSONL input (default: synthesise one)")
     ap.add_argument("--workdir", default="benchmarks/results")
-    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--per-record", action="store_true",
+                    help="time the per-record reference path instead of the columnar JSONL path")
+    ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
         child(*a.child)
@@ -78,15 +81,18 @@ def main() -> int:
         t0 = time.perf_counter()
         synthesise(input, a.patients)
         print(f"synthesised {a.patients} patients in {time.perf_counter() - t0:.1f}s -> {input}", file=sys.stderr)
-    out = subprocess.run([sys.executable, __file__, "--child", str(input), str(work / "bench.pt")],
+    out = subprocess.run([sys.executable, __file__, "--child", str(input), str(work / "bench.pt"),
+                          "0" if a.per_record else "1"],
                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     if out.returncode:
         print(out.stderr, file=sys.stderr)
         return out.returncode
     r = json.loads(out.stdout.strip().splitlines()[-1])
-    print(f"{r['patients']} patients in {r['seconds']:.1f}s: {r['patients_per_s']:.0f} patients/s, peak RSS "
+    path = "per-record path" if a.per_record else "columnar path"
+    print(f"{path}: {r['patients']} patients in {r['seconds']:.1f}s: {r['patients_per_s']:.0f} patients/s, peak RSS "
           f"{r['peak_rss_mb']:.0f} MB, median tokens/patient {r['median_codes']} "
-          f"({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')})")
+          f"({platform.processor() or platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, "
+          f"{time.strftime('%Y-%m-%d')})")
     return 0
 
 

@@ -206,3 +206,23 @@ def test_example_load_prints_counts_and_decodes_a_patient(tmp_path, capsys):
     assert "1 patients, 10 tokens" in out and "born 1980-01-15" in out
     assert "visit   1  2020-01-01  age  39  icd10cm:E11.65 icd10cm:I10 atc:N02BE01 cpt:99213" in out
     assert example_main(["--data", str(tmp_path / "ds_train.pt"), "--patient", "5"]) == 2
+
+
+def test_ages_match_calendar_arithmetic_including_leap_days():
+    import datetime as dt
+
+    from exmed_bert.data.encode import ages_in_years
+    from exmed_bert.data.validate import UNKNOWN_BIRTH
+
+    rng = np.random.default_rng(0)
+    births = np.r_[rng.integers(-25000, 15000, 300), 11016, 11016, UNKNOWN_BIRTH].astype(np.int32)  # 2000-02-29
+    days = np.r_[rng.integers(0, 20000, 300), 18686, 18687, 18000].astype(np.int32)  # 2021-02-28, 2021-03-01
+    epoch = dt.date(1970, 1, 1)
+
+    def age(b, d):
+        if b == UNKNOWN_BIRTH:
+            return 0
+        b, d = epoch + dt.timedelta(int(b)), epoch + dt.timedelta(int(d))
+        return min(max(d.year - b.year - ((d.month, d.day) < (b.month, b.day)), 0), 120)
+
+    assert ages_in_years(births, days).tolist() == [age(b, d) for b, d in zip(births, days)]

@@ -126,3 +126,84 @@ def test_cli_exit_2_on_non_json_and_all_rejected(tmp_path, capsys):
     write_jsonl(tmp_path / "none.jsonl", [{"patient_id": None}])
     assert convert_main(["--input", str(tmp_path / "none.jsonl"), "--output", str(tmp_path / "o.pt")]) == 2
     assert "all 1 records were rejected" in capsys.readouterr().err
+
+
+# bad or unusual records the columnar path must flag one by one (its block stays columnar)
+RECORD_LEVEL = [
+    {"patient_id": None}, {"patient_id": ""}, {"birth_date": "2021-02-30"}, {"sex": "X"}, {"sex": " female "},
+    {"sex": None}, {"birth_date": None}, {"diagnoses": [{"code": "E11.65", "date": "2021-02-30"}]},
+    {"diagnoses": [{"code": "E11.65", "date": None}]}, {"diagnoses": [None]}, {"diagnoses": [{"code": "E11.65"}]},
+    {"diagnoses": [{"code": "!!", "date": "2020-01-01"}]}, {"diagnoses": [{"code": "E" * 40, "date": "2020-01-01"}]},
+    {"diagnoses": [{"code": "E11", "date": "2020-01-01", "system": "snomed"}]},
+    {"diagnoses": [{"code": "250.00", "date": "2020-01-15", "system": "icd9cm"},
+                   {"code": "250.00", "date": "2020-01-15", "system": "phecode"}]},
+    {"diagnoses": [{"code": "E1165", "date": "2020-01-15T08:00", "system": None, "note": "x"}]},
+    {"hospitalizations": [{"admission_date": "2020-03-09", "discharge_date": "2020-03-01"}]},
+    {"hospitalizations": [None]}, {"hospitalizations": [{"admission_date": "2020-03-09"}]},
+    {"birth_date": "2020-02-01"}, {"birth_date": "2020-03-05"},
+    {"diagnoses": [], "prescriptions": None, "procedures": []}, {"patient_id": "P1"}, {"patient_id": "P\u00e9"},
+    {"birth_date": "0000-01-01"}]
+# records whose JSON types make the whole block take the per-record reader
+BLOCK_LEVEL = [{"patient_id": True}, {"patient_id": 1.5}, {"birth_date": 19700101}, {"diagnoses": "E11"},
+               {"diagnoses": [{"code": 401, "date": "2020-01-01"}]}, {"patient_id": 12345}]
+
+
+def mixed_records():
+    """Good records interleaved with every kind of bad or unusual one (as JSONL lines)."""
+    lines = []
+    for i in range(150):
+        p = patient(f"P{i}", diagnoses=[{"code": ["E11.65", "I10", "E1165", "J45.909", "Z00.00"][i % 5],
+                                         "date": f"20{10 + i % 9}-0{1 + i % 9}-1{i % 10}"},
+                                        {"code": f"E11.{i % 7}", "date": "2020-01-15"}])
+        lines.append(json.dumps(p))
+        if i % 5 == 0 and i // 5 < len(RECORD_LEVEL):
+            lines.append(json.dumps(patient(f"B{i}", **RECORD_LEVEL[i // 5])))
+        if i >= 125 and i % 4 == 0 and (i - 125) // 4 < len(BLOCK_LEVEL):
+            lines.append(json.dumps(patient(f"C{i}", **BLOCK_LEVEL[(i - 125) // 4])))
+    lines[50] += "\r"                      # a CRLF line
+    lines[-8] = json.dumps([1, 2])         # not an object
+    lines[-4] = ""                         # a blank line
+    return "\n".join(lines) + "\n"
+
+
+def test_fast_path_matches_per_record_path_on_mixed_file(tmp_path, monkeypatch):
+    import torch
+
+    import exmed_bert.data.intake as intake
+    import exmed_bert.data.records as records
+    from exmed_bert.data.convert import convert_patients, output_paths
+
+    monkeypatch.setattr(records, "_BLOCK", 2500)  # many blocks: clean ones, mixed ones, unparseable ones
+    (tmp_path / "in.jsonl").write_text(mixed_records())
+    (tmp_path / "task.csv").write_text("patient_id,label,prediction_date\n"
+                                       + "".join(f"P{i},{i % 2},{'2016-01-01' if i % 3 else ''}\n" for i in range(0, 120, 2)))
+    flagged = []  # records flagged inside columnar blocks
+    block = intake.Intake.block
+    monkeypatch.setattr(intake.Intake, "block", lambda self, fb, data: (
+        flagged.extend(json.loads(data.split(b"\n")[i]) for i in fb.slow.nonzero()[0]), block(self, fb, data))[1])
+    mans = {}
+    for fast in (False, True):
+        out = tmp_path / str(fast) / "ds.pt"
+        mans[fast] = convert_patients(tmp_path / "in.jsonl", out, task_data=tmp_path / "task.csv", fast=fast,
+                                      progress=False)
+    # the columnar path met every record-level kind next to good records, and flagged exactly the bad
+    # ones (unknown sex/birth, " female ", a null system, a repeated id and "Pé" are accepted or
+    # caught later as a duplicate)
+    kinds = {i for i, kind in enumerate(RECORD_LEVEL) for f in flagged
+             if str(f.get("patient_id")).startswith("B") and all(f.get(k) == v for k, v in kind.items())}
+    kinds |= {i for i, kind in enumerate(RECORD_LEVEL) if "patient_id" in kind
+              for f in flagged if f.get("patient_id") == kind["patient_id"]}
+    assert kinds == set(range(len(RECORD_LEVEL))) - {4, 5, 6, 15, 22, 23}
+    assert mans[True] == mans[False] and mans[True]["rejected"] > 20
+    a, b = output_paths(tmp_path / "False" / "ds.pt"), output_paths(tmp_path / "True" / "ds.pt")
+    ta, tb = output_paths(tmp_path / "False" / "ds.pt", task=True), output_paths(tmp_path / "True" / "ds.pt", task=True)
+    for x, y in [(a["vocab"], b["vocab"]), (a["rejected"], b["rejected"])]:
+        assert x.read_bytes() == y.read_bytes()
+    for x, y in [(a[s], b[s]) for s in ("train", "val", "test")] + [(ta[s], tb[s]) for s in ("train", "val", "test")]:
+        da, db = torch.load(x, weights_only=True), torch.load(y, weights_only=True)
+        assert da.keys() == db.keys()
+        for k in da:
+            if isinstance(da[k], torch.Tensor):
+                assert da[k].dtype == db[k].dtype and torch.equal(da[k], db[k]), k
+            else:
+                assert da[k] == db[k], k

@@ -11,22 +11,19 @@ import gc
 import json
 import os
 import sys
-from collections import Counter
-from itertools import chain
 from pathlib import Path
 
 import numpy as np
 
-from exmed_bert.data.encode import encode_chunk
-from exmed_bert.data.records import iter_patients
-from exmed_bert.data.splits import SPLITS, split_index
-from exmed_bert.data.validate import Parsed, RecordParser, Reject
+from exmed_bert.data.batches import Family
+from exmed_bert.data.fastpath import fast_block, read_table
+from exmed_bert.data.intake import Intake
+from exmed_bert.data.records import block_records, detect_format, iter_jsonl_blocks, iter_patients
+from exmed_bert.data.splits import SPLITS
+from exmed_bert.data.validate import RecordParser
 from exmed_bert.data.vocab import FIRST_CODE_ID, UNK_ID, Vocab
 from exmed_bert.errors import UserError
 from exmed_bert.io import atomic_write, file_fingerprint, write_json
-
-CHUNK = 8192
-NO_CUT = np.iinfo(np.int32).max
 
 
 def output_paths(output: str | os.PathLike, task: bool = False) -> dict[str, Path]:
@@ -53,72 +50,7 @@ def open_records(input: str | os.PathLike):
     return iter_patients(input), None
 
 
-class _Family:
-    """Encoded chunks of one output family ('pretrain' or 'task'), kept per split until writing."""
-
-    def __init__(self, parser: RecordParser, max_length: int, task: bool):
-        self.parser, self.max_length, self.task = parser, max_length, task
-        self.pending: list[tuple] = []
-        self.parts = [{k: [] for k in ("input_ids", "token_type_ids", "position_ids", "age_ids", "days",
-                                       "lengths", "sex", "birth_days", "los_counts", "los_days",
-                                       "labels", "prediction_days", "patient_ids")} for _ in SPLITS]
-        self.no_events = 0
-        self.train_counts = np.zeros(0, dtype=np.int64)
-        self._tt = np.zeros(0, dtype=np.int8)
-        self._sk = np.zeros(0, dtype=np.int64)
-
-    def add(self, p: Parsed, split: int, label: int | None = None, cut: int | None = None) -> None:
-        self.pending.append((p, split, label, cut))
-        if len(self.pending) >= CHUNK:
-            self.flush()
-
-    def _token_tables(self) -> tuple[np.ndarray, np.ndarray]:
-        n_old, n = len(self._tt), len(self.parser.tokens)
-        if n > n_old:  # grow with only the tokens first seen since the last chunk
-            self._tt = np.concatenate([self._tt, np.asarray(self.parser.token_types[n_old:], dtype=np.int8)])
-            self._sk = np.concatenate([self._sk, np.asarray(self.parser.sort_keys[n_old:], dtype=np.int64)])
-        return self._tt, self._sk
-
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        pend, self.pending = self.pending, []
-        pats = [x[0] for x in pend]
-        tt, sk = self._token_tables()
-        cut = np.array([NO_CUT if x[3] is None else x[3] for x in pend], dtype=np.int32) if self.task else None
-        enc = encode_chunk([len(p.days) for p in pats], list(chain.from_iterable(p.days for p in pats)),
-                           list(chain.from_iterable(p.toks for p in pats)), [p.birth_day for p in pats],
-                           tt, sk, self.max_length, cut)
-        has = enc["lengths"] > 0
-        self.no_events += int((~has).sum())
-        rows = np.flatnonzero(has)
-        split = np.array([x[1] for x in pend], dtype=np.int8)[rows]
-        lengths = enc["lengths"][rows]
-        tok_split = np.repeat(split, lengths)
-        for s, parts in enumerate(self.parts):
-            m, r = tok_split == s, rows[split == s]
-            if not len(r):
-                continue
-            for k in ("input_ids", "token_type_ids", "position_ids", "age_ids", "days"):
-                parts[k].append(enc[k][m])
-            parts["lengths"].append(enc["lengths"][r])
-            chosen = [pend[i] for i in r]
-            parts["patient_ids"].extend(x[0].patient_id for x in chosen)
-            parts["sex"].append(np.array([x[0].sex for x in chosen], dtype=np.int8))
-            parts["birth_days"].append(np.array([x[0].birth_day for x in chosen], dtype=np.int32))
-            parts["los_counts"].append(np.array([len(x[0].stays) for x in chosen], dtype=np.int64))
-            parts["los_days"].append(np.array(list(chain.from_iterable(x[0].stays for x in chosen)), dtype=np.int16))
-            if self.task:
-                parts["labels"].append(np.array([x[2] for x in chosen], dtype=np.int64))
-                # no prediction date: the day after the patient's last event ("all history")
-                parts["prediction_days"].append(np.array(
-                    [x[3] if x[3] is not None else enc["last_day"][i] + 1 for x, i in zip(chosen, r)], dtype=np.int32))
-            if s == 0 and not self.task:
-                ids = parts["input_ids"][-1]
-                c = np.bincount(ids, minlength=len(self.parser.tokens))
-                c[: len(self.train_counts)] += self.train_counts
-                self.train_counts = c
-
+class _Family(Family):
     def write(self, split: int, path: Path, lut: np.ndarray) -> dict:
         """Concatenate one split, remap to vocabulary ids, save atomically; returns its manifest entry."""
         from exmed_bert.data.dataset import PatientDataset, build_dataset_dict
@@ -130,10 +62,13 @@ class _Family:
             v = parts.pop(k)
             cat[k] = np.concatenate(v) if v else np.zeros(0)
             del v
-        raw_ids = cat["input_ids"].astype(np.int64)
-        cat["input_ids"] = lut[raw_ids]
-        code = raw_ids >= FIRST_CODE_ID
-        unk = int((cat["input_ids"][code] == UNK_ID).sum())
+        ids = np.ascontiguousarray(cat["input_ids"], dtype=np.int32)
+        code_tokens = int(np.count_nonzero(ids >= FIRST_CODE_ID))
+        step = 1 << 22
+        for i in range(0, len(ids), step):  # remap in place by slices: no int64 copy of all tokens
+            ids[i:i + step] = lut[ids[i:i + step]]
+        unk = int(np.count_nonzero(ids == UNK_ID))  # provisional ids never hold [UNK], so each one is a code
+        cat["input_ids"] = ids
         lengths = cat["lengths"].astype(np.int64)
         cat["offsets"] = np.r_[0, np.cumsum(lengths)]
         cat["los_offsets"] = np.r_[0, np.cumsum(cat["los_counts"].astype(np.int64))]
@@ -141,7 +76,7 @@ class _Family:
                                   cat["prediction_days"] if self.task else None)
         PatientDataset(data).save(path)
         entry = {"path": path.name, "patients": len(patient_ids), "tokens": int(lengths.sum()),
-                 "code_tokens": int(code.sum()), "unk_tokens": unk, "length_percentiles": _percentiles(lengths)}
+                 "code_tokens": code_tokens, "unk_tokens": unk, "length_percentiles": _percentiles(lengths)}
         if self.task:
             labels = cat["labels"].astype(np.int64)
             entry["label_counts"] = {str(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True))}
@@ -180,8 +115,10 @@ def convert_patients(input: str | os.PathLike, output: str | os.PathLike, *, spl
                      max_length: int = 512, train_ratio: float = 0.8, seed: int = 42, min_code_count: int = 1,
                      task_data: str | os.PathLike | None = None, on_error: str = "skip",
                      vocab: Vocab | None = None, pretraining: bool = True, args: dict | None = None,
-                     progress: bool = True) -> dict:
+                     progress: bool = True, fast: bool = True) -> dict:
     """Convert and write everything; returns the manifest. See docs/DATASET.md for the file layout.
+
+    fast=False sends every JSONL record through the per-record path (the reference; same outputs).
 
     pretraining=False with a fixed `vocab` builds only the task datasets (build_task_datasets).
     """
@@ -196,50 +133,23 @@ def convert_patients(input: str | os.PathLike, output: str | os.PathLike, *, spl
     labels = read_task_csv(task_data) if task_data else None
     if not pretraining and (labels is None or vocab is None):
         raise ValueError("a task-only build needs task_data and a vocabulary")
-    records, meds = open_records(input)
     parser = RecordParser()
     pre = _Family(parser, max_length, task=False) if pretraining else None
     task = _Family(parser, max_length, task=True) if labels is not None else None
-    seen: set[str] = set()
-    reasons: Counter = Counter()
-    n_records = n_unlabelled = 0
     wanted = SPLITS if split == "all" else (split,)
 
     paths["rejected"].parent.mkdir(parents=True, exist_ok=True)
-    with _gc_paused(), atomic_write(paths["rejected"]) as rej:
-        for obj in tqdm(records, desc="converting", unit=" patients", disable=None if progress else True,
-                        file=sys.stderr):
-            n_records += 1
-            try:
-                p = parser.parse(obj)
-                if p.patient_id in seen:
-                    raise Reject(f"duplicate patient_id {p.patient_id!r} (the first record is kept)")
-                if not p.days:
-                    raise Reject("no diagnoses, prescriptions or procedures")
-            except Reject as r:
-                pid = obj.get("patient_id") if isinstance(obj, dict) else None
-                pid = pid if isinstance(pid, (str, int)) else None
-                if on_error == "fail":
-                    raise UserError(f"{input}: record {n_records} (patient_id {pid!r}): {r}; "
-                                    "fix the record or use --on-error skip") from None
-                reasons[_reason_kind(str(r))] += 1
-                rej.write(json.dumps({"record": n_records, "patient_id": pid, "reason": str(r)}) + "\n")
-                continue
-            seen.add(p.patient_id)
-            s = split_index(p.patient_id, seed, train_ratio)
-            if pre is not None:
-                pre.add(p, s)
-            if labels is not None:
-                lab = labels.get(p.patient_id)
-                if lab is None:
-                    n_unlabelled += 1
-                else:
-                    task.add(p, s, lab[0], lab[1])
-        if n_records == 0:
+    with _gc_paused(), atomic_write(paths["rejected"]) as rej, \
+            tqdm(desc="converting", unit=" patients", disable=None if progress else True, file=sys.stderr) as bar:
+        run = Intake(parser, pre, task, labels, seed=seed, train_ratio=train_ratio, on_error=on_error,
+                     input=input, rejects=rej)
+        meds = _feed(run, input, bar, fast)
+        if run.n_records == 0:
             raise UserError(f"{input}: no patients in the input")
-        if not seen:
-            raise UserError(f"{input}: all {n_records} records were rejected (first reasons: "
-                            f"{', '.join(reasons)}); see --on-error fail for the first bad record")
+        if not run.seen:
+            raise UserError(f"{input}: all {run.n_records} records were rejected (first reasons: "
+                            f"{', '.join(run.reasons)}); see --on-error fail for the first bad record")
+    n_records, reasons, n_unlabelled, seen = run.n_records, run.reasons, run.n_unlabelled, run.seen
     for fam in (pre, task):
         if fam is not None:
             fam.flush()
@@ -271,11 +181,48 @@ def convert_patients(input: str | os.PathLike, output: str | os.PathLike, *, spl
     return manifest
 
 
-def _reason_kind(reason: str) -> str:
-    """Group reasons for the summary: the text before the first quote or number."""
-    for stop in (" '", ' "', " (", ":"):
-        reason = reason.split(stop, 1)[0]
-    return reason.strip()
+def _prefetched(blocks):
+    """(block, pyarrow table or None) pairs; the next block is parsed in a thread (pyarrow releases the
+    GIL) while the caller works on the current one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def parse(block):
+        return block, (read_table(block.data, block.line_count()) if block.simple_newlines() else None)
+
+    with ThreadPoolExecutor(1) as pool:
+        it = iter(blocks)
+        nxt = next(it, None)
+        job = pool.submit(parse, nxt) if nxt is not None else None
+        while job is not None:
+            nxt = next(it, None)
+            done = job.result()
+            job = pool.submit(parse, nxt) if nxt is not None else None
+            yield done
+
+
+def _feed(run: Intake, input, bar, fast: bool):
+    """Send every record of `input` through `run`; returns the MEDS reader (or None)."""
+    path = Path(input)
+    if fast and path.is_file() and detect_format(path) == "jsonl":
+        n = 0
+        for block, table in _prefetched(iter_jsonl_blocks(path)):
+            fb = fast_block(table, run.parser)
+            before = run.n_records
+            if fb is None:
+                for obj in block_records(path, block):
+                    run.record(obj)
+            else:
+                run.block(fb, block.data)
+            n += run.n_records - before
+            bar.update(run.n_records - before)
+        if n == 0:
+            raise UserError(f"{path}: no patients in the file")
+        return None
+    records, meds = open_records(input)
+    for obj in records:
+        run.record(obj)
+        bar.update()
+    return meds
 
 
 def build_task_datasets(input: str | os.PathLike, task_csv: str | os.PathLike, vocab_path: str | os.PathLike,

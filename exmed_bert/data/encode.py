@@ -16,17 +16,28 @@ from exmed_bert.data.vocab import CLS_ID, SEP_ID
 MAX_AGE = 120
 
 
+def _year_and_monthday(days: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Calendar year and month*32 + day of each day number (days since 1970)."""
+    d = days.astype("datetime64[D]")
+    m = d.astype("datetime64[M]")
+    y = m.astype("datetime64[Y]")
+    return y.astype(np.int64) + 1970, (m - y).astype(np.int64) * 32 + (d - m).astype(np.int64)
+
+
 def ages_in_years(birth_days: np.ndarray, days: np.ndarray) -> np.ndarray:
     """Whole years between two day numbers (calendar-exact), clamped to 0..120; unknown birth -> 0."""
     known = birth_days != UNKNOWN_BIRTH
-    b = np.where(known, birth_days, 0).astype("datetime64[D]")
-    d = days.astype("datetime64[D]")
-    bm, dm = b.astype("datetime64[M]"), d.astype("datetime64[M]")
-    by, dy = bm.astype("datetime64[Y]"), dm.astype("datetime64[Y]")
-    # (month, day) of each date as month*32 + day, to compare "has the birthday passed this year"
-    bmd = (bm - by).astype(np.int64) * 32 + (b - bm).astype(np.int64)
-    dmd = (dm - dy).astype(np.int64) * 32 + (d - dm).astype(np.int64)
-    age = (dy.astype(np.int64) - by.astype(np.int64)) - (dmd < bmd)
+    b = np.where(known, birth_days, days).astype(np.int64)
+    d = np.asarray(days, dtype=np.int64)
+    if not len(d):
+        return np.zeros(0, dtype=np.int16)
+    lo, hi = int(min(b.min(), d.min())), int(max(b.max(), d.max()))
+    if hi - lo < 400_000:  # one calendar table over the span, then lookups (cheaper than per-value dates)
+        year, md = _year_and_monthday(np.arange(lo, hi + 1, dtype=np.int64))
+        by, bmd, dy, dmd = year[b - lo], md[b - lo], year[d - lo], md[d - lo]
+    else:
+        (by, bmd), (dy, dmd) = _year_and_monthday(b), _year_and_monthday(d)
+    age = (dy - by) - (dmd < bmd)   # minus one when this year's birthday is still ahead
     return np.where(known, np.clip(age, 0, MAX_AGE), 0).astype(np.int16)
 
 
@@ -34,32 +45,37 @@ def _event_order(pat, day, typ, tok, sort_keys) -> np.ndarray:
     """Order by (patient, day, type, code, token id) with one int64 argsort instead of a 5-key lexsort."""
     if len(tok) == 0:
         return np.zeros(0, dtype=np.int64)
-    uniq, inv = np.unique(tok, return_inverse=True)
-    rank = np.empty(len(uniq), dtype=np.int64)
-    rank[np.lexsort((uniq, sort_keys[uniq]))] = np.arange(len(uniq))  # code order among this chunk's tokens
+    # code order over the whole token table (small): rank by (sort key, token id)
+    rank = np.empty(len(sort_keys), dtype=np.int64)
+    rank[np.lexsort((np.arange(len(sort_keys)), sort_keys))] = np.arange(len(sort_keys))
     d = day.astype(np.int64) - int(day.min())
-    bits_r, bits_d = int(len(uniq)).bit_length(), int(d.max()).bit_length()
-    bits_p = int(pat[-1]).bit_length() if len(pat) else 0
+    bits_r, bits_d = int(len(sort_keys)).bit_length(), int(d.max()).bit_length()
+    bits_p = int(pat.max()).bit_length() if len(pat) else 0
     if bits_r + bits_d + 2 + bits_p > 62:
         return np.lexsort((tok, sort_keys[tok], typ, day, pat))
-    key = (((pat << bits_d | d) << 2 | typ) << bits_r) | rank[inv.reshape(-1)]
-    return np.argsort(key, kind="stable")
+    key = (((pat << bits_d | d) << 2 | typ) << bits_r) | rank[tok]
+    # equal keys are equal events (same patient, day and token), so an unstable sort gives the same output
+    return np.argsort(key)
 
 
 def encode_chunk(event_counts, event_days, event_toks, birth_days, token_types: np.ndarray,
-                 sort_keys: np.ndarray, max_length: int, cutoff_days: np.ndarray | None = None) -> dict:
+                 sort_keys: np.ndarray, max_length: int, cutoff_days: np.ndarray | None = None,
+                 event_patients: np.ndarray | None = None) -> dict:
     """Encode N patients whose events are given flat (patient-major, any order within a patient).
 
     event_counts [N]; event_days, event_toks [E] (days since 1970, provisional token ids);
     birth_days [N]; token_types / sort_keys [V] per provisional id; cutoff_days [N] keeps only events
-    strictly before it (task datasets). Returns flat arrays over T output tokens plus `lengths` [N]
+    strictly before it (task datasets); event_patients [E] gives each event's patient instead of
+    event_counts (then events may come in any order). Returns flat arrays over T output tokens plus `lengths` [N]
     (0 for a patient with no event left) and `first_day`, `last_day` [N].
     """
     if max_length < 3:
         raise ValueError("max_length must be at least 3 ([CLS], one code, [SEP])")
-    counts = np.asarray(event_counts, dtype=np.int64)
-    n = len(counts)
-    pat = np.repeat(np.arange(n, dtype=np.int64), counts)
+    n = len(birth_days)
+    if event_patients is None:
+        pat = np.repeat(np.arange(n, dtype=np.int64), np.asarray(event_counts, dtype=np.int64))
+    else:
+        pat = np.asarray(event_patients, dtype=np.int64)
     day = np.asarray(event_days, dtype=np.int32)
     tok = np.asarray(event_toks, dtype=np.int32)
     birth = np.asarray(birth_days, dtype=np.int32)

@@ -6,6 +6,7 @@ bounded memory. Malformed JSON and non-UTF-8 bytes become a UserError naming the
 
 from __future__ import annotations
 
+import io
 import json
 import os
 from pathlib import Path
@@ -16,6 +17,7 @@ from exmed_bert.errors import UserError
 _CHUNK = 1 << 20              # characters read per refill
 _MAX_RECORD = 256 << 20       # a single value larger than this is treated as malformed, not incomplete
 _WS = " \t\r\n"
+_BLOCK = 8 << 20             # bytes of JSONL lines per block
 
 
 def open_text(path: Path):
@@ -72,28 +74,76 @@ def _fast_loads():
 
 
 def _iter_jsonl(path: Path) -> Iterator[dict]:
-    loads, errors = _fast_loads()
     n = 0
-    with open_text(path) as f:
-        lineno = 0
-        try:
-            for lineno, line in enumerate(f, 1):
-                if line.isspace() or not line:
-                    continue
-                try:
-                    obj = loads(line)
-                except errors:
-                    try:  # stdlib json for the message: orjson's columns count bytes
-                        json.loads(line)
-                        raise UserError(f"{path}: line {lineno}: not valid JSON")
-                    except json.JSONDecodeError as e:
-                        raise UserError(f"{path}: line {lineno}, column {e.colno}: not valid JSON ({e.msg})") from None
-                n += 1
-                yield obj
-        except UnicodeDecodeError as e:
-            raise UserError(f"{path}: not UTF-8 text (near line {lineno + 1}); re-save the file as UTF-8") from None
+    for block in iter_jsonl_blocks(path):
+        for obj in block_records(path, block):
+            n += 1
+            yield obj
     if n == 0:
         raise UserError(f"{path}: no patients in the file")
+
+
+class JsonlBlock:
+    """Whole lines of a JSONL file as bytes (ending in a newline) and the number of the first line."""
+
+    def __init__(self, data: bytes, first_line: int):
+        self.data, self.first_line = data, first_line
+
+        self._lines: int | None = None
+
+    def simple_newlines(self) -> bool:
+        """True when every line break is '\n' or '\r\n' (Python's text mode also splits on a lone '\r')."""
+        return b"\r" not in self.data or self.data.count(b"\r") == self.data.count(b"\r\n")
+
+    def line_count(self) -> int:
+        if self._lines is None:
+            self._lines = (self.data.count(b"\n") if self.simple_newlines() else
+                           sum(1 for _ in io.StringIO(self.data.decode("utf-8", "replace"), newline="")))
+        return self._lines
+
+
+def iter_jsonl_blocks(path: Path, size: int | None = None) -> Iterator[JsonlBlock]:
+    """Blocks of about `size` bytes of whole lines (a UTF-8 BOM at the start is dropped)."""
+    size, line = size or _BLOCK, 1
+    with open(path, "rb") as f:
+        rest = f.read(size)
+        if rest.startswith(b"\xef\xbb\xbf"):
+            rest = rest[3:]
+        while rest:
+            more = f.read(size)
+            cut = rest.rfind(b"\n") + 1
+            if more and cut == 0:            # a line longer than the block: keep reading
+                rest += more
+                continue
+            if not more:
+                data, rest = (rest if rest.endswith(b"\n") else rest + b"\n"), b""
+            else:
+                data, rest = rest[:cut], rest[cut:] + more
+            block = JsonlBlock(data, line)
+            yield block
+            line += block.line_count()
+
+
+def block_records(path: Path, block: JsonlBlock) -> Iterator[dict]:
+    """The objects of a block, one per non-blank line; bad JSON or bytes name the line (and column)."""
+    loads, errors = _fast_loads()
+    try:
+        text = block.data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        near = block.first_line + block.data[:e.start].count(b"\n")
+        raise UserError(f"{path}: not UTF-8 text (near line {near}); re-save the file as UTF-8") from None
+    for lineno, line in enumerate(io.StringIO(text, newline=""), block.first_line):
+        if line.isspace() or not line:
+            continue
+        try:
+            obj = loads(line)
+        except errors:
+            try:  # stdlib json for the message: orjson's columns count bytes
+                json.loads(line)
+                raise UserError(f"{path}: line {lineno}: not valid JSON")
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path}: line {lineno}, column {e.colno}: not valid JSON ({e.msg})") from None
+        yield obj
 
 
 class _Stream:

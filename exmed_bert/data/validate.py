@@ -89,6 +89,7 @@ class RecordParser:
         self._by_raw: dict[tuple[str, str], int] = {}
         self._fast: dict[str, dict[str, int]] = {k: {} for k, _ in CATEGORIES}
         self._days: dict[str, int] = {}
+        self._code_ok: dict[tuple[str, str], bool] = {}
 
     # -- pieces ------------------------------------------------------------------------------
     def day(self, value, what: str) -> int:
@@ -103,6 +104,31 @@ class RecordParser:
             raise Reject(f"bad date {value!r} in {what}") from None
         self._days[value] = d
         return d
+
+    def day_or_none(self, value: str) -> int | None:
+        """Like `day` for a string, but None instead of a Reject (the columnar path's check)."""
+        d = self._days.get(value)
+        if d is None:
+            try:
+                d = self._days[value] = parse_day(value)
+            except ValueError:
+                return None
+        return d
+
+    def code_ok(self, system: str, code: str) -> bool:
+        """Whether `token(system, code)` would succeed, without creating the token (cached)."""
+        key = (system, code)
+        ok = self._code_ok.get(key)
+        if ok is None:
+            ok = key in self._by_raw
+            if not ok and len(code) <= MAX_CODE_LENGTH:
+                try:
+                    self.normalize(code, system)
+                    ok = True
+                except self._code_error:
+                    pass
+            self._code_ok[key] = ok
+        return ok
 
     def token(self, system: str, code: str) -> int:
         key = (system, code)

@@ -1,0 +1,149 @@
+"""The conversion pass: accept or reject each record in input order, write rejects, assign splits and
+labels, and hand accepted patients to the output families. JSONL blocks take the columnar fast path;
+every record it flags (and every record of other inputs) takes the per-record path.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+
+from exmed_bert.data.batches import NO_CUT, select
+from exmed_bert.data.fastpath import FastBlock
+from exmed_bert.data.records import _fast_loads
+from exmed_bert.data.splits import split_index
+from exmed_bert.data.validate import Parsed, RecordParser, Reject
+from exmed_bert.errors import UserError
+
+
+def reason_kind(reason: str) -> str:
+    """Group reasons for the summary: the text before the first quote or number."""
+    for stop in (" '", ' "', " (", ":"):
+        reason = reason.split(stop, 1)[0]
+    return reason.strip()
+
+
+class Intake:
+    def __init__(self, parser: RecordParser, pre, task, labels: dict | None, *, seed: int, train_ratio: float,
+                 on_error: str, input, rejects):
+        self.parser, self.pre, self.task, self.labels = parser, pre, task, labels
+        self.seed, self.train_ratio, self.on_error, self.input, self.rej = seed, train_ratio, on_error, input, rejects
+        self.seen: set[str] = set()
+        self.reasons: Counter = Counter()
+        self.n_records = self.n_unlabelled = 0
+
+    # -- per record (the reference path) ---------------------------------------------------------
+    def check(self, obj) -> Parsed | None:
+        """Parse one record; None (after writing the reject, or raising with --on-error fail) if bad."""
+        self.n_records += 1
+        try:
+            p = self.parser.parse(obj)
+            if p.patient_id in self.seen:
+                raise Reject(f"duplicate patient_id {p.patient_id!r} (the first record is kept)")
+            if not p.days:
+                raise Reject("no diagnoses, prescriptions or procedures")
+        except Reject as r:
+            pid = obj.get("patient_id") if isinstance(obj, dict) else None
+            pid = pid if isinstance(pid, (str, int)) else None
+            if self.on_error == "fail":
+                raise UserError(f"{self.input}: record {self.n_records} (patient_id {pid!r}): {r}; "
+                                "fix the record or use --on-error skip") from None
+            self.reasons[reason_kind(str(r))] += 1
+            self.rej.write(json.dumps({"record": self.n_records, "patient_id": pid, "reason": str(r)}) + "\n")
+            return None
+        self.seen.add(p.patient_id)
+        return p
+
+    def record(self, obj) -> None:
+        p = self.check(obj)
+        if p is None:
+            return
+        s = split_index(p.patient_id, self.seed, self.train_ratio)
+        if self.pre is not None:
+            self.pre.add(p, s)
+        if self.labels is not None:
+            lab = self.labels.get(p.patient_id)
+            if lab is None:
+                self.n_unlabelled += 1
+            else:
+                self.task.add(p, s, lab[0], lab[1])
+
+    # -- a columnar block ------------------------------------------------------------------------
+    def block(self, fb: FastBlock, data: bytes) -> None:
+        """Records of a FastBlock in order: fast ones by arrays, flagged ones through `check`. New tokens
+        are created in the order the per-record path would create them (their ids break code ties)."""
+        n, parser, seen, pids = fb.n, self.parser, self.seen, fb.pids
+        pending, k = fb.new_tokens(), 0
+        lines = None
+        fast = np.zeros(n, dtype=bool)
+        split = np.zeros(n, dtype=np.int8)
+        labelled = np.zeros(n, dtype=bool)
+        label = np.zeros(n, dtype=np.int64)
+        cut = np.full(n, NO_CUT, dtype=np.int32)
+        slow_rows: list[tuple[int, Parsed]] = []
+        labels, seed, ratio = self.labels, self.seed, self.train_ratio
+        flagged = fb.slow.tolist()
+        for i in range(n):
+            pid = pids[i]
+            if flagged[i] or pid in seen:
+                while k < len(pending) and pending[k][0] < i:
+                    parser.token(pending[k][3], pending[k][4])
+                    k += 1
+                if lines is None:
+                    lines, loads = data.split(b"\n"), _fast_loads()[0]
+                p = self.check(loads(lines[i]))
+                if p is None:
+                    continue
+                slow_rows.append((i, p))
+                pid = p.patient_id
+            else:
+                self.n_records += 1
+                seen.add(pid)
+                fast[i] = True
+            split[i] = split_index(pid, seed, ratio)
+            if labels is not None:
+                lab = labels.get(pid)
+                if lab is None:
+                    self.n_unlabelled += 1
+                else:
+                    labelled[i], label[i] = True, lab[0]
+                    if lab[1] is not None:
+                        cut[i] = lab[1]
+        for _, _, _, system, code in pending[k:]:
+            parser.token(system, code)
+        batch = self._batch(fb, fast, slow_rows, split, label, cut)
+        keep = fast.copy()
+        keep[[i for i, _ in slow_rows]] = True
+        batch = select(batch, keep)
+        if self.pre is not None and batch["n"]:
+            self.pre.add_batch(batch)
+        if labels is not None:
+            sub = select(batch, labelled[keep])
+            if sub["n"]:
+                self.task.add_batch(sub)
+
+    def _batch(self, fb: FastBlock, fast, slow_rows, split, label, cut) -> dict:
+        """All n records of the block as one batch (rejected ones carry no events; `select` drops them)."""
+        ev = fast[fb.ev_pat]
+        st = fast[fb.los_pat]
+        tok = fb.event_tokens(self.parser)
+        ev_pat, ev_day, ev_tok = fb.ev_pat[ev], fb.ev_day[ev], tok[ev]
+        los_pat, los_days = fb.los_pat[st], fb.los_days[st]
+        sex, birth, pids = fb.sex.copy(), fb.birth.copy(), list(fb.pids)
+        if slow_rows:
+            for i, p in slow_rows:
+                sex[i], birth[i], pids[i] = p.sex, p.birth_day, p.patient_id
+            idx = np.array([i for i, _ in slow_rows], dtype=np.int64)
+            counts = np.array([len(p.days) for _, p in slow_rows], dtype=np.int64)
+            stays = np.array([len(p.stays) for _, p in slow_rows], dtype=np.int64)
+            ev_pat = np.concatenate([ev_pat, np.repeat(idx, counts)])
+            ev_day = np.concatenate([ev_day, np.array([d for _, p in slow_rows for d in p.days], dtype=np.int32)])
+            ev_tok = np.concatenate([ev_tok, np.array([t for _, p in slow_rows for t in p.toks], dtype=np.int32)])
+            los_pat = np.concatenate([los_pat, np.repeat(idx, stays)])
+            los_days = np.concatenate([los_days, np.array([d for _, p in slow_rows for d in p.stays], dtype=np.int16)])
+            order = np.argsort(los_pat, kind="stable")      # stays stay patient-major
+            los_pat, los_days = los_pat[order], los_days[order]
+        return {"n": fb.n, "split": split, "pids": pids, "sex": sex, "birth": birth, "label": label, "cut": cut,
+                "ev_pat": ev_pat, "ev_day": ev_day, "ev_tok": ev_tok, "los_pat": los_pat, "los_days": los_days}
