@@ -149,26 +149,45 @@ def worker(kind: str, preset: str, a) -> dict:
 
 
 def data_path(a) -> dict:
-    """Collate + mask alone, one thread: patients/s over a pass of token-budget batches."""
+    """Collate + mask alone, one thread: patients/s over a pass of token-budget batches.
+
+    Also times `mask_tokens` alone, replaying the exact calls the collator made, so the split between
+    collation and masking is visible.
+    """
     import torch
 
+    from exmed_bert.data.masking import mask_tokens
     from exmed_bert.training.batching import PretrainCollator, TokenBudgetBatchSampler
 
     torch.set_num_threads(1)
     items = synthetic_items(max(a.patients, 20000), a.vocab_size, a.max_length, seed=1)
-    collate = PretrainCollator(vocab_size=a.vocab_size, seed=1, plos_threshold=7, epoch=0)
+    calls = []
+
+    def recording_mask(*args, **kw):
+        calls.append((args, kw))
+        return mask_tokens(*args, **kw)
+
+    collate = PretrainCollator(vocab_size=a.vocab_size, seed=1, plos_threshold=7, epoch=0, mask_fn=recording_mask)
     out = {}
     for name, packing in (("bucketed", False), ("packed", True)):
         sampler = TokenBudgetBatchSampler([len(it["input_ids"]) for it in items], a.max_tokens_per_batch,
                                           seed=0, packing=packing)
         collate.pack_length = a.max_length if packing else None
         batches = [[items[i] for i in idx] for idx in sampler]
+        calls.clear()
         t0, c0 = time.perf_counter(), time.process_time()
         for chunk in batches:
             collate(chunk)
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        c0 = time.process_time()
+        for args, kw in calls:
+            mask_tokens(*args, **kw)
+        mask_cpu = time.process_time() - c0
         # one thread, so CPU time is the time on one core even when other processes share the machine
-        out[name] = dict(patients_per_s=len(items) / wall, patients_per_cpu_s=len(items) / cpu, batches=len(batches))
+        out[name] = dict(patients_per_s=len(items) / wall, patients_per_cpu_s=len(items) / cpu,
+                         mask_only_patients_per_cpu_s=len(items) / mask_cpu,
+                         collate_only_patients_per_cpu_s=len(items) / max(cpu - mask_cpu, 1e-9),
+                         batches=len(batches))
     return out
 
 
@@ -185,6 +204,7 @@ def main(argv=None) -> int:
     p.add_argument("--max-tokens-per-batch", type=int, default=8192, help="token budget of the fast path")
     p.add_argument("--kinds", default="naive,bucketed", help="naive, bucketed, packed")
     p.add_argument("--compile", action="store_true", help="torch.compile the fast-path model")
+    p.add_argument("--data-path-only", action="store_true", help="measure only the data path (collate + mask)")
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/throughput.json"))
     p.add_argument("--_worker", nargs=2, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -194,7 +214,7 @@ def main(argv=None) -> int:
 
     passthrough = [x for x in (argv if argv is not None else sys.argv[1:])]
     rows = []
-    for preset in a.presets.split(","):
+    for preset in ([] if a.data_path_only else a.presets.split(",")):
         for kind in a.kinds.split(","):
             print(f"[{preset}] {kind} ...", file=sys.stderr, flush=True)
             proc = subprocess.run([sys.executable, __file__, *passthrough, "--_worker", kind, preset],
@@ -216,7 +236,8 @@ def main(argv=None) -> int:
                      f"{r['peak_memory_mib']:,.0f} | {r['speedup_vs_naive']:.1f}x |")
     table.append("")
     table.append("data path (collate + mask, 1 thread): " + ", ".join(
-        f"{k} {v['patients_per_cpu_s']:,.0f} patients/CPU-s ({v['patients_per_s']:,.0f}/s wall)"
+        f"{k} {v['patients_per_cpu_s']:,.0f} patients/CPU-s ({v['patients_per_s']:,.0f}/s wall; "
+        f"mask alone {v['mask_only_patients_per_cpu_s']:,.0f}/CPU-s, collate alone ~{v['collate_only_patients_per_cpu_s']:,.0f})"
         for k, v in dp.items()))
     print("\n".join(table))
     cpu = next((l.split(":", 1)[1].strip() for l in subprocess.run(["lscpu"], capture_output=True, text=True)

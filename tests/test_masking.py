@@ -85,3 +85,31 @@ def test_same_mask_in_padded_and_packed_layouts():
     assert torch.equal(packed[0], padded[keep])
     for seg in packed[0].split(lengths.tolist()):
         assert (seg != -100).sum() >= 1  # guarantees hold per packed patient
+
+
+def test_mask_does_not_depend_on_batch_composition():
+    ids, can, pos = batch(6, 80)
+    _, together = run(ids, can, pos, index=torch.arange(10, 16), epoch=3)
+    for i in range(6):
+        _, alone = run(ids[i:i + 1], can[i:i + 1], pos[i:i + 1], index=torch.tensor([10 + i]), epoch=3)
+        assert torch.equal(alone[0], together[i])
+
+
+def test_random_replacements_cover_the_code_range():
+    ids, can, pos = batch(256, 200)
+    out, labels = run(ids, can, pos, mlm_probability=0.5)
+    rand = out[(labels != -100) & (out != MASK_ID) & (out != ids)]
+    assert rand.min() < 15 and rand.max() > 90  # the id bits map onto the whole [5, V) span
+    counts = torch.bincount(rand - 5, minlength=V - 5).float()
+    assert counts.std() / counts.mean() < 0.35  # roughly uniform (expected ~0.2 at ~2.5k draws)
+
+
+def test_guarantees_hold_for_many_short_packed_patients():
+    lengths = torch.randint(2, 6, (300,), generator=torch.Generator().manual_seed(3))
+    codes = torch.randint(5, V, (int(lengths.sum()),), generator=torch.Generator().manual_seed(4))
+    idx = torch.arange(300).repeat_interleave(lengths)
+    pos = torch.cat([torch.arange(n) for n in lengths.tolist()])
+    _, labels = mask_tokens(codes[None], (codes >= 5)[None], idx[None], pos[None], seed=5, vocab_size=V,
+                            max_masked=2)
+    n = torch.zeros(300, dtype=torch.long).index_add_(0, idx, (labels[0] != -100).long())
+    assert (n >= 1).all() and (n <= torch.clamp(lengths - 1, max=2)).all()

@@ -224,5 +224,48 @@ def test_clinvec_run_initialises_and_reports_coverage(data_dir, tmp_path):
                        "--freeze-clinvec-steps", "1"))
     assert rc == 0
     coverage = json.loads((out / "clinvec_coverage.json").read_text())
-    assert coverage
+    assert coverage["initialized_row_ids"] and coverage["demo"]
+    log = (out / "training.log").read_text()
+    used = tmp_path / "ClinVec_demo"  # no release in no_release/, so the demo folder beside it is used
+    assert f"code rows from {used}" in log and "DEMO" in log and "ClinVec coverage" in log
     assert (out / "checkpoint-best" / "model.safetensors").is_file()
+
+
+def broken_clinvec(folder: Path, case: str) -> Path:
+    """A copy of the demo ClinVec folder with one defect."""
+    from exmed_bert.clinvec import build_demo_clinvec
+    from exmed_bert.clinvec.loader import DEMO_MARKER, NODE_TABLE
+
+    build_demo_clinvec(folder)
+    (folder / DEMO_MARKER).unlink()
+    vectors = folder / "ClinVec_icd10cm.csv"
+    lines = vectors.read_text().splitlines()
+    if case == "127 columns":
+        lines = [line.rsplit(",", 1)[0] for line in lines]
+    elif case == "NaN":
+        cells = lines[1].split(",")
+        lines[1] = ",".join(cells[:-1] + ["nan"])
+    elif case == "no node table":
+        (folder / NODE_TABLE).unlink()
+    else:
+        raise ValueError(case)
+    vectors.write_text("\n".join(lines) + "\n")
+    return folder
+
+
+@pytest.mark.parametrize("case", ["127 columns", "NaN", "no node table"])
+@pytest.mark.parametrize("existing", [False, True])
+def test_bad_clinvec_dir_exits_2_and_writes_nothing(data_dir, tmp_path, capsys, case, existing):
+    clinvec = broken_clinvec(tmp_path / "ClinVec", case)
+    out = tmp_path / "out"
+    if existing:
+        out.mkdir()
+        (out / "keep.txt").write_text("x")
+    rc = main(run_args(data_dir, out, "--max-steps", "1", "--use-clinvec", "--clinvec-dir", str(clinvec),
+                       "--vocab-types", "icd10cm,atc,cpt"))
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err and "ClinVec" in err
+    if existing:
+        assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    else:
+        assert not out.exists()

@@ -86,3 +86,30 @@ def test_resume_from_checkpoint_without_weights_is_a_user_error(data_dir, tmp_pa
     (out / "checkpoint-1" / "model.safetensors").unlink()
     rc = main(run_args(data_dir, out, "--max-steps", "2", "--resume-from-checkpoint", "auto"))
     assert rc == 2 and "no model.safetensors" in capsys.readouterr().err
+
+
+def code_rows(checkpoint: Path, rows: list[int]):
+    from exmed_bert.model import ExMedBertForPreTraining
+
+    return ExMedBertForPreTraining.from_pretrained(checkpoint).get_input_embeddings().weight.detach()[rows]
+
+
+@pytest.mark.parametrize("rows_from", ["coverage report", "re-matching"])
+def test_resumed_clinvec_run_keeps_rows_frozen_until_step_n(data_dir, tmp_path, capsys, rows_from):
+    import torch
+
+    out = tmp_path / "cv"
+    flags = ["--max-steps", "6", "--save-steps", "2", "--eval-steps", "6", "--use-clinvec", "--clinvec-dir",
+             str(tmp_path / "no_release"), "--vocab-types", "icd10cm,atc,cpt", "--freeze-clinvec-steps", "4",
+             "--learning-rate", "1e-2"]
+    assert main(run_args(data_dir, out, *flags, "--max-steps", "2")) == 0  # "crashes" after checkpoint-2
+    rows = json.loads((out / "clinvec_coverage.json").read_text())["initialized_row_ids"]
+    assert rows
+    if rows_from == "re-matching":
+        (out / "clinvec_coverage.json").unlink()
+    capsys.readouterr()
+    assert main(run_args(data_dir, out, *flags, "--resume-from-checkpoint", "auto")) == 0
+    assert f"keeping {len(rows)} initialised code rows frozen until step 4" in capsys.readouterr().out
+    start = code_rows(out / "checkpoint-2", rows)
+    assert torch.equal(code_rows(out / "checkpoint-4", rows), start)  # still frozen after the resume
+    assert not torch.equal(code_rows(out / "checkpoint-6", rows), start)  # thawed after step 4

@@ -7,7 +7,10 @@ Under torchrun every rank runs this; only rank 0 writes files.
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
+import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ from exmed_bert.training.args import (build_training_arguments, effective_batch_
 from exmed_bert.training.callbacks import BEST_DIR, BestModelCallback, VocabCallback
 from exmed_bert.training.teelog import TeeLog
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # cursor moves of progress bars, kept out of the log
 CONVERT_HINT = ("run `python scripts/convert_synthetic_to_dataset.py --input data/synthetic_patients.json "
                 "--output {dir}/{name}.pt` first")
 
@@ -89,18 +93,51 @@ def build_model(args: Any, vocab_size: int, max_visit: int):
     return ExMedBertForPreTraining(config)
 
 
-def init_from_clinvec(args: Any, model, vocab) -> list:
-    """Copy ClinVec vectors into the code table; returns callbacks (the freeze, when asked for)."""
-    from exmed_bert.clinvec import freeze_callback, init_code_embeddings
+def init_from_clinvec(args: Any, model, vocab) -> dict:
+    """Copy ClinVec vectors into the code table (the one ClinVec load of the run); returns the coverage report.
 
-    report = init_code_embeddings(model, vocab, clinvec_dir=args.clinvec_dir, vocab_types=args.vocab_types,
-                                  use_hierarchical_init=args.use_hierarchical_init,
-                                  resize_method=args.resize_method, output_dir=args.output_dir, seed=args.seed)
+    Runs before --output-dir exists, so a bad ClinVec folder (127 columns, NaN, wrong ntype, no node table:
+    a UserError from the loader) leaves nothing behind. The report is written to a scratch folder here
+    and re-written into --output-dir by `_run`.
+    """
+    import tempfile
+
+    from exmed_bert.clinvec import init_code_embeddings
+
+    with tempfile.TemporaryDirectory(prefix="exmed-clinvec-") as scratch:
+        report = init_code_embeddings(model, vocab, clinvec_dir=args.clinvec_dir, vocab_types=args.vocab_types,
+                                      use_hierarchical_init=args.use_hierarchical_init,
+                                      resize_method=args.resize_method, output_dir=scratch, seed=args.seed)
     rows = report.get("initialized_row_ids", [])
-    print(f"ClinVec: initialised {len(rows)} of {len(vocab)} code rows from {args.clinvec_dir}")
-    if args.freeze_clinvec_steps > 0:
-        return [freeze_callback(model, rows, args.freeze_clinvec_steps)]
-    return []
+    print(f"ClinVec: initialised {len(rows)} of {len(vocab)} code rows from {report.get('clinvec_dir', args.clinvec_dir)}")
+    return report
+
+
+def clinvec_rows_on_resume(args: Any, out: Path, vocab) -> list[int]:
+    """The ClinVec-initialised row ids of the run being resumed, for `--freeze-clinvec-steps`.
+
+    Read from the run's clinvec_coverage.json (`initialized_row_ids`); when that file is missing or does not
+    fit the vocabulary, re-match the vocabulary against ClinVec (no weights are touched: the checkpoint's win).
+    """
+    import json
+
+    from exmed_bert.clinvec.init import COVERAGE_FILE
+
+    path = out / COVERAGE_FILE
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))["initialized_row_ids"]
+        if isinstance(rows, list) and all(isinstance(i, int) and 0 <= i < len(vocab) for i in rows):
+            return rows
+        print(f"{path}: initialized_row_ids do not fit the vocabulary; re-matching ClinVec", file=sys.stderr)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    from exmed_bert.clinvec import load_clinvec, match_tokens, resolve_clinvec_dir
+    from exmed_bert.clinvec.loader import check_vocab_types
+
+    tables = load_clinvec(resolve_clinvec_dir(args.clinvec_dir), check_vocab_types(args.vocab_types))
+    ids = {t: i for i, t in enumerate(vocab.tokens)}
+    matches = match_tokens(list(vocab.tokens), tables, use_hierarchical_init=args.use_hierarchical_init)
+    return [ids[m.token] for m in matches if m.source != "random"]
 
 
 def describe_model(model) -> str:
@@ -114,21 +151,79 @@ def describe_model(model) -> str:
             f"({core:,} without embedding tables)")
 
 
+@dataclasses.dataclass
+class Prepared:
+    """Everything validated and loaded before --output-dir is touched."""
+
+    device: str
+    checkpoint: str | None
+    train: Any
+    val: Any
+    vocab: Any
+    model: Any
+    clinvec: dict | None  # the coverage report of a fresh ClinVec initialisation
+    console: str  # what was printed while preparing (already on the console), for training.log
+
+
 def run_pretraining(args: Any) -> dict:
     """The whole run; returns the final evaluation metrics."""
     main = distributed.is_main_process()
     out = Path(args.output_dir)
-    # settle the cheap failures before anything is written
-    check_data_paths(args.data_dir, args.dataset_name)
-    resolve_device(args.device)
-    resolve_checkpoint(args.resume_from_checkpoint, out, quiet=True)
+    prep = prepare(args, out)  # every input check (data, vocab, architecture, ClinVec, resume) before any write
     if main:
         out.mkdir(parents=True, exist_ok=True)
+        _append_log(out / "training.log", prep.console)
     with TeeLog(out / "training.log", enabled=main):
-        return _run(args, out, main)
+        return _run(args, out, main, prep)
 
 
-def _run(args: Any, out: Path, main: bool) -> dict:
+def _append_log(path: Path, text: str) -> None:
+    """Add console text to the log (appended like TeeLog does): last state of redrawn lines, no ANSI codes."""
+    lines = [_ANSI.sub("", line.rstrip("\r").rsplit("\r", 1)[-1]) for line in text.split("\n")]
+    lines = [line for line in lines if line.strip()]
+    if lines:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+
+
+def prepare(args: Any, out: Path) -> Prepared:
+    """Validate and load all inputs; raises UserError before anything exists in --output-dir.
+
+    What this prints (ClinVec's demo warning and coverage table) is shown at once and kept, so it can be
+    copied into training.log once that exists.
+    """
+    import contextlib
+
+    check_data_paths(args.data_dir, args.dataset_name)
+    device = resolve_device(args.device)
+    checkpoint = resolve_checkpoint(args.resume_from_checkpoint, out, quiet=True)
+    kept = io.StringIO()
+    stdout, stderr = _Echo(sys.stdout, kept), _Echo(sys.stderr, kept)
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        train_ds, val_ds, vocab = load_data(args.data_dir, args.dataset_name)
+        max_visit = int(max(train_ds.data["position_ids"].max(), val_ds.data["position_ids"].max()))
+        model = build_model(args, len(vocab), max_visit)
+        report = None
+        if args.use_clinvec and checkpoint is None:  # on resume the checkpoint's weights win
+            report = init_from_clinvec(args, model, vocab)
+    return Prepared(device, checkpoint, train_ds, val_ds, vocab, model, report, kept.getvalue())
+
+
+class _Echo:
+    """A text stream that writes through to `console` and keeps a copy."""
+
+    def __init__(self, console, kept: io.StringIO):
+        self.console, self.kept = console, kept
+
+    def write(self, s: str) -> int:
+        self.kept.write(s)
+        return self.console.write(s)
+
+    def __getattr__(self, name: str):
+        return getattr(self.console, name)
+
+
+def _run(args: Any, out: Path, main: bool, prep: Prepared) -> dict:
     import torch
     from transformers.utils import logging as hf_logging
 
@@ -138,14 +233,12 @@ def _run(args: Any, out: Path, main: bool) -> dict:
 
     hf_logging.set_verbosity_info() if main else hf_logging.set_verbosity_warning()
     hf_logging.disable_progress_bar()  # hub download bars; the Trainer's own bar stays
-    device = resolve_device(args.device)
-    checkpoint = resolve_checkpoint(args.resume_from_checkpoint, out)
-    train_ds, val_ds, vocab = load_data(args.data_dir, args.dataset_name)
-    max_visit = int(max(train_ds.data["position_ids"].max(), val_ds.data["position_ids"].max()))
-    model = build_model(args, len(vocab), max_visit)
+    device, checkpoint, model, vocab = prep.device, prep.checkpoint, prep.model, prep.vocab
+    train_ds, val_ds = prep.train, prep.val
+    if args.resume_from_checkpoint == "auto" and checkpoint is None:  # resolved (quietly) in `prepare`
+        print(f"--resume-from-checkpoint auto: no checkpoint-N in {out}; starting from scratch")
     callbacks: list = [BestModelCallback(out / BEST_DIR, vocab, "eval_loss"), VocabCallback(vocab)]
-    if args.use_clinvec and checkpoint is None:  # on resume the checkpoint's weights win
-        callbacks += init_from_clinvec(args, model, vocab)
+    callbacks += _clinvec_callbacks(args, out, main, prep)
     world = distributed.world_size()
     if main:
         print(describe_model(model))
@@ -198,6 +291,32 @@ def _run(args: Any, out: Path, main: bool) -> dict:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     return report
+
+
+def _clinvec_callbacks(args: Any, out: Path, main: bool, prep: Prepared) -> list:
+    """Write the coverage report of a fresh ClinVec run; the freeze callback, fresh or resumed.
+
+    On resume the callback keys on `state.global_step` (restored from the checkpoint), so rows stay frozen
+    until step --freeze-clinvec-steps however often the run was restarted.
+    """
+    if not args.use_clinvec:
+        return []
+    from exmed_bert.clinvec import freeze_callback
+    from exmed_bert.clinvec.init import COVERAGE_FILE
+
+    if prep.clinvec is not None:
+        if main:
+            write_json(out / COVERAGE_FILE, prep.clinvec)
+        rows = prep.clinvec.get("initialized_row_ids", [])
+    elif args.freeze_clinvec_steps > 0:
+        rows = clinvec_rows_on_resume(args, out, prep.vocab)
+    else:
+        return []
+    if args.freeze_clinvec_steps <= 0:
+        return []
+    if prep.checkpoint is not None:
+        print(f"ClinVec: keeping {len(rows)} initialised code rows frozen until step {args.freeze_clinvec_steps}")
+    return [freeze_callback(prep.model, rows, args.freeze_clinvec_steps)]
 
 
 def _mlflow(args: Any, out: Path, main: bool, resume: bool):
