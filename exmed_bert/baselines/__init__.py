@@ -1,0 +1,1 @@
+"""Baselines: sparse code-count features and RF / XGBoost through one shared runner."""

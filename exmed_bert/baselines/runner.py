@@ -1,0 +1,88 @@
+"""Shared baseline run: featurise the task splits, fit on train, pick the F1 cut on val, score test.
+
+RF and XGBoost go through exactly this code; `estimators.build_estimator` is the only fork.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from exmed_bert.baselines import estimators
+from exmed_bert.baselines.features import feature_names, featurize, labels_of
+from exmed_bert.errors import UserError
+from exmed_bert.evaluation import plots
+from exmed_bert.evaluation.outputs import evaluate_and_write
+from exmed_bert.io import write_json
+from exmed_bert.tasks import check_labels
+
+
+def describe_token(token: str) -> str | None:
+    """Human name of a vocabulary token such as "icd10cm:E11.65" (None when unknown or no codes module)."""
+    if ":" not in token:
+        return None
+    system, code = token.split(":", 1)
+    try:
+        from exmed_bert.codes import describe
+    except ImportError:
+        return None
+    try:
+        return describe(code, system)
+    except Exception:  # noqa: BLE001 - a name is a nicety; an odd code must not sink the run
+        return None
+
+
+def top_features(names: Sequence[str], values: np.ndarray, k: int = 30) -> list[dict]:
+    order = np.argsort(-values, kind="stable")[:k]
+    return [{"rank": r + 1, "feature": names[i], "description": describe_token(names[i]),
+             "importance": float(values[i])} for r, i in enumerate(order) if values[i] > 0]
+
+
+def run_baseline(name: str, splits: Mapping[str, Mapping], vocab_tokens: Sequence[str], params: dict[str, Any],
+                 output_dir: str | os.PathLike, *, num_labels: int = 2, class_weights: str = "none",
+                 n_bootstrap: int = 1000, seed: int = 42, extra: dict | None = None, top_k: int = 30) -> dict:
+    """Fit `name` ("rf" | "xgboost") on splits["train"], select the threshold on "val", score "test".
+
+    splits: split name -> encoded task dataset dict (with `labels`). Writes metrics.json,
+    predictions.csv, roc/pr/calibration PNGs, feature_importances.json, top_features.png
+    (and model.json for XGBoost) into output_dir; returns the metrics document.
+    """
+    out = Path(output_dir)
+    V = len(vocab_tokens)
+    X = {s: featurize(splits[s], V) for s in ("train", "val", "test")}  # (N_s, V + 3) CSR
+    y = {s: labels_of(splits[s], f"{s} split") for s in ("train", "val", "test")}
+    for s in ("train", "val", "test"):
+        if len(y[s]) == 0:
+            raise UserError(f"the {s} split of the task has no patients; use more patients or a task CSV "
+                            "that covers every split")
+    check_labels(y["train"], num_labels, "train split")
+    balance = np.bincount(y["train"], minlength=num_labels) if class_weights == "auto" else None
+
+    model = estimators.build_estimator(name, {**params, "seed": seed}, class_balance=balance)
+    t0 = time.perf_counter()
+    model.fit(X["train"], y["train"])
+    fit_seconds = time.perf_counter() - t0
+    P_val, P_test = model.predict_proba(X["val"]), model.predict_proba(X["test"])  # (N, K)
+
+    names = feature_names(vocab_tokens)
+    doc = evaluate_and_write(
+        out, estimators.DISPLAY_NAMES[name], test_ids=list(splits["test"]["patient_ids"]), y_test=y["test"],
+        p_test=P_test, y_val=y["val"], p_val=P_val, n_bootstrap=n_bootstrap, seed=seed,
+        extra={"estimator": name, "params": params, "class_weights": class_weights,
+               "n_train": int(len(y["train"])), "n_features": len(names),
+               "fit_seconds": round(fit_seconds, 3), **(extra or {})})
+    top = top_features(names, estimators.importances(model), k=top_k)
+    write_json(out / "feature_importances.json",
+               {"estimator": name, "importance": "gain" if name == "xgboost" else "mean impurity decrease",
+                "top": top})
+    if top:
+        shown = top[:20]
+        plots.plot_top_features([f"{t['feature']}  {t['description'] or ''}".strip() for t in shown],
+                                [t["importance"] for t in shown], out / "top_features.png",
+                                title=f"{estimators.DISPLAY_NAMES[name]}: top features")
+    estimators.save_model(name, model, out)
+    return doc

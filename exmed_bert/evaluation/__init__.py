@@ -1,0 +1,1 @@
+"""Evaluation: metrics with bootstrap CIs, per-run outputs, plots and the comparison report."""

@@ -1,0 +1,91 @@
+"""One run's evaluation outputs, identical for ExMed-BERT, RF and XGBoost.
+
+`metrics.json` (schema "exmed-bert-metrics" v1), `predictions.csv` (patient_id,label,probability)
+and roc.png / pr.png / calibration.png, all from the TEST split; the F1 threshold comes from VAL.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from exmed_bert.evaluation import metrics as M
+from exmed_bert.evaluation import plots
+from exmed_bert.io import atomic_write, write_json
+
+METRICS_FORMAT = "exmed-bert-metrics"
+
+
+def write_predictions(path: str | os.PathLike, patient_ids: Sequence[str], labels: np.ndarray,
+                      probs: np.ndarray) -> None:
+    """Binary: patient_id,label,probability (of class 1). Multi-class adds prediction and prob_<k>."""
+    probs = np.asarray(probs, dtype=np.float64)
+    with atomic_write(path) as f:
+        w = csv.writer(f, lineterminator="\n")
+        if probs.ndim == 1:
+            w.writerow(["patient_id", "label", "probability"])
+            for pid, y, p in zip(patient_ids, labels, probs):
+                w.writerow([pid, int(y), f"{p:.6f}"])
+        else:
+            k = probs.shape[1]
+            w.writerow(["patient_id", "label", "probability", "prediction", *[f"prob_{c}" for c in range(k)]])
+            for pid, y, row in zip(patient_ids, labels, probs):
+                c = int(row.argmax())
+                w.writerow([pid, int(y), f"{row[c]:.6f}", c, *[f"{v:.6f}" for v in row]])
+
+
+def positive_probability(probs: np.ndarray) -> np.ndarray:
+    """(n, 2) class probabilities -> (n,) P(class 1); (n, K>2) stays as is."""
+    probs = np.asarray(probs, dtype=np.float64)
+    return probs[:, 1] if probs.ndim == 2 and probs.shape[1] == 2 else probs
+
+
+def evaluate_and_write(output_dir: str | os.PathLike, model_name: str, *, test_ids: Sequence[str],
+                       y_test: np.ndarray, p_test: np.ndarray, y_val: np.ndarray, p_val: np.ndarray,
+                       n_bootstrap: int = 1000, seed: int = 42, extra: dict | None = None) -> dict:
+    """Score the test split (threshold chosen on val), write metrics.json, predictions.csv and plots.
+
+    p_test/p_val: (n,) P(class 1) for binary, (n, K) class probabilities for multi-class.
+    """
+    out = Path(output_dir)
+    y_test, y_val = np.asarray(y_test).astype(np.int64), np.asarray(y_val).astype(np.int64)
+    p_test, p_val = positive_probability(p_test), positive_probability(p_val)
+    if p_test.ndim == 1:
+        threshold = M.choose_threshold(y_val, p_val)
+        result = M.binary_metrics(y_test, p_test, threshold, n_bootstrap=n_bootstrap, seed=seed)
+        result["threshold_source"] = "max F1 on val"
+        val = {k: (M.headline_metric(k, y_val, p_val, threshold) if len(np.unique(y_val)) == 2 else None)
+               for k in ("auroc", "auprc", "f1")}
+    else:
+        result = M.multiclass_metrics(y_test, p_test, n_bootstrap=n_bootstrap, seed=seed)
+        val = {k: M.headline_metric(k, y_val, p_val) for k in ("auroc", "f1")}
+    doc = {"format": METRICS_FORMAT, "version": 1, "model": model_name, "split": "test", **result,
+           "val": {"n": int(len(y_val)), **val}, **(extra or {})}
+    write_json(out / "metrics.json", doc)
+    write_predictions(out / "predictions.csv", test_ids, y_test, p_test)
+    if p_test.ndim == 1:
+        curves = {model_name: (y_test, p_test)}
+        plots.plot_roc(curves, out / "roc.png", title=f"{model_name}: ROC (test)")
+        plots.plot_pr(curves, out / "pr.png", title=f"{model_name}: precision-recall (test)")
+        plots.plot_calibration(curves, out / "calibration.png", title=f"{model_name}: calibration (test)")
+    return doc
+
+
+def format_summary(doc: dict) -> str:
+    """One line for the terminal: AUROC [CI], AUPRC, F1 on n test patients."""
+    m = doc["metrics"]
+    key = "auroc" if "auroc" in m else "macro_auroc"
+
+    def fmt(name: str) -> str:
+        v = m.get(name, {})
+        if v.get("value") is None:
+            return f"{name} n/a"
+        ci = f" [{v['ci_low']:.3f}, {v['ci_high']:.3f}]" if v.get("ci_low") is not None else ""
+        return f"{name} {v['value']:.3f}{ci}"
+
+    parts = [fmt(key)] + [fmt(k) for k in ("auprc", "f1", "macro_f1", "brier") if k in m]
+    return f"{doc['model']}: test n={doc['n']}: " + ", ".join(parts)

@@ -1,0 +1,209 @@
+"""The comparison report: every run's test metrics, paired bootstrap ΔAUROC on the same patients, the
+generator's oracle AUROC as the ceiling, ROC and calibration plots, and a plain statement of who wins.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+from itertools import combinations
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from exmed_bert.errors import UserError
+from exmed_bert.evaluation import metrics as M
+from exmed_bert.evaluation import plots
+from exmed_bert.io import write_json, write_text
+
+
+@dataclass
+class Run:
+    name: str
+    folder: Path
+    metrics: dict
+    ids: list[str]
+    labels: np.ndarray  # (n,)
+    probs: np.ndarray   # (n,) P(class 1)
+
+
+def load_run(folder: str | os.PathLike) -> Run:
+    folder = Path(folder)
+    mpath, ppath = folder / "metrics.json", folder / "predictions.csv"
+    for p in (mpath, ppath):
+        if not p.is_file():
+            raise UserError(f"{p}: not found; --runs takes output folders of finetune-exmed-bert.py, "
+                            "train-rf.py or train-xgboost.py")
+    try:
+        metrics = json.loads(mpath.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{mpath}: not valid JSON ({e}); re-run that model") from None
+    if not isinstance(metrics, dict) or metrics.get("format") != "exmed-bert-metrics":
+        raise UserError(f"{mpath}: not an ExMed-BERT metrics file (format should be 'exmed-bert-metrics')")
+    ids, labels, probs = [], [], []
+    try:
+        with open(ppath, encoding="utf-8", newline="") as f:
+            for line, row in enumerate(csv.DictReader(f), start=2):
+                try:
+                    ids.append(row["patient_id"])
+                    labels.append(int(row["label"]))
+                    probs.append(float(row["probability"]))
+                except (KeyError, TypeError, ValueError):
+                    raise UserError(f"{ppath}: line {line}: expected patient_id,label,probability") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{ppath}: not UTF-8 text") from None
+    if not ids:
+        raise UserError(f"{ppath}: no predictions")
+    return Run(metrics.get("model", folder.name), folder, metrics, ids, np.array(labels), np.array(probs))
+
+
+def align(runs: Sequence[Run]) -> tuple[list[str], np.ndarray, list[np.ndarray]]:
+    """Join the runs' predictions by patient_id; the test sets (and labels) must be identical."""
+    ref = runs[0]
+    order = {pid: i for i, pid in enumerate(ref.ids)}
+    out = [ref.probs]
+    for r in runs[1:]:
+        if set(r.ids) != set(ref.ids):
+            only_a, only_b = len(set(ref.ids) - set(r.ids)), len(set(r.ids) - set(ref.ids))
+            raise UserError(f"{r.folder}/predictions.csv and {ref.folder}/predictions.csv score different test "
+                            f"patients ({only_a} only in {ref.name}, {only_b} only in {r.name}); train every model "
+                            "on the same --data-dir and --task-data")
+        idx = np.array([order[pid] for pid in r.ids])
+        labels, probs = np.empty_like(r.labels), np.empty_like(r.probs)
+        labels[idx], probs[idx] = r.labels, r.probs
+        if not np.array_equal(labels, ref.labels):
+            raise UserError(f"{r.folder}/predictions.csv: labels differ from {ref.folder} for the same patients; "
+                            "the runs used different task CSVs")
+        out.append(probs)
+    return ref.ids, ref.labels, out
+
+
+def find_oracle(metadata_path: str | os.PathLike | None) -> tuple[float | None, str | None]:
+    """`oracle_auroc` from generator metadata (a .metadata.json, or a patients JSON's "metadata")."""
+    if metadata_path is None:
+        return None, None
+    path = Path(metadata_path)
+    candidates = [path.with_name(path.stem + ".metadata.json"), path] if path.suffix != ".jsonl" else \
+        [path.with_name(path.stem + ".metadata.json")]
+    for p in candidates:
+        if not p.is_file():
+            continue
+        try:
+            obj = json.loads(p.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise UserError(f"{p}: not valid JSON; pass --metadata with the generator's metadata file") from None
+        value = _search(obj.get("metadata", obj) if isinstance(obj, dict) else None, "oracle_auroc")
+        if value is not None:
+            return float(value), str(p)
+    return None, None
+
+
+def _search(obj: Any, key: str, depth: int = 0) -> Any:
+    if depth > 4 or not isinstance(obj, dict):
+        return None
+    if isinstance(obj.get(key), (int, float)):
+        return obj[key]
+    for v in obj.values():
+        if (found := _search(v, key, depth + 1)) is not None:
+            return found
+    return None
+
+
+def _fmt(m: dict | None, digits: int = 3) -> str:
+    if not m or m.get("value") is None:
+        return "n/a"
+    ci = f" [{m['ci_low']:.{digits}f}, {m['ci_high']:.{digits}f}]" if m.get("ci_low") is not None else ""
+    return f"{m['value']:.{digits}f}{ci}"
+
+
+def compare(run_dirs: Sequence[str | os.PathLike], output: str | os.PathLike, *, metadata: str | None = None,
+            n_bootstrap: int = 1000, seed: int = 42) -> dict:
+    """Write report.md (+ report.json, roc_all.png, calibration_all.png) beside `output`; return the summary."""
+    runs = [load_run(d) for d in run_dirs]
+    names = [r.name for r in runs]
+    if len(set(names)) != len(names):  # two runs of the same model type: tell them apart by folder
+        for r in runs:
+            r.name = f"{r.name} ({r.folder.name})"
+    if any(r.metrics.get("task") != "binary" for r in runs):
+        raise UserError("compare-models.py compares binary tasks; a multi-class run's metrics.json has macro "
+                        "metrics only - compare those by hand")
+    ids, y, probs = align(runs)
+    oracle, oracle_src = find_oracle(metadata)
+    deltas = []
+    for (i, a), (j, b) in combinations(enumerate(runs), 2):
+        d = M.paired_auroc_delta(y, probs[i], probs[j], n_bootstrap=n_bootstrap, seed=seed)
+        deltas.append({"a": a.name, "b": b.name, **d})
+    out = Path(output)
+    folder = out.parent
+    curves = {r.name: (y, p) for r, p in zip(runs, probs)}
+    plots.plot_roc(curves, folder / "roc_all.png", title="ROC on the shared test patients")
+    plots.plot_calibration(curves, folder / "calibration_all.png", title="Calibration on the shared test patients")
+    summary = {"n_test": len(ids), "prevalence": float(y.mean()), "oracle_auroc": oracle, "oracle_source": oracle_src,
+               "models": {r.name: {"folder": str(r.folder), **{k: r.metrics["metrics"].get(k) for k in
+                                                                 ("auroc", "auprc", "f1", "brier", "ece")}}
+                          for r in runs},
+               "paired_delta_auroc": deltas, "verdict": verdict(runs, deltas, oracle),
+               "n_bootstrap": n_bootstrap, "seed": seed}
+    write_text(out, render(summary, runs))
+    write_json(out.with_suffix(".json"), summary)
+    return summary
+
+
+def verdict(runs: Sequence[Run], deltas: list[dict], oracle: float | None) -> list[str]:
+    """Plain sentences: the best model by AUROC, each pair's significant win or loss, the gap to the oracle."""
+    auc = {r.name: r.metrics["metrics"]["auroc"]["value"] for r in runs}
+    scored = {k: v for k, v in auc.items() if v is not None}
+    lines = []
+    if scored:
+        best = max(scored, key=scored.get)
+        lines.append(f"Highest test AUROC: {best} ({scored[best]:.3f}).")
+    for d in deltas:
+        if d["ci_low"] is None:
+            continue
+        if d["ci_low"] > 0:
+            lines.append(f"{d['a']} beats {d['b']}: ΔAUROC {d['delta_auroc']:+.3f} "
+                         f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}].")
+        elif d["ci_high"] < 0:
+            lines.append(f"{d['a']} loses to {d['b']}: ΔAUROC {d['delta_auroc']:+.3f} "
+                         f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}].")
+        else:
+            lines.append(f"{d['a']} vs {d['b']}: no clear difference (ΔAUROC {d['delta_auroc']:+.3f}, 95% CI "
+                         f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] includes 0).")
+    if oracle is not None:
+        gaps = ", ".join(f"{k} {v - oracle:+.3f}" for k, v in scored.items())
+        lines.append(f"Gap to the oracle AUROC {oracle:.3f}: {gaps}.")
+    for name, v in scored.items():
+        if v < 0.55:
+            lines.append(f"Warning: {name} is near chance (AUROC {v:.3f}); on data with planted signal that "
+                         "points to a bug or an untrained model, not a result.")
+    return lines
+
+
+def render(summary: dict, runs: Sequence[Run]) -> str:
+    n, prev = summary["n_test"], summary["prevalence"]
+    lines = ["# Model comparison", "",
+             f"Test split: {n} patients, prevalence {prev:.3f}. 95% CIs from {summary['n_bootstrap']} bootstrap "
+             "resamples of the test patients. F1 is at the threshold that maximised F1 on the validation split.", ""]
+    if summary["oracle_auroc"] is not None:
+        lines += [f"Oracle AUROC (the generator's true risk, from {summary['oracle_source']}): "
+                  f"**{summary['oracle_auroc']:.3f}** - the ceiling no model can beat on average.", ""]
+    lines += ["## Verdict", "", *[f"- {s}" for s in summary["verdict"]], "",
+              "## Test metrics", "", "| Model | AUROC [95% CI] | AUPRC [95% CI] | F1 [95% CI] | Brier | ECE | n train |",
+              "|---|---|---|---|---|---|---|"]
+    for r in runs:
+        m = r.metrics["metrics"]
+        lines.append(f"| {r.name} | {_fmt(m.get('auroc'))} | {_fmt(m.get('auprc'))} | {_fmt(m.get('f1'))} | "
+                     f"{_fmt({'value': (m.get('brier') or {}).get('value')})} | "
+                     f"{_fmt({'value': (m.get('ece') or {}).get('value')})} | {r.metrics.get('n_train', 'n/a')} |")
+    lines += ["", "## Paired ΔAUROC (same test patients, same resamples)", "",
+              "| A | B | AUROC(A) - AUROC(B) | 95% CI | bootstrap p |", "|---|---|---|---|---|"]
+    for d in summary["paired_delta_auroc"]:
+        ci = f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]" if d["ci_low"] is not None else "n/a"
+        p = f"{d['p_value']:.3f}" if d["p_value"] is not None else "n/a"
+        lines.append(f"| {d['a']} | {d['b']} | {d['delta_auroc']:+.3f} | {ci} | {p} |")
+    lines += ["", "## Plots", "", "![ROC curves](roc_all.png)", "", "![Calibration](calibration_all.png)", "",
+              "## Runs", "", *[f"- {r.name}: `{r.folder}`" for r in runs], ""]
+    return "\n".join(lines)

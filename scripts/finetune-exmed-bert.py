@@ -1,0 +1,4 @@
+from exmed_bert.cli.finetune import main
+from exmed_bert.errors import run
+
+run(main)

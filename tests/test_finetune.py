@@ -1,0 +1,100 @@
+"""Fine-tuning: main() end to end on ~60 patients with a tiny model, outputs, selection, bad inputs."""
+
+import csv
+import json
+
+import pytest
+import torch
+
+from test_baselines import write_claims_fixture, write_task_csv
+
+
+def tiny_pretrained(folder, vocab):
+    from exmed_bert.model import ExMedBertConfig, ExMedBertForPreTraining
+    from exmed_bert.training.callbacks import save_best
+
+    torch.manual_seed(0)
+    cfg = ExMedBertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                          intermediate_size=64, max_position_embeddings=64)
+    return save_best(ExMedBertForPreTraining(cfg), folder, vocab)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from exmed_bert.data.vocab import Vocab
+
+    tmp = tmp_path_factory.mktemp("ft")
+    fx = write_claims_fixture(tmp, n=80)
+    fx["model"] = tiny_pretrained(tmp / "pretrained", Vocab.load(fx["data"] / "vocab.json"))
+    return fx
+
+
+def argv(fx, out, *extra):
+    return ["--model-path", str(fx["model"]), "--data-dir", str(fx["data"]), "--task-data", str(fx["task"]),
+            "--output-dir", str(out), "--num-epochs", "2", "--learning-rate", "1e-3", "--batch-size", "8",
+            "--n-bootstrap", "50", "--device", "cpu", *extra]
+
+
+def test_finetune_end_to_end(setup, tmp_path):
+    from exmed_bert.cli.finetune import main
+    from exmed_bert.model import ExMedBertForSequenceClassification
+
+    out = tmp_path / "ft"
+    assert main(argv(setup, out, "--metric-for-best-model", "f1")) == 0
+    doc = json.loads((out / "metrics.json").read_text())
+    assert doc["model"] == "ExMed-BERT" and doc["split"] == "test" and doc["selected_on"] == "eval_f1"
+    assert set(doc["metrics"]) >= {"auroc", "auprc", "f1", "precision", "recall", "brier", "ece"}
+    rows = list(csv.DictReader(open(out / "predictions.csv")))
+    assert len(rows) == doc["n"] > 0
+    test_ids = set(torch.load(setup["data"] / "synthetic_task_test.pt", weights_only=True)["patient_ids"])
+    assert {r["patient_id"] for r in rows} == test_ids  # test patients only
+    assert all(0.0 <= float(r["probability"]) <= 1.0 for r in rows)
+    for f in ("roc.png", "pr.png", "run_config.json", "training.log", "checkpoint-best/vocab.json",
+              "checkpoint-best/model.safetensors"):
+        assert (out / f).is_file(), f
+    assert list((out / "runs").rglob("events.out.tfevents*")), "TensorBoard logs"
+    model = ExMedBertForSequenceClassification.from_pretrained(out / "checkpoint-best")
+    assert model.config.num_labels == 2
+
+
+def test_freeze_encoder_keeps_encoder_weights(setup, tmp_path):
+    from exmed_bert.cli.finetune import main
+    from exmed_bert.model import ExMedBertForSequenceClassification
+    from safetensors.torch import load_file
+
+    out = tmp_path / "frozen"
+    assert main(argv(setup, out, "--freeze-encoder-epochs", "5", "--metric-for-best-model", "loss")) == 0
+    before = load_file(setup["model"] / "model.safetensors")
+    after = ExMedBertForSequenceClassification.from_pretrained(out / "checkpoint-best").state_dict()
+    key = "bert.embeddings.word_embeddings.weight"
+    assert torch.equal(before[key], after[key])
+
+
+def test_truncation_keeps_cls_and_recent_tokens(setup):
+    from exmed_bert.data.dataset import PatientDataset
+    from exmed_bert.training.finetune import TruncatedDataset
+
+    ds = PatientDataset.load(setup["data"] / "synthetic_task_train.pt")
+    i = int(ds.lengths.argmax())
+    t = TruncatedDataset(ds, 6)[i]
+    full = ds[i]
+    assert len(t["input_ids"]) == 6 and int(t["input_ids"][0]) == 2
+    assert torch.equal(t["input_ids"][1:], full["input_ids"][-5:])
+    assert int(t["position_ids"][1]) == 1
+
+
+def test_bad_model_path_and_bad_labels_exit_2(setup, tmp_path, capsys):
+    from exmed_bert.cli.finetune import main
+
+    rc = main(argv({**setup, "model": tmp_path / "nope"}, tmp_path / "o"))
+    assert rc == 2 and "model folder not found" in capsys.readouterr().err
+    empty = tmp_path / "empty_ckpt"
+    empty.mkdir()
+    (empty / "config.json").write_text("{}")
+    rc = main(argv({**setup, "model": empty}, tmp_path / "o"))
+    assert rc == 2 and "model.safetensors" in capsys.readouterr().err
+    bad = tmp_path / "bad.csv"
+    write_task_csv(bad, [(p, 2, "2021-01-01") for p in setup["labels"]])  # every label out of range
+    rc = main(argv({**setup, "task": bad}, tmp_path / "o"))
+    err = capsys.readouterr().err
+    assert rc == 2 and "no valid rows" in err and "out of range" in err and "Traceback" not in err

@@ -1,0 +1,119 @@
+"""Metrics with bootstrap CIs: hand-computed values, sklearn agreement, CIs, shuffle, paired deltas."""
+
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, brier_score_loss, f1_score, roc_auc_score
+
+from exmed_bert.evaluation import metrics as M
+
+
+def test_hand_computed_binary_case():
+    # positives score 0.9, 0.4; negatives 0.8, 0.3, 0.1. Pairs pos>neg: (0.9 beats all 3) + (0.4 beats 2) = 5/6
+    y = np.array([1, 0, 1, 0, 0])
+    p = np.array([0.9, 0.8, 0.4, 0.3, 0.1])
+    out = M.binary_metrics(y, p, threshold=0.5, n_bootstrap=200, seed=0)["metrics"]
+    assert out["auroc"]["value"] == pytest.approx(5 / 6)
+    # AP: recall steps at ranks 1 (P=1/1) and 3 (P=2/3) -> (1 + 2/3) / 2
+    assert out["auprc"]["value"] == pytest.approx((1 + 2 / 3) / 2)
+    # at 0.5: predicted positive = {0.9, 0.8}: tp=1 fp=1 fn=1
+    assert out["precision"]["value"] == pytest.approx(0.5)
+    assert out["recall"]["value"] == pytest.approx(0.5)
+    assert out["f1"]["value"] == pytest.approx(0.5)
+    assert out["brier"]["value"] == pytest.approx(np.mean((p - y) ** 2))
+    # ECE, 10 bins: each patient in its own bin -> mean |y - p|
+    assert out["ece"]["value"] == pytest.approx(np.mean(np.abs(y - p)))
+
+
+def test_ties_count_half():
+    y = np.array([1, 0])
+    p = np.array([0.5, 0.5])
+    assert M.weighted_auroc(y, p, np.ones((1, 2)))[0] == pytest.approx(0.5)
+
+
+def test_matches_sklearn_with_ties():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 500)
+    p = np.round(np.clip(0.25 * y + 0.75 * rng.random(500), 0, 1), 2)  # many tied scores
+    one = np.ones((1, 500))
+    assert M.weighted_auroc(y, p, one)[0] == pytest.approx(roc_auc_score(y, p))
+    assert M.weighted_auprc(y, p, one)[0] == pytest.approx(average_precision_score(y, p))
+    assert M.weighted_threshold_metrics(y, p, one, 0.6)["f1"][0] == pytest.approx(f1_score(y, p >= 0.6))
+    assert M.weighted_brier(y, p, one)[0] == pytest.approx(brier_score_loss(y, p))
+
+
+def test_bootstrap_weights_equal_resampling():
+    # a weight row must give the same AUROC as explicitly resampling those patients
+    rng = np.random.default_rng(2)
+    y, p = rng.integers(0, 2, 60), rng.random(60)
+    W = next(M.bootstrap_weights(60, 5, seed=3))
+    assert W.shape == (5, 60) and (W.sum(axis=1) == 60).all()
+    for row in W:
+        idx = np.repeat(np.arange(60), row.astype(int))
+        assert M.weighted_auroc(y, p, row[None])[0] == pytest.approx(roc_auc_score(y[idx], p[idx]))
+
+
+def test_cis_contain_point_estimate_and_are_seeded():
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 300)
+    p = np.clip(0.3 * y + 0.7 * rng.random(300), 0, 1)
+    a = M.binary_metrics(y, p, M.choose_threshold(y, p), n_bootstrap=300, seed=7)
+    b = M.binary_metrics(y, p, M.choose_threshold(y, p), n_bootstrap=300, seed=7)
+    assert a == b
+    assert a["n"] == 300 and a["prevalence"] == pytest.approx(y.mean())
+    for name, m in a["metrics"].items():
+        assert m["ci_low"] <= m["value"] <= m["ci_high"], name
+    for name in ("auroc", "auprc", "brier", "ece", "f1"):  # recall may sit at exactly 1.0
+        assert a["metrics"][name]["ci_low"] < a["metrics"][name]["ci_high"], name
+
+
+def test_label_shuffle_drops_auroc_to_chance():
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 2, 2000)
+    p = np.clip(0.4 * y + 0.6 * rng.random(2000), 0, 1)
+    real = M.binary_metrics(y, p, 0.5, n_bootstrap=200)["metrics"]["auroc"]
+    shuffled = M.binary_metrics(rng.permutation(y), p, 0.5, n_bootstrap=200)["metrics"]["auroc"]
+    assert real["value"] > 0.85
+    assert abs(shuffled["value"] - 0.5) < 0.05
+    assert shuffled["ci_low"] < 0.5 < shuffled["ci_high"] + 0.02
+
+
+def test_choose_threshold_maximises_f1():
+    y = np.array([0, 0, 1, 1, 1, 0])
+    p = np.array([0.1, 0.2, 0.6, 0.7, 0.8, 0.65])
+    t = M.choose_threshold(y, p)
+    best = max(f1_score(y, p >= c) for c in p)
+    assert f1_score(y, p >= t) == pytest.approx(best)
+    assert M.choose_threshold(np.zeros(4), np.ones(4) * 0.3) == 0.5  # no positives: default cut
+
+
+def test_paired_delta_sign_and_ci():
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 2, 600)
+    good = np.clip(0.5 * y + 0.5 * rng.random(600), 0, 1)
+    bad = np.clip(0.1 * y + 0.9 * rng.random(600), 0, 1)
+    d = M.paired_auroc_delta(y, good, bad, n_bootstrap=300, seed=0)
+    assert d["delta_auroc"] == pytest.approx(roc_auc_score(y, good) - roc_auc_score(y, bad))
+    assert 0 < d["ci_low"] <= d["delta_auroc"] <= d["ci_high"]
+    assert d["p_value"] < 0.01
+    same = M.paired_auroc_delta(y, good, good, n_bootstrap=100)
+    assert same["delta_auroc"] == 0 and same["ci_low"] == 0 and same["ci_high"] == 0
+
+
+def test_single_class_test_set_gives_none_not_crash():
+    out = M.binary_metrics(np.zeros(10), np.linspace(0, 1, 10), 0.5, n_bootstrap=50)
+    assert out["metrics"]["auroc"]["value"] is None
+    assert out["metrics"]["brier"]["value"] is not None
+
+
+def test_multiclass_macro_matches_sklearn():
+    rng = np.random.default_rng(6)
+    y = rng.integers(0, 3, 400)
+    P = rng.dirichlet([1, 1, 1], 400)
+    P[np.arange(400), y] += 0.5
+    P /= P.sum(axis=1, keepdims=True)
+    out = M.multiclass_metrics(y, P, n_bootstrap=100, seed=0)
+    assert out["metrics"]["macro_auroc"]["value"] == pytest.approx(roc_auc_score(y, P, multi_class="ovr"))
+    assert out["metrics"]["macro_f1"]["value"] == pytest.approx(f1_score(y, P.argmax(1), average="macro"))
+    assert out["class_counts"] == np.bincount(y).tolist()
+    m = out["metrics"]["macro_auroc"]
+    assert m["ci_low"] <= m["value"] <= m["ci_high"]

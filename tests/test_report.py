@@ -1,0 +1,65 @@
+"""Comparison report: paired deltas on joined predictions, the oracle, the verdict, mismatched test sets."""
+
+import json
+
+import numpy as np
+import pytest
+
+from exmed_bert.evaluation.outputs import evaluate_and_write
+
+
+def fake_run(folder, name, y, p, ids=None):
+    ids = ids or [f"P{i}" for i in range(len(y))]
+    evaluate_and_write(folder, name, test_ids=ids, y_test=y, p_test=p, y_val=y, p_val=p, n_bootstrap=50)
+    return folder
+
+
+@pytest.fixture()
+def runs(tmp_path):
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    good = np.clip(0.5 * y + 0.5 * rng.random(400), 0, 1)
+    weak = np.clip(0.15 * y + 0.85 * rng.random(400), 0, 1)
+    order = rng.permutation(400)  # the same patients in another row order must still join
+    ids = [f"P{i}" for i in range(400)]
+    return {"bert": fake_run(tmp_path / "ft", "ExMed-BERT", y, weak),
+            "xgb": fake_run(tmp_path / "xgb", "XGBoost", y[order], good[order], [ids[i] for i in order]),
+            "y": y, "good": good, "weak": weak}
+
+
+def test_report_says_who_wins(runs, tmp_path):
+    from sklearn.metrics import roc_auc_score
+
+    from exmed_bert.cli.compare import main
+
+    meta = tmp_path / "patients.json"
+    meta.write_text(json.dumps({"patients": [], "metadata": {"task": {"oracle_auroc": 0.91}}}))
+    out = tmp_path / "report" / "report.md"
+    assert main(["--runs", str(runs["bert"]), str(runs["xgb"]), "--metadata", str(meta), "--output", str(out),
+                 "--n-bootstrap", "200"]) == 0
+    text = out.read_text()
+    assert "ExMed-BERT loses to XGBoost" in text
+    assert "0.910" in text  # the oracle ceiling
+    summary = json.loads(out.with_suffix(".json").read_text())
+    d = summary["paired_delta_auroc"][0]
+    expect = roc_auc_score(runs["y"], runs["weak"]) - roc_auc_score(runs["y"], runs["good"])
+    assert d["delta_auroc"] == pytest.approx(expect)
+    assert d["ci_low"] <= d["delta_auroc"] <= d["ci_high"] < 0
+    assert (out.parent / "roc_all.png").is_file() and (out.parent / "calibration_all.png").is_file()
+
+
+def test_different_test_sets_are_an_error(runs, tmp_path, capsys):
+    from exmed_bert.cli.compare import main
+
+    other = fake_run(tmp_path / "rf", "Random Forest", runs["y"][:300], runs["good"][:300])
+    rc = main(["--runs", f"{runs['bert']},{other}", "--output", str(tmp_path / "r.md"), "--metadata", "none"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "different test patients" in err
+    assert not (tmp_path / "r.md").exists()
+
+
+def test_missing_run_folder_is_an_error(tmp_path, capsys):
+    from exmed_bert.cli.compare import main
+
+    assert main(["--runs", str(tmp_path / "nothing"), "--output", str(tmp_path / "r.md")]) == 2
+    assert "metrics.json: not found" in capsys.readouterr().err
