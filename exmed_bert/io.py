@@ -13,7 +13,7 @@ import sys
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 
 def _current_umask() -> int:
@@ -46,6 +46,30 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def output_set() -> Iterator[Callable[[str | os.PathLike], Path]]:
+    """Commit several outputs together: `stage(path)` names a hidden file to write `path` to (with the
+    usual atomic writes); only when the block finishes are all of them renamed into place, back to back.
+    An interrupted run leaves the previous complete set, not a mix of new and old files."""
+    staged: list[tuple[Path, Path]] = []
+
+    def stage(path: str | os.PathLike) -> Path:
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.staged.tmp")
+        staged.append((tmp, path))
+        return tmp
+
+    try:
+        yield stage
+    except BaseException:
+        for tmp, _ in staged:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        raise
+    for tmp, final in staged:
+        os.replace(tmp, final)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -293,6 +293,8 @@ def load_task_splits(data_dir: str | os.PathLike, task_data: str | os.PathLike, 
     check_dataset_labels(splits, num_labels)
     reconcile(table, splits, str(data_dir), converted_patient_ids(paths))
     data_vocab = Vocab.load(data_vocab_path)
+    for ds in splits.values():
+        ds.check_vocab(data_vocab, data_vocab_path)
     if vocab is not None and list(vocab.tokens) != list(data_vocab.tokens):
         raise UserError(f"{data_vocab_path}: differs from the model's vocab.json, so the codes would mean "
                         "different things; fine-tune on data converted with the same input and seed as "

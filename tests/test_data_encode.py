@@ -226,3 +226,25 @@ def test_ages_match_calendar_arithmetic_including_leap_days():
         return min(max(d.year - b.year - ((d.month, d.day) < (b.month, b.day)), 0), 120)
 
     assert ages_in_years(births, days).tolist() == [age(b, d) for b, d in zip(births, days)]
+
+
+def test_dataset_records_its_vocabulary_and_refuses_another(tmp_path):
+    import json as _json
+
+    from exmed_bert.data.convert import convert_patients
+    from exmed_bert.data.dataset import PatientDataset
+    from exmed_bert.data.vocab import Vocab
+    from exmed_bert.errors import UserError
+
+    patients = [{"patient_id": f"P{i}", "birth_date": "1960-01-01", "sex": "F",
+                 "diagnoses": [{"code": "E11.9" if i % 2 else "I10", "date": "2020-01-0%d" % (1 + i % 9)}]}
+                for i in range(40)]
+    src = tmp_path / "p.json"
+    src.write_text(_json.dumps({"patients": patients}))
+    convert_patients(src, tmp_path / "out" / "synthetic.pt")
+    ds = PatientDataset.load(tmp_path / "out" / "synthetic_train.pt")
+    vocab = Vocab.load(tmp_path / "out" / "vocab.json")
+    ds.check_vocab(vocab)  # the matching vocabulary passes
+    other = Vocab([*vocab.tokens, "icd10cm:Z00.00"])
+    with pytest.raises(UserError, match="different vocabulary"):
+        ds.check_vocab(other)

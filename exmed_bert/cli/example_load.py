@@ -59,7 +59,9 @@ def main(argv=None) -> int:
     from exmed_bert.data.vocab import Vocab
 
     ds = PatientDataset.load(args.data)
-    vocab = Vocab.load(args.vocab or Path(args.data).parent / "vocab.json")
+    vocab_path = args.vocab or Path(args.data).parent / "vocab.json"
+    vocab = Vocab.load(vocab_path)
+    ds.check_vocab(vocab, vocab_path)
     if len(ds) == 0:
         raise UserError(f"{args.data}: the dataset has no patients")
     if not 0 <= args.patient < len(ds):

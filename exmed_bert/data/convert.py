@@ -23,7 +23,7 @@ from exmed_bert.data.splits import SPLITS
 from exmed_bert.data.validate import RecordParser
 from exmed_bert.data.vocab import FIRST_CODE_ID, UNK_ID, Vocab
 from exmed_bert.errors import UserError
-from exmed_bert.io import atomic_write, file_fingerprint, write_json
+from exmed_bert.io import atomic_write, file_fingerprint, output_set, write_json
 
 
 def output_paths(output: str | os.PathLike, task: bool = False) -> dict[str, Path]:
@@ -51,8 +51,8 @@ def open_records(input: str | os.PathLike):
 
 
 class _Family(Family):
-    def write(self, split: int, path: Path, lut: np.ndarray) -> dict:
-        """Concatenate one split, remap to vocabulary ids, save atomically; returns its manifest entry."""
+    def write(self, split: int, path: Path, lut: np.ndarray, vocab_fingerprint: str, stage=lambda p: p) -> dict:
+        """Concatenate one split, remap to vocabulary ids, save (to `stage(path)`); returns its manifest entry."""
         from exmed_bert.data.dataset import PatientDataset, build_dataset_dict
 
         parts, self.parts[split] = self.parts[split], {}
@@ -74,7 +74,8 @@ class _Family(Family):
         cat["los_offsets"] = np.r_[0, np.cumsum(cat["los_counts"].astype(np.int64))]
         data = build_dataset_dict(cat, patient_ids, cat["labels"] if self.task else None,
                                   cat["prediction_days"] if self.task else None)
-        PatientDataset(data).save(path)
+        data["vocab_fingerprint"] = vocab_fingerprint  # lets loaders catch a dataset/vocab.json mismatch
+        PatientDataset(data).save(stage(path))
         entry = {"path": path.name, "patients": len(patient_ids), "tokens": int(lengths.sum()),
                  "code_tokens": code_tokens, "unk_tokens": unk, "length_percentiles": _percentiles(lengths)}
         if self.task:
@@ -154,30 +155,32 @@ def convert_patients(input: str | os.PathLike, output: str | os.PathLike, *, spl
         if fam is not None:
             fam.flush()
 
-    if pretraining:
-        counts = pre.train_counts
-        vocab = Vocab.from_counts({parser.tokens[i]: int(counts[i]) for i in range(FIRST_CODE_ID, len(counts))
-                                   if counts[i] > 0}, min_count=min_code_count)
-        vocab.save(paths["vocab"])
-    lut = _lookup(parser, vocab)
-    manifest: dict = {"input": str(input), "input_fingerprint": file_fingerprint(input), "args": args or {},
-                      "records": n_records, "rejected": sum(reasons.values()), "reject_reasons": dict(reasons),
-                      "rejected_file": paths["rejected"].name, "vocab_size": len(vocab), "splits": {}}
-    if meds is not None:
-        manifest["meds_ignored_codes"] = dict(meds.ignored.most_common(50))
-    if pre is not None:
-        for s, name in enumerate(SPLITS):
-            if name in wanted:
-                manifest["splits"][name] = pre.write(s, paths[name], lut)
-    if task is not None:
-        manifest["task"] = {"task_data": str(task_data), "task_fingerprint": file_fingerprint(task_data),
-                            "unlabelled_patients": n_unlabelled,
-                            "labels_without_patient": len(set(labels) - seen),
-                            "no_events_before_prediction_date": task.no_events, "splits": {}}
-        for s, name in enumerate(SPLITS):
-            if name in wanted:
-                manifest["task"]["splits"][name] = task.write(s, task_paths[name], lut)
-    write_json(paths["manifest"], manifest)
+    # Everything a later stage reads together is committed as one set (exmed_bert.io.output_set).
+    with output_set() as stage:
+        if pretraining:
+            counts = pre.train_counts
+            vocab = Vocab.from_counts({parser.tokens[i]: int(counts[i]) for i in range(FIRST_CODE_ID, len(counts))
+                                       if counts[i] > 0}, min_count=min_code_count)
+            vocab.save(stage(paths["vocab"]))
+        lut = _lookup(parser, vocab)
+        manifest: dict = {"input": str(input), "input_fingerprint": file_fingerprint(input), "args": args or {},
+                          "records": n_records, "rejected": sum(reasons.values()), "reject_reasons": dict(reasons),
+                          "rejected_file": paths["rejected"].name, "vocab_size": len(vocab), "splits": {}}
+        if meds is not None:
+            manifest["meds_ignored_codes"] = dict(meds.ignored.most_common(50))
+        if pre is not None:
+            for s, name in enumerate(SPLITS):
+                if name in wanted:
+                    manifest["splits"][name] = pre.write(s, paths[name], lut, vocab.fingerprint(), stage)
+        if task is not None:
+            manifest["task"] = {"task_data": str(task_data), "task_fingerprint": file_fingerprint(task_data),
+                                "unlabelled_patients": n_unlabelled,
+                                "labels_without_patient": len(set(labels) - seen),
+                                "no_events_before_prediction_date": task.no_events, "splits": {}}
+            for s, name in enumerate(SPLITS):
+                if name in wanted:
+                    manifest["task"]["splits"][name] = task.write(s, task_paths[name], lut, vocab.fingerprint(), stage)
+        write_json(stage(paths["manifest"]), manifest)
     return manifest
 
 

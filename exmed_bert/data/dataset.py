@@ -62,6 +62,13 @@ class PatientDataset(torch.utils.data.Dataset):
             raise UserError(f"{path}: damaged ExMed-BERT dataset (array lengths disagree); re-run the conversion")
         return cls(data, path)
 
+    def check_vocab(self, vocab, vocab_path: str | os.PathLike = "vocab.json") -> None:
+        """Refuse a dataset encoded with another vocabulary (e.g. after an interrupted re-conversion)."""
+        recorded = self.data.get("vocab_fingerprint")
+        if recorded is not None and recorded != vocab.fingerprint():
+            raise UserError(f"{self.path}: encoded with a different vocabulary than {vocab_path} (an interrupted "
+                            "or mixed conversion?); re-run scripts/convert_synthetic_to_dataset.py")
+
     def save(self, path: str | os.PathLike) -> None:
         save_torch(self.data, path)
 

@@ -62,6 +62,12 @@ class Vocab:
     def token(self, id: int) -> str:
         return self.tokens[int(id)]
 
+    def fingerprint(self) -> str:
+        """Short content hash of the token list; datasets record the one they were encoded with."""
+        import hashlib
+
+        return hashlib.sha256("\n".join(self.tokens).encode()).hexdigest()[:16]
+
     def token_types(self):
         """LongTensor [V]: 0 special, 1 diagnosis, 2 drug, 3 procedure."""
         import torch

@@ -97,6 +97,29 @@ def check_checkpoint(path: str | os.PathLike) -> None:
     if not any((path / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json")):
         raise UserError(f"{path}: checkpoint has no model.safetensors (incomplete or corrupted); "
                         "resume from an earlier checkpoint-N")
+    check_trainer_state_files(path)
+
+
+def check_trainer_state_files(path: Path) -> None:
+    """The Trainer's own .pt/.pth files (optimizer, scheduler, RNG) must load as plain tensors.
+
+    A file that needs unpickling of arbitrary objects is refused here, by name, before the Trainer
+    touches it; nothing in it runs.
+    """
+    import pickle
+
+    import torch
+    from transformers.trainer_pt_utils import safe_globals  # numpy arrays in rng_state, as the Trainer allows
+
+    for f in sorted([*path.glob("*.pt"), *path.glob("*.pth")]):
+        try:
+            with safe_globals():
+                torch.load(f, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
+            reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            raise UserError(f"{f}: refused to load this checkpoint file (not plain tensors, or damaged: "
+                            f"{reason}); resume only from checkpoints this tool wrote, or an earlier "
+                            "checkpoint-N") from None
 
 
 def build_training_arguments(args: TrainingCommonArgs, *, device: str, metric_for_best_model: str = "eval_loss",

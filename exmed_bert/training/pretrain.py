@@ -52,6 +52,8 @@ def load_data(data_dir: str | os.PathLike, name: str):
     paths = check_data_paths(data_dir, name)
     vocab = Vocab.load(paths["vocab"])
     train, val = PatientDataset.load(paths["train"]), PatientDataset.load(paths["val"])
+    for ds in (train, val):
+        ds.check_vocab(vocab, paths["vocab"])
     for split in ("train", "val"):
         ds = train if split == "train" else val
         if len(ds) == 0:
