@@ -299,6 +299,13 @@ def load_task_splits(data_dir: str | os.PathLike, task_data: str | os.PathLike, 
         raise UserError(f"{data_vocab_path}: differs from the model's vocab.json, so the codes would mean "
                         "different things; fine-tune on data converted with the same input and seed as "
                         "pretraining, or pass --input (and a --data-dir without a conversion) to re-encode")
+    if len(splits["train"]) == 0 or not table.rows:
+        if csv_for_build != Path(task_data):
+            csv_for_build.unlink(missing_ok=True)  # a failed run leaves no partial output
+        raise UserError(f"{table.path}: no usable rows ({len(table.rows)} of "
+                        f"{len(table.rows) + len(table.rejected)} match a converted patient with events before "
+                        f"its prediction date, {len(splits['train'])} in the train split); check that the task CSV "
+                        f"belongs to the patients converted in {data_dir}")
     write_rejects(table, out)
     source = {"task_data": str(table.path), "task_rows": len(table.rows) + len(table.rejected),
               "task_rows_rejected": len(table.rejected),
