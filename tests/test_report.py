@@ -63,3 +63,14 @@ def test_missing_run_folder_is_an_error(tmp_path, capsys):
 
     assert main(["--runs", str(tmp_path / "nothing"), "--output", str(tmp_path / "r.md")]) == 2
     assert "metrics.json: not found" in capsys.readouterr().err
+
+
+def test_render_handles_a_one_class_test_set():
+    from exmed_bert.evaluation.report import render, verdict
+
+    lines = verdict([], [{"a": "A", "b": "B", "delta_auroc": None, "ci_low": None, "ci_high": None,
+                          "p_value": None}], oracle=0.8)
+    assert lines == ["No AUROC could be computed: the test split has a single class. Use more patients."]
+    text = render({"n_test": 5, "prevalence": 0.0, "n_bootstrap": 10, "oracle_auroc": None, "verdict": lines, "paired_delta_auroc": [
+        {"a": "A", "b": "B", "delta_auroc": None, "ci_low": None, "ci_high": None, "p_value": None}]}, [])
+    assert "n/a (one-class test set)" in text

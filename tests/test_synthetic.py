@@ -216,6 +216,7 @@ def test_clinvec_vocabulary_drives_the_novel_rate(tmp_path, monkeypatch):
     clinvec = pytest.importorskip("exmed_bert.clinvec")
     vocab = demo_codes() - {"icd10cm:E11.9", "atc:C09AA03"}     # frequent codes this release lacks
     monkeypatch.setattr(clinvec, "available_codes", lambda d, vocab_types=None: set(vocab))
+    (tmp_path / "ClinGraph_nodes.csv").write_text("node_id\tnode_name\tntype\tnode_index\n")  # a release folder
     out, _ = _gen(tmp_path, 2000, "--novel-prob", "0.05", "--clinvec-dir", str(tmp_path))
     patients, meta = _load(out)
     assert meta["novel_codes"]["embedding_vocabulary"] == str(tmp_path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import sys
 from pathlib import Path
 
@@ -126,9 +127,11 @@ def test_wizard_runs_tiny_pipeline_to_the_end(tmp_path):
                           ("Use ClinVec pre-trained embeddings? (y/n) [y]: ", "n"),
                           ("Proceed with training? (y/n) [y]: ", "")]:
         answer(child, prompt, reply)
-    child.expect_exact("Pipeline finished in")
+    child.logfile_read = log = io.StringIO()
+    finished = child.expect_exact(["Pipeline finished in", pexpect.EOF])
+    assert finished == 0, log.getvalue()[-3000:]
     child.expect(pexpect.EOF)
     child.close()
-    assert child.exitstatus == 0, child.before
+    assert child.exitstatus == 0, log.getvalue()[-3000:]
     assert (tmp_path / "output" / "report.md").is_file()
     assert (tmp_path / "output" / "random_init" / "checkpoint-best" / "model.safetensors").is_file()

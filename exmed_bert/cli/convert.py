@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar, Optional
 
 from exmed_bert.config import parse_args
@@ -53,6 +54,11 @@ def main(argv=None) -> int:
     manifest = convert_patients(args.input, args.output, split=args.split, max_length=args.max_length,
                                 train_ratio=args.train_ratio, seed=args.seed, min_code_count=args.min_code_count,
                                 task_data=args.task_data, on_error=args.on_error, args=dataclasses.asdict(args))
+    from exmed_bert.io import write_run_info
+
+    out = Path(args.output)
+    write_run_info(out.parent, args, extra={"data_fingerprint": manifest["input_fingerprint"]},
+                   name=f"{out.stem}_run_config.json")
     print(summary_line(manifest, output_paths(args.output)))
     return 0
 

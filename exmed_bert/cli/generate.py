@@ -94,6 +94,11 @@ def main(argv=None) -> int:
         meta = generate(params, args.output, args.task_output)
     except OSError as e:  # disk full, path vanished mid-run: the atomic writes left nothing partial
         raise UserError(f"{e.filename or args.output}: write failed ({e.strerror or e})") from None
+    from exmed_bert.io import write_run_info
+
+    out = Path(args.output)
+    # versions and git commit live beside the data, not in it, so the data stays byte-identical per seed
+    write_run_info(out.parent, args, name=f"{out.stem}_run_config.json")
     t, nc, cp = meta["task"], meta["novel_codes"], meta["codes_per_patient"]
     where = f"{args.output}" + (f" (+ {metadata_path(args.output)})" if args.output.lower().endswith(".jsonl") else "")
     print(f"wrote {args.num_patients} patients to {where}: median {cp['p50']:g} codes per patient "

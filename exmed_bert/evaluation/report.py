@@ -160,6 +160,8 @@ def verdict(runs: Sequence[Run], deltas: list[dict], oracle: float | None) -> li
     if scored:
         best = max(scored, key=scored.get)
         lines.append(f"Highest test AUROC: {best} ({scored[best]:.3f}).")
+    else:
+        lines.append("No AUROC could be computed: the test split has a single class. Use more patients.")
     for d in deltas:
         if d["ci_low"] is None:
             continue
@@ -172,7 +174,7 @@ def verdict(runs: Sequence[Run], deltas: list[dict], oracle: float | None) -> li
         else:
             lines.append(f"{d['a']} vs {d['b']}: no clear difference (ΔAUROC {d['delta_auroc']:+.3f}, 95% CI "
                          f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] includes 0).")
-    if oracle is not None:
+    if oracle is not None and scored:
         gaps = ", ".join(f"{k} {v - oracle:+.3f}" for k, v in scored.items())
         lines.append(f"Gap to the oracle AUROC {oracle:.3f}: {gaps}.")
     for name, v in scored.items():
@@ -203,7 +205,8 @@ def render(summary: dict, runs: Sequence[Run]) -> str:
     for d in summary["paired_delta_auroc"]:
         ci = f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]" if d["ci_low"] is not None else "n/a"
         p = f"{d['p_value']:.3f}" if d["p_value"] is not None else "n/a"
-        lines.append(f"| {d['a']} | {d['b']} | {d['delta_auroc']:+.3f} | {ci} | {p} |")
+        delta = f"{d['delta_auroc']:+.3f}" if d["delta_auroc"] is not None else "n/a (one-class test set)"
+        lines.append(f"| {d['a']} | {d['b']} | {delta} | {ci} | {p} |")
     lines += ["", "## Plots", "", "![ROC curves](roc_all.png)", "", "![Calibration](calibration_all.png)", "",
               "## Runs", "", *[f"- {r.name}: `{r.folder}`" for r in runs], ""]
     return "\n".join(lines)

@@ -218,8 +218,15 @@ def _run(args: Any, out: Path, model_dir: Path, main: bool) -> dict:
         counts = np.bincount(y_train, minlength=args.num_labels)
         model.config.class_weights = (len(y_train) / (args.num_labels * np.maximum(counts, 1))).tolist()
 
-    metric = "eval_loss" if args.metric_for_best_model == "loss" else f"eval_{args.metric_for_best_model}"
-    greater = args.metric_for_best_model != "loss"
+    select_by = args.metric_for_best_model
+    y_val = splits["val"].data["labels"].numpy()
+    if select_by != "loss" and len(np.unique(y_val)) < 2:
+        # AUROC/AUPRC/F1 are undefined on a one-class validation split; the loss still ranks models
+        print(f"note: the val split has only label {int(y_val[0]) if len(y_val) else '-'} ({len(y_val)} patients); "
+              f"selecting the best model by loss instead of {select_by}. Use more patients for a real choice.")
+        select_by = "loss"
+    metric = "eval_loss" if select_by == "loss" else f"eval_{select_by}"
+    greater = select_by != "loss"
     overrides: dict = {}  # --eval-steps / --save-steps 0 (the fine-tuning default) mean once per epoch
     if args.eval_steps == 0:
         overrides.update(eval_strategy="epoch", eval_steps=None)
