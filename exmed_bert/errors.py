@@ -27,6 +27,10 @@ def cli_entry(main: Callable[..., int | None]) -> Callable[..., int]:
         except UserError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+        except BrokenPipeError:  # `script | head` closed our stdout: stop quietly, as Unix tools do
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            return 141
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             return 130

@@ -109,3 +109,20 @@ def test_cli_entry_internal_error_is_one_line(capsys):
     assert main([]) == 1
     err = capsys.readouterr().err
     assert "internal error: RuntimeError: boom" in err and "Traceback" not in err
+
+
+def test_broken_pipe_is_quiet():
+    import subprocess
+    import sys
+
+    code = ("from exmed_bert.errors import cli_entry\n"
+            "@cli_entry\n"
+            "def main():\n"
+            "    for i in range(100000):\n"
+            "        print('line', i)\n"
+            "import sys; sys.exit(main())\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.readline()
+    p.stdout.close()  # like `| head -1`
+    err = p.stderr.read().decode()
+    assert p.wait(30) == 141 and "internal error" not in err and "Traceback" not in err
