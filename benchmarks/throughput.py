@@ -8,7 +8,8 @@
     masked-only MLM logits, SDPA), bf16 autocast on CUDA.
 Both run forward + backward + AdamW step through `Trainer.training_step` on the same synthetic patients
 (lognormal lengths: median ~80 tokens, tail to 512). Each measurement runs in its own subprocess so its
-peak memory is its own. Also measures the data path alone (collate + mask, one core).
+peak memory is its own. Also measures the data path alone (collate + mask, one core), from a
+`PatientDataset` as the Trainer feeds it and from lists of item dicts.
 """
 
 from __future__ import annotations
@@ -48,6 +49,21 @@ def synthetic_items(n: int, vocab_size: int, max_length: int, seed: int = 0) -> 
                           plos_los=int(rng.integers(0, 14)), index=i))
         start += t
     return items
+
+
+def dataset_of(items: list[dict]):
+    """The same patients as a `PatientDataset` (flat arrays + offsets), as the Trainer path reads them."""
+    import torch
+
+    from exmed_bert.data.dataset import PatientDataset, build_dataset_dict
+
+    n = len(items)
+    lengths = np.array([len(it["input_ids"]) for it in items])
+    cat = {k: torch.cat([it[k] for it in items]).numpy() for k in ("input_ids", "token_type_ids", "position_ids", "age_ids")}
+    parts = dict(cat, days=np.zeros(int(lengths.sum())), offsets=np.concatenate([[0], np.cumsum(lengths)]),
+                 sex=[it["sex"] for it in items], birth_days=np.zeros(n), los_offsets=np.arange(n + 1),
+                 los_days=[it["plos_los"] for it in items])
+    return PatientDataset(build_dataset_dict(parts, [str(i) for i in range(n)]))
 
 
 def make_trainer(model, device: str):
@@ -151,16 +167,19 @@ def worker(kind: str, preset: str, a) -> dict:
 def data_path(a) -> dict:
     """Collate + mask alone, one thread: patients/s over a pass of token-budget batches.
 
-    Also times `mask_tokens` alone, replaying the exact calls the collator made, so the split between
-    collation and masking is visible.
+    "dataset" is the Trainer path: the DataLoader's batched fetch on a `PatientDataset` gives the collator
+    an `IndexBatch` (fetch included in the timing); "items" hands it lists of per-patient dicts (any other
+    Dataset). Also times `mask_tokens` alone, replaying the exact calls the collator made, so the split
+    between collation and masking is visible.
     """
     import torch
 
     from exmed_bert.data.masking import mask_tokens
-    from exmed_bert.training.batching import PretrainCollator, TokenBudgetBatchSampler
+    from exmed_bert.training.batching import PretrainCollator, TokenBudgetBatchSampler, batched_view
 
     torch.set_num_threads(1)
     items = synthetic_items(max(a.patients, 20000), a.vocab_size, a.max_length, seed=1)
+    ds = dataset_of(items)
     calls = []
 
     def recording_mask(*args, **kw):
@@ -168,26 +187,29 @@ def data_path(a) -> dict:
         return mask_tokens(*args, **kw)
 
     collate = PretrainCollator(vocab_size=a.vocab_size, seed=1, plos_threshold=7, epoch=0, mask_fn=recording_mask)
+    view = batched_view(ds, collate)
     out = {}
-    for name, packing in (("bucketed", False), ("packed", True)):
-        sampler = TokenBudgetBatchSampler([len(it["input_ids"]) for it in items], a.max_tokens_per_batch,
-                                          seed=0, packing=packing)
-        collate.pack_length = a.max_length if packing else None
-        batches = [[items[i] for i in idx] for idx in sampler]
-        calls.clear()
-        t0, c0 = time.perf_counter(), time.process_time()
-        for chunk in batches:
-            collate(chunk)
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-        c0 = time.process_time()
-        for args, kw in calls:
-            mask_tokens(*args, **kw)
-        mask_cpu = time.process_time() - c0
-        # one thread, so CPU time is the time on one core even when other processes share the machine
-        out[name] = dict(patients_per_s=len(items) / wall, patients_per_cpu_s=len(items) / cpu,
-                         mask_only_patients_per_cpu_s=len(items) / mask_cpu,
-                         collate_only_patients_per_cpu_s=len(items) / max(cpu - mask_cpu, 1e-9),
-                         batches=len(batches))
+    for source in ("dataset", "items"):
+        for layout, packing in (("bucketed", False), ("packed", True)):
+            sampler = TokenBudgetBatchSampler(ds.lengths, a.max_tokens_per_batch, seed=0, packing=packing)
+            collate.pack_length = a.max_length if packing else None
+            batches = list(sampler)
+            if source == "items":
+                batches = [[items[i] for i in idx] for idx in batches]
+            calls.clear()
+            t0, c0 = time.perf_counter(), time.process_time()
+            for b in batches:
+                collate(view.__getitems__(b) if source == "dataset" else b)
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+            c0 = time.process_time()
+            for args, kw in calls:
+                mask_tokens(*args, **kw)
+            mask_cpu = time.process_time() - c0
+            # one thread, so CPU time is the time on one core even when other processes share the machine
+            out[f"{layout}/{source}"] = dict(
+                patients_per_s=len(items) / wall, patients_per_cpu_s=len(items) / cpu,
+                mask_only_patients_per_cpu_s=len(items) / mask_cpu,
+                collate_only_patients_per_cpu_s=len(items) / max(cpu - mask_cpu, 1e-9), batches=len(batches))
     return out
 
 
@@ -235,7 +257,7 @@ def main(argv=None) -> int:
                      f"{r['patients_per_s']:,.1f} | "
                      f"{r['peak_memory_mib']:,.0f} | {r['speedup_vs_naive']:.1f}x |")
     table.append("")
-    table.append("data path (collate + mask, 1 thread): " + ", ".join(
+    table.append("data path (collate + mask, 1 thread): " + "; ".join(
         f"{k} {v['patients_per_cpu_s']:,.0f} patients/CPU-s ({v['patients_per_s']:,.0f}/s wall; "
         f"mask alone {v['mask_only_patients_per_cpu_s']:,.0f}/CPU-s, collate alone ~{v['collate_only_patients_per_cpu_s']:,.0f})"
         for k, v in dp.items()))

@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from exmed_bert.training.batching import (PretrainCollator, TokenBudgetBatchSampler, bucket_lengths, pack_rows)
+from exmed_bert.data.dataset import PatientDataset, build_dataset_dict
+from exmed_bert.data.masking import mask_tokens
+from exmed_bert.training.batching import (SEQ_KEYS, IndexBatch, PretrainCollator, TokenBudgetBatchSampler,
+                                         batched_view, bucket_lengths, pack_rows)
 
 V = 100
 
@@ -127,3 +130,120 @@ def test_collator_without_mlm_returns_task_labels_per_patient():
     batch = PretrainCollator(mlm=False, pack_length=64, return_index=True)(items)
     assert batch["labels"].tolist() == [items[i]["label"] for i in batch["index"].tolist()]
     assert batch["input_ids"].dtype == torch.long and "seq_ids" in batch
+
+
+# ---- the vectorised collator gives exactly the outputs of the previous per-item implementation --------------
+def reference_collate(c: PretrainCollator, items: list[dict]) -> dict:
+    """`PretrainCollator.__call__` as it was before the dataset-slicing rewrite (verbatim, `self` -> `c`)."""
+    lengths = torch.tensor([it["input_ids"].shape[0] for it in items], dtype=torch.long)
+    order = torch.arange(len(items))
+    if c.pack_length:
+        row_np, off_np = pack_rows(lengths.numpy(), max(c.pack_length, int(lengths.max())))
+        order = torch.from_numpy(np.lexsort((off_np, row_np)))
+        items = [items[i] for i in order.tolist()]
+        lengths = lengths[order]
+        n_rows = int(row_np.max()) + 1
+        used = torch.zeros(n_rows, dtype=torch.long).index_add_(0, torch.from_numpy(row_np)[order], lengths)
+        t = max(int(bucket_lengths([int(c.pack_length)], c.bucket_sizes)[0]), int(used.max()))
+    else:
+        n_rows, used = len(items), lengths
+        t = int(bucket_lengths([int(lengths.max())], c.bucket_sizes)[0])
+    real = torch.arange(t)[None, :] < used[:, None]
+    flat = [torch.cat([it[k] for it in items]).long() for k in SEQ_KEYS]
+    index = torch.tensor([it["index"] for it in items], dtype=torch.long)
+    sex = torch.tensor([it["sex"] for it in items], dtype=torch.long)
+    tok_item = torch.repeat_interleave(torch.arange(len(items)), lengths)
+    within = torch.arange(tok_item.numel()) - (torch.cumsum(lengths, 0) - lengths)[tok_item]
+    fields, fill = flat + [sex[tok_item]], [0] * 5
+    if c.mlm:
+        masked, mlm_labels = mask_tokens(
+            flat[0][None], (flat[0] >= c.first_code_id)[None], index[tok_item][None], within[None],
+            seed=c.seed, epoch=c.epoch, vocab_size=c.vocab_size,
+            mlm_probability=c.mlm_probability, max_masked=c.max_masked, first_code_id=c.first_code_id)
+        fields[0] = masked[0]
+        fields.append(mlm_labels[0])
+        fill.append(-100)
+    if c.pack_length:
+        fields.append(tok_item)
+        fill.append(-1)
+    grid = torch.tensor(fill, dtype=torch.long)[:, None, None].repeat(1, n_rows, t)
+    grid.masked_scatter_(real[None].expand_as(grid), torch.stack(fields))
+    out = dict(zip(SEQ_KEYS, grid[:4]))
+    out["sex_ids"], out["attention_mask"] = grid[4], real.long()
+    if c.mlm:
+        out["labels"] = grid[5]
+    elif "label" in items[0]:
+        out["labels"] = torch.tensor([it["label"] for it in items], dtype=torch.long)
+    if c.pack_length:
+        out["seq_ids"] = grid[-1]
+    if c.plos_threshold is not None:
+        los = torch.tensor([it["plos_los"] for it in items], dtype=torch.long)
+        out["plos_labels"] = (los >= c.plos_threshold).long()
+    if c.return_index:
+        out["index"] = index
+    return out
+
+
+def make_dataset(n: int = 60, seed: int = 0, labels: bool = True) -> PatientDataset:
+    """A PatientDataset with the on-disk dtypes, lengths 1..200, a few stays per patient."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, 200, n)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    tot = int(offsets[-1])
+    ids = rng.integers(0, V, tot)
+    ids[offsets[:-1]] = 2  # [CLS]
+    stays = rng.integers(0, 4, n)
+    parts = dict(input_ids=ids, token_type_ids=rng.integers(0, 4, tot), position_ids=rng.integers(0, 300, tot),
+                 age_ids=rng.integers(0, 120, tot), days=rng.integers(0, 9000, tot), offsets=offsets,
+                 sex=rng.integers(0, 3, n), birth_days=rng.integers(0, 9000, n),
+                 los_offsets=np.concatenate([[0], np.cumsum(stays)]), los_days=rng.integers(0, 20, int(stays.sum())))
+    y = rng.integers(0, 2, n) if labels else None
+    return PatientDataset(build_dataset_dict(parts, [f"p{i}" for i in range(n)], y, y))
+
+
+def assert_same_batch(got: dict, want: dict) -> None:
+    assert list(got) == list(want)
+    for k in want:
+        assert got[k].dtype == want[k].dtype and got[k].shape == want[k].shape, k
+        assert torch.equal(got[k], want[k]), k
+
+
+COLLATOR_SETTINGS = [dict(), dict(pack_length=128), dict(pack_length=512, max_masked=3), dict(epoch=3, mlm_probability=0.4),
+                     dict(mlm=False), dict(mlm=False, pack_length=256), dict(plos_threshold=7, return_index=True),
+                     dict(plos_threshold=3, return_index=True, pack_length=64, epoch=0)]
+
+
+@pytest.mark.parametrize("settings", COLLATOR_SETTINGS)
+def test_collator_matches_the_reference_on_random_batches(settings):
+    ds = make_dataset(80, seed=1)
+    c = PretrainCollator(vocab_size=V, seed=7, **settings)
+    rng = np.random.default_rng(0)
+    for _ in range(12):
+        idx = rng.choice(len(ds), int(rng.integers(1, 40)), replace=False).tolist()
+        want = reference_collate(c, [ds[i] for i in idx])
+        assert_same_batch(c([ds[i] for i in idx]), want)  # a list of items (any Dataset)
+        assert_same_batch(c(IndexBatch(ds, idx)), want)  # indices into the dataset's flat arrays (the Trainer path)
+
+
+@pytest.mark.parametrize("pack_length", [None, 128])
+def test_collator_matches_the_reference_on_hand_made_items(pack_length):
+    items = make_items(40, seed=3)  # int32/int8/int16 tensors, not dataset slices
+    c = PretrainCollator(vocab_size=V, seed=5, plos_threshold=7, pack_length=pack_length, return_index=True)
+    assert_same_batch(c(items), reference_collate(c, items))
+
+
+def test_sampler_batches_reach_the_collator_as_index_batches():
+    ds = make_dataset(50, seed=2, labels=False)
+    sampler = TokenBudgetBatchSampler(ds.lengths, 1024, seed=0)
+    c = PretrainCollator(vocab_size=V, seed=1, return_index=True)
+    assert batched_view(ds, lambda items: items) is ds  # collators that want item lists see the dataset as is
+    loader = torch.utils.data.DataLoader(batched_view(ds, c), batch_sampler=sampler, collate_fn=c)
+    seen = []
+    for idx, batch in zip(sampler, loader):
+        assert_same_batch(batch, reference_collate(c, [ds[i] for i in idx]))
+        seen += batch["index"].tolist()
+    assert len(seen) > 0
+    assert sorted(seen) == list(range(len(ds)))
+    # an IndexBatch is still a sequence of items for collators that iterate (e.g. the fine-tuning one)
+    b = IndexBatch(ds, [3, 1])
+    assert len(b) == 2 and [it["index"] for it in b] == [3, 1] and b[-1]["index"] == 1

@@ -117,6 +117,78 @@ def pack_rows(lengths: Sequence[int], row_length: int) -> tuple[np.ndarray, np.n
     return row, offset
 
 
+class IndexBatch(Sequence):
+    """A batch as dataset row indices. `PretrainCollator` slices the dataset's flat token arrays with them
+    (one NumPy gather per field, no per-patient dicts); any other collator can still iterate it as items.
+    """
+
+    def __init__(self, dataset, indices: Sequence[int]):
+        self.dataset, self.indices = dataset, indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int) -> dict:
+        return self.dataset[self.indices[k]]
+
+    def __iter__(self):
+        return (self.dataset[i] for i in self.indices)
+
+    def columns(self, need_plos: bool, need_labels: bool) -> dict:
+        """The batch as arrays: flat token fields of the whole dataset plus per-patient (P,) columns."""
+        ds, d = self.dataset, self.dataset.data
+        idx = np.asarray(self.indices, dtype=np.int64)
+        idx = np.where(idx < 0, idx + len(ds), idx)
+        starts = ds.offsets[idx]
+        return dict(tokens=[d[k].numpy() for k in SEQ_KEYS], starts=starts, lengths=ds.offsets[idx + 1] - starts,
+                    index=idx, sex=d["sex"].numpy()[idx],
+                    plos_los=ds.plos_los[idx] if need_plos else None,
+                    label=d["labels"].numpy()[idx] if need_labels and ds.has_labels else None)
+
+
+class _IndexBatches(torch.utils.data.Dataset):
+    """A PatientDataset whose batched fetch (`__getitems__`, used by DataLoader with a batch sampler)
+    returns one `IndexBatch` instead of a list of per-patient dicts."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.dataset[i]
+
+    def __getitems__(self, indices: list[int]) -> IndexBatch:
+        return IndexBatch(self.dataset, indices)
+
+
+def batched_view(dataset, collate_fn):
+    """The dataset a DataLoader should wrap for `collate_fn`: a `PatientDataset` (flat `data` + `offsets`)
+    whose batches arrive as one `IndexBatch` when the collator takes them (`takes_index_batches`), else
+    `dataset` itself (collators that expect a list of item dicts see no change)."""
+    if not getattr(collate_fn, "takes_index_batches", False) or isinstance(dataset, _IndexBatches) \
+            or not (hasattr(dataset, "data") and hasattr(dataset, "offsets")):
+        return dataset
+    return _IndexBatches(dataset)
+
+
+def _numpy(x) -> np.ndarray:
+    return x.numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def _item_columns(items: Sequence[dict], need_plos: bool, need_labels: bool) -> dict:
+    """`columns()` for a plain list of item dicts: one concatenation per field."""
+    lengths = np.array([it["input_ids"].shape[0] for it in items], dtype=np.int64)
+    return dict(tokens=[np.concatenate([_numpy(it[k]) for it in items]) for k in SEQ_KEYS],
+                starts=np.cumsum(lengths) - lengths, lengths=lengths,
+                index=np.array([it["index"] for it in items], dtype=np.int64),
+                sex=np.array([it["sex"] for it in items], dtype=np.int64),
+                plos_los=np.array([it["plos_los"] for it in items], dtype=np.int64) if need_plos else None,
+                label=np.array([it["label"] for it in items], dtype=np.int64)
+                if need_labels and "label" in items[0] else None)
+
+
 @dataclass
 class PretrainCollator:
     """DataLoader collate_fn: `PatientDataset` items -> the model-input dict, masked, padded or packed.
@@ -141,60 +213,70 @@ class PretrainCollator:
     first_code_id: int = 5
     return_index: bool = False
     mask_fn: Callable | None = field(default=None, repr=False)  # default: exmed_bert.data.masking.mask_tokens
+    takes_index_batches = True  # class constant: `batched_view` hands it `IndexBatch`es (see ExMedTrainer)
 
-    def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
-        lengths = torch.tensor([it["input_ids"].shape[0] for it in items], dtype=torch.long)  # (P,)
-        order = torch.arange(len(items))  # output patient order (P,)
+    def __call__(self, items: IndexBatch | Sequence[dict]) -> dict[str, torch.Tensor]:
+        need_plos, need_labels = self.plos_threshold is not None, not self.mlm
+        cols = (items.columns(need_plos, need_labels) if isinstance(items, IndexBatch)
+                else _item_columns(items, need_plos, need_labels))
+        lengths = cols["lengths"]  # (P,) in input order
+        p = len(lengths)
         if self.pack_length:
-            row_np, off_np = pack_rows(lengths.numpy(), max(self.pack_length, int(lengths.max())))
-            order = torch.from_numpy(np.lexsort((off_np, row_np)))  # row-major: by row, then offset
-            items = [items[i] for i in order.tolist()]
-            lengths = lengths[order]
-            n_rows = int(row_np.max()) + 1
-            used = torch.zeros(n_rows, dtype=torch.long).index_add_(0, torch.from_numpy(row_np)[order], lengths)
+            row, off = pack_rows(lengths, max(self.pack_length, int(lengths.max())))
+            order = np.lexsort((off, row))  # output patient order: row-major, by row then offset
+            n_rows = int(row.max()) + 1
+            used = np.bincount(row, weights=lengths, minlength=n_rows).astype(np.int64)  # (R,) tokens per row
             t = max(int(bucket_lengths([int(self.pack_length)], self.bucket_sizes)[0]), int(used.max()))
         else:
-            n_rows, used = len(items), lengths
+            order = np.arange(p)
+            n_rows, used = p, lengths
             t = int(bucket_lengths([int(lengths.max())], self.bucket_sizes)[0])
+        lengths = lengths[order]
         # Each row is filled from its start without gaps (a packed row's patients sit back to back), so
         # the real slots in row-major order are exactly the concatenated tokens in output order.
-        real = torch.arange(t)[None, :] < used[:, None]  # (R, T)
-
-        flat = [torch.cat([it[k] for it in items]).long() for k in SEQ_KEYS]  # 4 x (N,)
-        index = torch.tensor([it["index"] for it in items], dtype=torch.long)
-        sex = torch.tensor([it["sex"] for it in items], dtype=torch.long)
-        tok_item = torch.repeat_interleave(torch.arange(len(items)), lengths)  # (N,) output patient of each token
-        within = torch.arange(tok_item.numel()) - (torch.cumsum(lengths, 0) - lengths)[tok_item]  # (N,) position
-        fields, fill = flat + [sex[tok_item]], [0] * 5
+        real = np.arange(t)[None, :] < used[:, None]  # (R, T)
+        dest = np.flatnonzero(real)  # (N,) slot of each output token in the row-major (R*T) grid
+        tok_item = np.repeat(np.arange(p), lengths)  # (N,) output patient of each token
+        first = np.cumsum(lengths) - lengths  # (P,) each patient's first token in the output
+        within = np.arange(tok_item.size) - first[tok_item]  # (N,) position in its patient
+        src = cols["starts"][order][tok_item] + within  # (N,) token in the flat source arrays
+        index = cols["index"][order]
+        # Rows of the (F, R*T) grid: 4 token fields, sex, [MLM labels], [seq_ids]. Each token field is one
+        # gather from the flat source and one scatter into the grid (the cast to int64 happens there).
+        n_fields = 5 + int(self.mlm) + int(bool(self.pack_length))
+        grid = np.zeros((n_fields, n_rows * t), dtype=np.int64)
+        for f, col in enumerate(cols["tokens"][1:], start=1):
+            grid[f, dest] = col[src]
+        grid[4, dest] = cols["sex"][order][tok_item]
+        ids = cols["tokens"][0][src].astype(np.int64)  # (N,)
         if self.mlm:
             # One (1, N) "packed row" with a per-token patient index: the mask depends only on
             # (patient, position), never on how the batch is laid out.
+            tids = torch.from_numpy(ids)
             masked, mlm_labels = self._mask_fn()(
-                flat[0][None], (flat[0] >= self.first_code_id)[None], index[tok_item][None], within[None],
-                seed=self.seed, epoch=self.epoch, vocab_size=self.vocab_size,
+                tids[None], (tids >= self.first_code_id)[None], torch.from_numpy(index[tok_item])[None],
+                torch.from_numpy(within)[None], seed=self.seed, epoch=self.epoch, vocab_size=self.vocab_size,
                 mlm_probability=self.mlm_probability, max_masked=self.max_masked, first_code_id=self.first_code_id)
-            fields[0] = masked[0]
-            fields.append(mlm_labels[0])
-            fill.append(-100)
+            ids = masked[0].numpy()
+            grid[5] = -100
+            grid[5, dest] = mlm_labels[0].numpy()
+        grid[0, dest] = ids
         if self.pack_length:
-            fields.append(tok_item)  # seq_ids: patients are numbered in row-major order
-            fill.append(-1)
-        # One masked_scatter for every per-token field (several times faster than index_put on CPU).
-        grid = torch.tensor(fill, dtype=torch.long)[:, None, None].repeat(1, n_rows, t)  # (F, R, T)
-        grid.masked_scatter_(real[None].expand_as(grid), torch.stack(fields))
+            grid[-1] = -1
+            grid[-1, dest] = tok_item  # seq_ids: patients are numbered in row-major order
+        grid = torch.from_numpy(grid.reshape(n_fields, n_rows, t))
         out = dict(zip(SEQ_KEYS, grid[:4]))
-        out["sex_ids"], out["attention_mask"] = grid[4], real.long()
+        out["sex_ids"], out["attention_mask"] = grid[4], torch.from_numpy(real.astype(np.int64))
         if self.mlm:
             out["labels"] = grid[5]
-        elif "label" in items[0]:
-            out["labels"] = torch.tensor([it["label"] for it in items], dtype=torch.long)
+        elif cols["label"] is not None:
+            out["labels"] = torch.from_numpy(cols["label"][order].astype(np.int64))
         if self.pack_length:
             out["seq_ids"] = grid[-1]
         if self.plos_threshold is not None:
-            los = torch.tensor([it["plos_los"] for it in items], dtype=torch.long)
-            out["plos_labels"] = (los >= self.plos_threshold).long()
+            out["plos_labels"] = torch.from_numpy((cols["plos_los"][order] >= self.plos_threshold).astype(np.int64))
         if self.return_index:
-            out["index"] = index
+            out["index"] = torch.from_numpy(index)
         return out
 
     def _mask_fn(self) -> Callable:

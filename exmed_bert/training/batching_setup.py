@@ -20,11 +20,15 @@ class EpochCollator:
         self.collator = collator
         self.dynamic = dynamic
 
+    @property
+    def takes_index_batches(self) -> bool:
+        return getattr(self.collator, "takes_index_batches", False)
+
     def set_epoch(self, epoch: int) -> None:
         if self.dynamic:
             self.collator.epoch = int(epoch)
 
-    def __call__(self, items: list[dict]) -> dict:
+    def __call__(self, items) -> dict:  # list of item dicts or an IndexBatch
         return self.collator(items)
 
 

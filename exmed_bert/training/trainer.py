@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import Trainer
 
+from exmed_bert.training.batching import batched_view
 from exmed_bert.training.callbacks import SamplerEpochCallback
 
 
@@ -44,7 +45,8 @@ class ExMedTrainer(Trainer):
                 obj.set_epoch(epoch)
 
     def get_train_dataloader(self) -> DataLoader:
-        loader = DataLoader(self.train_dataset, batch_sampler=self.train_batch_sampler,
+        # batched_view: collators that slice the dataset's flat arrays get index batches, not per-patient dicts
+        loader = DataLoader(batched_view(self.train_dataset, self.data_collator), batch_sampler=self.train_batch_sampler,
                             collate_fn=self.data_collator, num_workers=self.args.dataloader_num_workers,
                             pin_memory=self.args.dataloader_pin_memory and self.args.device.type == "cuda",
                             persistent_workers=self.args.dataloader_num_workers > 0)
@@ -58,7 +60,7 @@ class ExMedTrainer(Trainer):
              for i in range(0, len(dataset), self.args.eval_batch_size)]
         # shard by rank without padding, so every validation patient is counted exactly once
         batches = batches[self.args.process_index::self.args.world_size]
-        return DataLoader(dataset, batch_sampler=batches, collate_fn=self.eval_collator,
+        return DataLoader(batched_view(dataset, self.eval_collator), batch_sampler=batches, collate_fn=self.eval_collator,
                           num_workers=self.args.dataloader_num_workers)
 
     # ---- evaluation --------------------------------------------------------------------------
