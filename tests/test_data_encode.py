@@ -1,6 +1,7 @@
 """Encoding layout, truncation, task cut (no leakage), splits, vocabulary, storage and collation."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -248,3 +249,18 @@ def test_dataset_records_its_vocabulary_and_refuses_another(tmp_path):
     other = Vocab([*vocab.tokens, "icd10cm:Z00.00"])
     with pytest.raises(UserError, match="different vocabulary"):
         ds.check_vocab(other)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="reads the Linux memory map")
+def test_loaded_tensors_live_in_the_memory_mapped_file_not_a_copy(tmp_path):
+    """Datasets larger than RAM: every tensor's memory must be a mapping of the .pt file itself."""
+    src = write(tmp_path / "in.jsonl", patients(60))
+    convert_patients(src, tmp_path / "ds.pt", progress=False)
+    path = (tmp_path / "ds_train.pt").resolve()
+    ds = PatientDataset.load(path)
+    with open("/proc/self/maps") as f:
+        maps = [line.split() for line in f]
+    for key in ("input_ids", "token_type_ids", "position_ids", "age_ids", "offsets", "sex"):
+        ptr = ds.data[key].untyped_storage().data_ptr()
+        owner = [m[-1] for m in maps if int(m[0].split("-")[0], 16) <= ptr < int(m[0].split("-")[1], 16)]
+        assert owner and owner[0] == str(path), (key, owner)
