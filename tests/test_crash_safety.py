@@ -24,7 +24,7 @@ import pytest
 from conftest import SCRIPTS, script_env
 
 OUTPUTS = ("synthetic_train.pt", "synthetic_val.pt", "synthetic_test.pt", "vocab.json", "dataset_manifest.json",
-           "synthetic_rejected.jsonl")
+           "synthetic_rejected.jsonl", "synthetic_run_config.json")
 TEMP = re.compile(r"^\..+\.tmp$")  # exmed_bert.io.atomic_write: .<name>.<random>.tmp beside the target
 N_PATIENTS = 3000
 RUN_TIMEOUT_S = 300
@@ -87,6 +87,8 @@ def identity(path: Path) -> str:
     doc = json.loads(text)
     if path.name == "vocab.json":
         return hashlib.sha256(json.dumps(doc["tokens"]).encode()).hexdigest()
+    if path.name.endswith("_run_config.json"):  # the run record: which input it was made from
+        return json.dumps(Path(doc["args"]["input"]).name)
     return json.dumps([Path(doc["input"]).name, doc["records"], doc["vocab_size"]])  # the manifest
 
 
