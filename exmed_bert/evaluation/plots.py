@@ -73,7 +73,10 @@ def plot_pr(curves: Curves, path: str | os.PathLike, title: str = "Precision-rec
         ax.axhline(float(np.mean(y)), color="grey", lw=0.6, ls=":")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
-    ax.legend(loc="upper right", fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper right", fontsize=8)
+    else:  # a one-class test split has no precision-recall curve to draw
+        ax.text(0.5, 0.5, "test split has a single class:\nno curve", ha="center", va="center")
     _save(fig, path)
 
 
