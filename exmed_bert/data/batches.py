@@ -64,8 +64,9 @@ def concat(batches: list[dict]) -> dict:
 class Family:
     """Encoded chunks of one output family ('pretrain' or 'task'), kept per split until writing."""
 
-    def __init__(self, parser: RecordParser, max_length: int, task: bool):
+    def __init__(self, parser: RecordParser, max_length: int, task: bool, spill=None):
         self.parser, self.max_length, self.task = parser, max_length, task
+        self.spill = spill                # a data.spill.Spill: token arrays go to disk, not to `parts`
         self.rows: list[tuple] = []       # per-record rows not yet turned into a batch
         self.batches: list[dict] = []
         self.n_pending = 0
@@ -118,8 +119,12 @@ class Family:
             m, r = tok_split == s, rows[split == s]
             if not len(r):
                 continue
+            ids = enc["input_ids"][m]
             for k in ("input_ids", "token_type_ids", "position_ids", "age_ids", "days"):
-                parts[k].append(enc[k][m])
+                if self.spill is not None:
+                    self.spill.append(s, k, ids if k == "input_ids" else enc[k][m])
+                else:
+                    parts[k].append(ids if k == "input_ids" else enc[k][m])
             parts["lengths"].append(enc["lengths"][r])
             parts["patient_ids"].extend(b["pids"][i] for i in r.tolist())
             parts["sex"].append(b["sex"][r])
@@ -134,6 +139,6 @@ class Family:
                 cut = b["cut"][r]
                 parts["prediction_days"].append(np.where(cut == NO_CUT, enc["last_day"][r] + 1, cut).astype(np.int32))
             if s == 0 and not self.task:
-                c = np.bincount(parts["input_ids"][-1], minlength=len(self.parser.tokens))
+                c = np.bincount(ids, minlength=len(self.parser.tokens))
                 c[: len(self.train_counts)] += self.train_counts
                 self.train_counts = c

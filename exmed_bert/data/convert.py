@@ -19,6 +19,7 @@ from exmed_bert.data.batches import Family
 from exmed_bert.data.fastpath import fast_block, read_table
 from exmed_bert.data.intake import Intake
 from exmed_bert.data.records import block_records, detect_format, iter_jsonl_blocks, iter_patients
+from exmed_bert.data.spill import TOKEN_KEYS, Spill, spill_folder
 from exmed_bert.data.splits import SPLITS
 from exmed_bert.data.validate import RecordParser
 from exmed_bert.data.vocab import FIRST_CODE_ID, UNK_ID, Vocab
@@ -60,7 +61,10 @@ class _Family(Family):
         cat = {}
         for k in list(parts):  # release each chunk list as soon as it is joined (peak ~1x, not 2x)
             v = parts.pop(k)
-            cat[k] = np.concatenate(v) if v else np.zeros(0)
+            if self.spill is not None and k in TOKEN_KEYS:
+                cat[k] = self.spill.take(split, k)
+            else:
+                cat[k] = np.concatenate(v) if v else np.zeros(0)
             del v
         ids = np.ascontiguousarray(cat["input_ids"], dtype=np.int32)
         code_tokens = int(np.count_nonzero(ids >= FIRST_CODE_ID))
@@ -123,8 +127,6 @@ def convert_patients(input: str | os.PathLike, output: str | os.PathLike, *, spl
 
     pretraining=False with a fixed `vocab` builds only the task datasets (build_task_datasets).
     """
-    from tqdm import tqdm
-
     from exmed_bert.data.task import read_task_csv
 
     if on_error not in ("skip", "fail"):
@@ -134,12 +136,29 @@ def convert_patients(input: str | os.PathLike, output: str | os.PathLike, *, spl
     labels = read_task_csv(task_data) if task_data else None
     if not pretraining and (labels is None or vocab is None):
         raise ValueError("a task-only build needs task_data and a vocabulary")
+    paths["rejected"].parent.mkdir(parents=True, exist_ok=True)
+    # token arrays wait on disk, next to the output, until their split is written (exmed_bert.data.spill)
+    with spill_folder(paths["rejected"].parent) as tmp:
+        spills = [Spill(tmp, name) for name in ("pretrain", "task")]
+        try:
+            return _convert(input, paths, task_paths, labels, spills, split=split, max_length=max_length,
+                            train_ratio=train_ratio, seed=seed, min_code_count=min_code_count, task_data=task_data,
+                            on_error=on_error, vocab=vocab, pretraining=pretraining, args=args, progress=progress,
+                            fast=fast)
+        finally:
+            for s in spills:
+                s.close()
+
+
+def _convert(input, paths, task_paths, labels, spills, *, split, max_length, train_ratio, seed, min_code_count,
+             task_data, on_error, vocab, pretraining, args, progress, fast) -> dict:
+    from tqdm import tqdm
+
     parser = RecordParser()
-    pre = _Family(parser, max_length, task=False) if pretraining else None
-    task = _Family(parser, max_length, task=True) if labels is not None else None
+    pre = _Family(parser, max_length, task=False, spill=spills[0]) if pretraining else None
+    task = _Family(parser, max_length, task=True, spill=spills[1]) if labels is not None else None
     wanted = SPLITS if split == "all" else (split,)
 
-    paths["rejected"].parent.mkdir(parents=True, exist_ok=True)
     with _gc_paused(), atomic_write(paths["rejected"]) as rej, \
             tqdm(desc="converting", unit=" patients", disable=None if progress else True, file=sys.stderr) as bar:
         run = Intake(parser, pre, task, labels, seed=seed, train_ratio=train_ratio, on_error=on_error,

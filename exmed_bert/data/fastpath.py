@@ -15,12 +15,14 @@ _BAD, _NEW = -1, -2   # per distinct code: invalid, valid but not yet a token
 _MIN_DAY = -719162    # 0001-01-01 in days since 1970 (Python dates start there)
 
 
-def _schema():
+def _schema(system: bool = True):
+    """Arrow schema of a record. Without `system`, events are exactly {code, date}: about 1.7x cheaper to
+    parse, so it is tried first (and refuses any other key, so nothing is silently dropped)."""
     import pyarrow as pa
 
-    ev = pa.list_(pa.struct([("code", pa.string()), ("date", pa.string()), ("system", pa.string())]))
+    ev = pa.list_(pa.struct([("code", pa.string()), ("date", pa.string())]
+                            + ([("system", pa.string())] if system else [])))
     stay = pa.list_(pa.struct([("admission_date", pa.string()), ("discharge_date", pa.string())]))
-    # unknown keys are ignored, as the per-record path does
     return {"patient_id": pa.string(), "birth_date": pa.string(), "sex": pa.string(), "diagnoses": ev, "prescriptions": ev,
             "procedures": ev, "hospitalizations": stay}
 
@@ -87,8 +89,10 @@ class FastBlock:
                 self.codes.append(None)
                 continue
             values, pat = col.flatten(), pc.list_parent_indices(col).to_numpy().astype(np.int64)
-            code, date, sysf = values.flatten()  # children, with the struct's offset and nulls applied
-            bad = _null_mask(values) | _null_mask(code) | ~_null_mask(sysf)
+            code, date, *sysf = values.flatten()  # children, with the struct's offset and nulls applied
+            bad = _null_mask(values) | _null_mask(code)
+            if sysf:  # an explicit system: the per-record path handles it
+                bad |= ~_null_mask(sysf[0])
             idx, distinct = _distinct(code)
             by_raw = parser._by_raw
             state = np.array([by_raw.get((system, v), _NEW if parser.code_ok(system, v) else _BAD)
@@ -184,13 +188,15 @@ def read_table(data: bytes, lines: int):
             data.decode("utf-8")
         except UnicodeDecodeError:
             return None
-    fields = _schema()
-    for pid_type in (pa.string(), pa.int64()):  # ids are text or integers
-        fields["patient_id"] = pid_type
+    # plain records first (any other key is an error there), then with `system` and other keys ignored, as
+    # the per-record path ignores them; ids are text or integers
+    for system, pid_type, unexpected in ((False, pa.string(), "error"), (True, pa.string(), "ignore"),
+                                         (True, pa.int64(), "ignore")):
+        fields = _schema(system) | {"patient_id": pid_type}
         try:
             table = pj.read_json(io.BytesIO(data), read_options=pj.ReadOptions(block_size=1 << 20),
                                  parse_options=pj.ParseOptions(explicit_schema=pa.schema(list(fields.items())),
-                                                               unexpected_field_behavior="ignore"))
+                                                               unexpected_field_behavior=unexpected))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
             continue
         return table if table.num_rows == lines else None

@@ -1,0 +1,46 @@
+"""Token arrays of a conversion wait on disk (exmed_bert.data.spill), and leave nothing behind."""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from exmed_bert.data.spill import Spill, spill_folder
+
+
+def test_spill_round_trip_by_split_and_key(tmp_path):
+    s = Spill(tmp_path, "pretrain")
+    s.append(0, "input_ids", np.array([5, 6], dtype=np.int32))
+    s.append(1, "input_ids", np.array([9], dtype=np.int32))
+    s.append(0, "input_ids", np.array([7], dtype=np.int32))
+    s.append(0, "age_ids", np.array([30, 31, 32], dtype=np.int16))
+    np.testing.assert_array_equal(s.take(0, "input_ids"), [5, 6, 7])
+    assert s.take(0, "age_ids").dtype == np.int16
+    assert s.take(2, "input_ids").size == 0          # a split that got no chunk
+    with pytest.raises(TypeError):
+        s.append(1, "input_ids", np.array([1], dtype=np.int64))
+    s.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pretrain_1_input_ids.bin"]  # taken files are deleted
+
+
+@pytest.mark.skipif(os.name != "posix", reason="stale folders are recognised by a POSIX process probe")
+def test_spill_folder_removes_folders_of_dead_conversions(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".converting-{int(dead.stdout)}-abc.tmp"
+    live = tmp_path / f".converting-{os.getpid()}-def.tmp"
+    for d in (stale, live):
+        d.mkdir()
+        (d / "pretrain_0_input_ids.bin").write_bytes(b"\0" * 8)
+    with spill_folder(tmp_path) as tmp:
+        assert os.path.isdir(tmp) and os.path.basename(tmp).startswith(f".converting-{os.getpid()}-")
+    assert not stale.exists() and live.exists() and not os.path.exists(tmp)
+
+
+def test_conversion_leaves_no_spill_folder(tiny_cohort, tmp_path):
+    from exmed_bert.data.convert import convert_patients
+
+    out = tmp_path / "ds"
+    convert_patients(tiny_cohort["patients"], out / "synthetic.pt", progress=False)
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
