@@ -1,4 +1,5 @@
 from exmed_bert.cli.build_demo_clinvec import main
 from exmed_bert.errors import run
 
-run(main)
+if __name__ == "__main__":  # guarded: worker processes (spawn) import this file again
+    run(main)

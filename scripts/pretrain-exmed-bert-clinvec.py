@@ -1,3 +1,5 @@
 from exmed_bert.cli.pretrain import main
 from exmed_bert.errors import run
-run(lambda: main(prog="pretrain-exmed-bert-clinvec.py"))
+
+if __name__ == "__main__":  # guarded: worker processes (spawn) import this file again
+    run(lambda: main(prog="pretrain-exmed-bert-clinvec.py"))

@@ -1,4 +1,5 @@
 from exmed_bert.cli.baselines import main_xgboost
 from exmed_bert.errors import run
 
-run(main_xgboost)
+if __name__ == "__main__":  # guarded: worker processes (spawn) import this file again
+    run(main_xgboost)
