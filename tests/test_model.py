@@ -221,3 +221,15 @@ def test_count_parameters_excludes_embeddings():
     total, core = count_parameters(m), count_parameters(m, exclude_embeddings=True)
     emb = sum(e.weight.numel() for e in m.modules() if isinstance(e, torch.nn.Embedding))
     assert total == core + emb + V  # + the decoder bias over the vocabulary
+
+
+def test_cuda_attention_never_uses_cudnn_sdpa():
+    """cuDNN SDPA builds a plan per new (batch, length) shape; bucketed batches made bf16 10-20x slower
+    on an H200 (docs/PERFORMANCE.md). The encoder must keep it out of the backends it allows."""
+    from torch.nn.attention import SDPBackend
+
+    from exmed_bert.model.encoder import _sdpa_backends
+
+    allowed = _sdpa_backends()
+    assert SDPBackend.CUDNN_ATTENTION not in allowed
+    assert SDPBackend.EFFICIENT_ATTENTION in allowed  # the kernel that takes our boolean masks

@@ -13,6 +13,26 @@ from torch import nn
 from exmed_bert.model.configuration import ExMedBertConfig
 
 
+def _sdpa_backends() -> list:
+    """SDPA kernels allowed on CUDA: flash, memory-efficient, math; not cuDNN. With a mask (our padded and
+    packed batches always have one) torch 2.5+ tries cuDNN attention first on Hopper, which builds an
+    execution plan for every new (batch, length) shape: 0.4-0.5 s each way, so length-bucketed batches ran
+    10-20x slower in bf16 than in fp32 on an H200 (docs/PERFORMANCE.md; pytorch's known cuDNN-SDPA plan cost,
+    e.g. modelscope/FunASR#3704)."""
+    from torch.nn.attention import SDPBackend
+
+    return [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, dropout_p: float) -> torch.Tensor:
+    if q.is_cuda:
+        from torch.nn.attention import sdpa_kernel
+
+        with sdpa_kernel(_sdpa_backends()):
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+
+
 def build_attention_mask(attention_mask: torch.Tensor | None, seq_ids: torch.Tensor | None) -> torch.Tensor | None:
     """Boolean SDPA mask, True = may attend.
 
@@ -46,8 +66,7 @@ class ExMedBertLayer(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         b, t, h = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.num_heads, h // self.num_heads).permute(2, 0, 3, 1, 4)  # (B, nh, T, hd)
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                           dropout_p=self.attn_dropout if self.training else 0.0)
+        a = attention(q, k, v, mask, self.attn_dropout if self.training else 0.0)
         a = a.transpose(1, 2).reshape(b, t, h)  # (B, T, H)
         x = self.attn_norm(x + self.dropout(self.attn_out(a)))
         return self.out_norm(x + self.dropout(self.output(self.act(self.intermediate(x)))))
