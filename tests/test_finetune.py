@@ -98,3 +98,16 @@ def test_bad_model_path_and_bad_labels_exit_2(setup, tmp_path, capsys):
     rc = main(argv({**setup, "task": bad}, tmp_path / "o"))
     err = capsys.readouterr().err
     assert rc == 2 and "no valid rows" in err and "out of range" in err and "Traceback" not in err
+
+
+def test_model_path_may_be_the_pretraining_output_folder(tmp_path, capsys):
+    """--model-path output/with_clinvec (the run's folder) uses its checkpoint-best, and says so."""
+    from exmed_bert.training.finetune import check_model_folder
+
+    best = tmp_path / "pretrained" / "checkpoint-best"
+    best.mkdir(parents=True)
+    for name in ("config.json", "model.safetensors", "vocab.json"):
+        (best / name).write_text("{}")
+    assert check_model_folder(tmp_path / "pretrained") == best
+    assert "checkpoint-best" in capsys.readouterr().out
+    assert check_model_folder(best) == best

@@ -21,7 +21,8 @@ class Args(TrainingCommonArgs):
     yaml_section: ClassVar[Optional[str]] = "finetune"
 
     model_path: str = field(default="output/with_clinvec/checkpoint-best", metadata={
-        "help": "pretrained model folder (config.json, model.safetensors, vocab.json)"})
+        "help": "pretrained model folder (config.json, model.safetensors, vocab.json), or the pretraining "
+                "run folder holding checkpoint-best"})
     task_data: str = field(default="data/task_specific.csv", metadata={
         "help": "task CSV patient_id,label[,prediction_date]; histories are cut before the prediction date"})
     output_dir: str = field(default="output/finetuned", metadata={

@@ -135,6 +135,9 @@ def check_model_folder(path: str | Path) -> Path:
     hint = "pass --model-path with a checkpoint-best folder written by pretraining"
     if not path.is_dir():
         raise UserError(f"{path}: model folder not found; {hint}")
+    if not (path / "config.json").is_file() and (path / "checkpoint-best" / "config.json").is_file():
+        print(f"note: {path} is a pretraining output folder; using its best model, {path / 'checkpoint-best'}")
+        path = path / "checkpoint-best"
     for name in ("config.json", "model.safetensors", "vocab.json"):
         if not (path / name).is_file():
             raise UserError(f"{path}: no {name} (incomplete checkpoint); {hint}")
