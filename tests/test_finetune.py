@@ -111,3 +111,26 @@ def test_model_path_may_be_the_pretraining_output_folder(tmp_path, capsys):
     assert check_model_folder(tmp_path / "pretrained") == best
     assert "checkpoint-best" in capsys.readouterr().out
     assert check_model_folder(best) == best
+
+
+def test_load_classifier_notes_the_new_head_and_refuses_missing_encoder_weights(tiny_model, tmp_path, capsys):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from exmed_bert.errors import UserError
+    from exmed_bert.training.finetune import load_classifier
+
+    load_classifier(tiny_model, 2)
+    out = capsys.readouterr()
+    assert "new classification head initialised (4 tensors)" in out.out
+    assert "LOAD REPORT" not in out.out + out.err          # transformers' key-by-key table is not shown
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model, broken)
+    weights = load_file(broken / "model.safetensors")
+    dropped = next(k for k in weights if ".encoder." in k)
+    save_file({k: v for k, v in weights.items() if k != dropped}, broken / "model.safetensors",
+              metadata={"format": "pt"})
+    with pytest.raises(UserError, match="lacks 1 encoder weight"):
+        load_classifier(broken, 2)

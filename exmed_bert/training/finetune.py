@@ -144,13 +144,33 @@ def check_model_folder(path: str | Path) -> Path:
     return path
 
 
-def load_classifier(path: Path, num_labels: int):
+def load_classifier(path: Path, num_labels: int, quiet: bool = False):
+    """The classifier with the checkpoint's encoder. Instead of transformers' key-by-key load report, one
+    note: a pretraining checkpoint lacks exactly the new head (and has MLM/PLOS heads it drops). A
+    checkpoint missing anything else (encoder weights) is refused."""
+    from transformers.utils import logging as hf_logging
+
     from exmed_bert.model import ExMedBertForSequenceClassification
 
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
     try:
-        return ExMedBertForSequenceClassification.from_pretrained(path, num_labels=num_labels, use_safetensors=True)
+        model, info = ExMedBertForSequenceClassification.from_pretrained(
+            path, num_labels=num_labels, use_safetensors=True, output_loading_info=True)
     except (OSError, ValueError, RuntimeError, KeyError) as e:
         raise UserError(f"{path}: cannot load the model ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    finally:
+        hf_logging.set_verbosity(level)
+    missing = sorted(info.get("missing_keys", []))
+    other = [k for k in missing if not k.startswith("classifier.")]
+    if other:
+        raise UserError(f"{path}: the checkpoint lacks {len(other)} encoder weight(s) ({', '.join(other[:3])}...); "
+                        "pass a checkpoint-best folder written by pretraining or fine-tuning")
+    if missing and not quiet:
+        dropped = sorted({k.split(".")[0] for k in info.get("unexpected_keys", [])})
+        print(f"note: encoder loaded from {path}; new classification head initialised ({len(missing)} tensors)"
+              + (f"; pretraining heads not used: {', '.join(dropped)}" if dropped else ""))
+    return model
 
 
 @torch.no_grad()
