@@ -117,3 +117,15 @@ def test_multiclass_macro_matches_sklearn():
     assert out["class_counts"] == np.bincount(y).tolist()
     m = out["metrics"]["macro_auroc"]
     assert m["ci_low"] <= m["value"] <= m["ci_high"]
+
+
+def test_pretraining_plos_metrics_include_auprc_and_prevalence():
+    """F1 at 0.5 is 0 when every score is below 0.5, yet a perfect ranking shows in AUROC and AUPRC."""
+    import math
+
+    from exmed_bert.training.metrics import binary_metrics
+
+    out = binary_metrics([0.1, 0.2, 0.3, 0.4], [0, 0, 0, 1])
+    assert out == {"auroc": 1.0, "auprc": 1.0, "f1": 0.0, "prevalence": 0.25}
+    one_class = binary_metrics([0.1, 0.9], [0, 0])
+    assert math.isnan(one_class["auroc"]) and math.isnan(one_class["auprc"]) and one_class["prevalence"] == 0.0

@@ -102,7 +102,7 @@ def test_two_step_run_writes_the_guide_layout(data_dir, tmp_path, capsys):
 
     results = json.loads((out / "eval_results.json").read_text())
     for key in ("eval_loss", "eval_accuracy", "eval_top10_accuracy", "eval_unigram_top10_accuracy",
-                "eval_plos_auroc", "eval_plos_f1"):
+                "eval_plos_auroc", "eval_plos_auprc", "eval_plos_f1", "eval_plos_prevalence"):
         assert key in results
     assert 0.0 <= results["eval_top10_accuracy"] <= 1.0 and results["eval_masked_tokens"] > 0
     assert results["step"] == 2

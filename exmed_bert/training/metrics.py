@@ -120,7 +120,10 @@ class PretrainMetrics:
             out[f"unigram_top{self.k}_accuracy"] = uni / m if m else float("nan")
         if self.plos:
             out.update(binary_metrics(self.plos_scores, self.plos_labels))
-        return {f"{prefix}_{'plos_' if k in ('auroc', 'f1') else ''}{k}": v for k, v in out.items()}
+        return {f"{prefix}_{'plos_' if k in _PLOS_KEYS else ''}{k}": v for k, v in out.items()}
+
+
+_PLOS_KEYS = ("auroc", "auprc", "f1", "prevalence")
 
 
 def collective_device() -> torch.device:
@@ -143,11 +146,17 @@ def plos_scores(logits: torch.Tensor | None) -> torch.Tensor | None:
 
 
 def binary_metrics(scores: Sequence[float], labels: Sequence[int], threshold: float = 0.5) -> dict[str, float]:
-    """AUROC (nan when only one class is present) and F1 at `threshold`."""
-    from sklearn.metrics import f1_score, roc_auc_score
+    """AUROC and AUPRC (nan when only one class is present), F1 at `threshold`, and the prevalence.
+
+    Prolonged stays are rare, so F1 at 0.5 is often 0 while the ranking is good: AUPRC (against the
+    prevalence, its chance level) says more."""
+    from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
     if not labels:
-        return {"auroc": float("nan"), "f1": float("nan")}
-    auroc = roc_auc_score(labels, scores) if len(set(labels)) == 2 else math.nan
+        return {"auroc": float("nan"), "auprc": float("nan"), "f1": float("nan"), "prevalence": float("nan")}
+    both = len(set(labels)) == 2
+    auroc = roc_auc_score(labels, scores) if both else math.nan
+    auprc = average_precision_score(labels, scores) if both else math.nan
     f1 = f1_score(labels, [int(s >= threshold) for s in scores], zero_division=0)
-    return {"auroc": float(auroc), "f1": float(f1)}
+    return {"auroc": float(auroc), "auprc": float(auprc), "f1": float(f1),
+            "prevalence": float(sum(labels) / len(labels))}

@@ -340,4 +340,5 @@ def _print_summary(report: dict) -> None:
           f"(unigram-frequency baseline {uni:.3f}); best eval loss {report['best_eval_loss']:.4f} "
           f"at step {report['best_step']} -> {report['best_model']}")
     if "eval_plos_auroc" in report:
-        print(f"PLOS: AUROC {report['eval_plos_auroc']:.3f}, F1 {report['eval_plos_f1']:.3f}")
+        print(f"PLOS: AUROC {report['eval_plos_auroc']:.3f}, AUPRC {report['eval_plos_auprc']:.3f} "
+              f"(prevalence {report['eval_plos_prevalence']:.3f}), F1 at 0.5 {report['eval_plos_f1']:.3f}")
