@@ -255,7 +255,7 @@ def _run(args: Any, out: Path, main: bool, prep: Prepared) -> dict:
         print(f"Device: {device} x {world} process(es); effective batch size {per_update}")
         if device == "cuda" and not args.max_tokens_per_batch and args.batch_size < 256:
             print(f"note: {args.batch_size} patients per step leave a GPU mostly idle; --max-tokens-per-batch "
-                  "65536 fills each step with about 600 generator-sized patients (docs/PERFORMANCE.md)")
+                  "65536 fills each step with several hundred generator-sized patients (docs/PERFORMANCE.md)")
 
     targs = build_training_arguments(args, device=device)
     train_sampler, eval_sampler, collator, eval_collator = make_batching(args, train_ds, val_ds, len(vocab))
