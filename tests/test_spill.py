@@ -44,3 +44,28 @@ def test_conversion_leaves_no_spill_folder(tiny_cohort, tmp_path):
     out = tmp_path / "ds"
     convert_patients(tiny_cohort["patients"], out / "synthetic.pt", progress=False)
     assert not [p for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_a_full_disk_is_a_clear_error(tmp_path, monkeypatch):
+    import builtins
+
+    from exmed_bert.errors import UserError
+
+    real_open = builtins.open
+
+    class Full:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, _):
+            raise OSError(28, "No space left on device")
+
+        def close(self):
+            self.f.close()
+
+    monkeypatch.setattr(builtins, "open", lambda *a, **k: Full(real_open(*a, **k)))
+    s = Spill(tmp_path, "pretrain")
+    with pytest.raises(UserError, match="No space left on device.*free disk space"):
+        s.append(0, "input_ids", np.array([1], dtype=np.int32))
+    monkeypatch.undo()
+    s.close()

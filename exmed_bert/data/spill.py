@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from exmed_bert.errors import UserError
+
 TOKEN_KEYS = ("input_ids", "token_type_ids", "position_ids", "age_ids", "days")
 
 
@@ -25,13 +27,18 @@ class Spill:
         return self.folder / f"{self.tag}_{split}_{key}.bin"
 
     def append(self, split: int, key: str, arr: np.ndarray) -> None:
-        f = self._files.get((split, key))
-        if f is None:
-            f = self._files[(split, key)] = open(self._path(split, key), "wb")
         self._dtypes.setdefault(key, arr.dtype)
         if arr.dtype != self._dtypes[key]:
             raise TypeError(f"{key}: chunks of different dtypes ({arr.dtype} after {self._dtypes[key]})")
-        f.write(memoryview(np.ascontiguousarray(arr)).cast("B"))
+        try:
+            f = self._files.get((split, key))
+            if f is None:
+                f = self._files[(split, key)] = open(self._path(split, key), "wb")
+            f.write(memoryview(np.ascontiguousarray(arr)).cast("B"))
+        except OSError as e:
+            raise UserError(f"{self.folder}: cannot write the conversion's temporary token files "
+                            f"({e.strerror or e}); free disk space next to the output (about 13 bytes per "
+                            "token, twice that while the datasets are written)") from None
 
     def take(self, split: int, key: str, dtype=None) -> np.ndarray:
         """All chunks of (split, key), joined, in a fresh array; its file is deleted."""
