@@ -205,3 +205,30 @@ def test_build_demo_cli(tmp_path):
 
     assert main(["--output", str(tmp_path / "d"), "--dim", "16"]) == 0
     assert load_clinvec(tmp_path / "d", "atc")["atc"].vectors.shape[1] == 16
+
+
+def test_demo_graph_holds_only_hierarchy_and_clinical_links(monkeypatch):
+    """The demo is built from knowledge a real graph has, never the generator's risk model or outcome."""
+    import subprocess
+    import sys
+
+    from exmed_bert.clinvec import demo, demo_knowledge
+    from exmed_bert.synthetic import modules as m
+
+    tokens = demo.demo_tokens()
+    nodes, adj = demo.code_graph(tokens)
+    assert not [n for n in nodes if n.startswith("module:")]          # no disease-module or outcome hubs
+    # the graph does not change when every risk link between the generator's modules is removed
+    monkeypatch.setattr(m, "CONDITIONS", tuple(c.__class__(**{**c.__dict__, "links": ()}) for c in m.CONDITIONS))
+    nodes2, adj2 = demo.code_graph(tokens)
+    assert nodes2 == nodes and np.array_equal(adj2, adj)
+    # a drug's non-hierarchy edges go exactly to the categories it is indicated for
+    pos = {n: i for i, n in enumerate(nodes)}
+    linked = {nodes[j] for j in np.flatnonzero(adj[pos["atc:C03CA01"]]) if nodes[j].startswith("icd10cm:")}
+    assert linked == {f"icd10cm:{c}" for c in demo_knowledge.indications("C03CA01")}
+    # building it imports neither the planted task nor the simulator
+    code = ("import sys, tempfile; from exmed_bert.clinvec.demo import build_demo_clinvec; "
+            "build_demo_clinvec(tempfile.mkdtemp() + '/d', dim=8); "
+            "print(sorted(m for m in sys.modules if m.startswith('exmed_bert.synthetic')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "exmed_bert.synthetic.task" not in out and "exmed_bert.synthetic.generator" not in out

@@ -1,8 +1,8 @@
 """Demo ClinVec embeddings, written in exactly the release format, so the pipeline runs offline.
 
-Vectors are a spectral (diffusion-map) embedding of a graph built from this project's own knowledge:
-each code links to its nearest ancestor, and each synthetic disease module links its diagnoses, drugs
-and procedures (and the modules it raises the risk of). The covered codes are
+Vectors are a spectral (diffusion-map) embedding of a graph built from knowledge a real clinical graph
+also has (`demo_knowledge`): the code hierarchies, drug indications and procedure-diagnosis links; never
+the generator's risk links or its outcome. The covered codes are
 `exmed_bert.synthetic.embedding_vocab.demo_codes()`, which leaves out the generator's novel siblings,
 so exact matches, parent fallback and random init all happen. These are NOT the real ClinVec vectors.
 """
@@ -17,21 +17,22 @@ from pathlib import Path
 
 import numpy as np
 
+from exmed_bert import codes
+from exmed_bert.clinvec import demo_knowledge
 from exmed_bert.clinvec.loader import DEMO_MARKER, NODE_TABLE, vocab_file
 from exmed_bert.errors import UserError
 from exmed_bert.io import atomic_write, write_text
+from exmed_bert.synthetic.embedding_vocab import demo_codes
 
 log = logging.getLogger("exmed_bert.clinvec")
 
-DEMO_VERSION = 1          # bump when the graph or embedding recipe changes: stale demos are rebuilt
+DEMO_VERSION = 2          # bump when the graph or embedding recipe changes: stale demos are rebuilt
 NTYPE = {"icd10cm": "ICD10CM", "icd9cm": "ICD9CM", "atc": "ATC", "cpt": "CPT", "rxnorm": "RXNORM",
          "phecode": "PHECODE"}  # the release's spelling
 INDEX_BASE = 100_000      # node indices are global in the release; never 0..N-1 of one file
 
 
 def demo_tokens() -> list[str]:
-    from exmed_bert.synthetic.embedding_vocab import demo_codes
-
     return sorted(demo_codes())
 
 
@@ -41,10 +42,13 @@ def demo_fingerprint(dim: int, seed: int, tokens: list[str] | None = None) -> st
 
 
 def code_graph(tokens: list[str]) -> tuple[list[str], np.ndarray]:
-    """Nodes (the tokens, then hub nodes) and a symmetric weighted adjacency (n, n)."""
-    from exmed_bert import codes
-    from exmed_bert.synthetic import modules as m
+    """Nodes (the tokens, then group nodes) and a symmetric weighted adjacency (n, n).
 
+    Edges hold only what a real clinical knowledge graph also holds (`demo_knowledge`): each code links
+    to its nearest present ancestor (ICD-10-CM, ATC) or its CPT range groups; drugs link to the ICD-10-CM
+    categories they are indicated for; procedures to the categories they usually test or treat. Nothing
+    comes from the synthetic generator's risk links or its planted outcome.
+    """
     nodes = list(tokens)
     present = set(tokens)
     edges: list[tuple[str, str, float]] = []
@@ -55,24 +59,21 @@ def code_graph(tokens: list[str]) -> tuple[list[str], np.ndarray]:
         except ValueError:
             ancestors = []
         parent = next((f"{system}:{a}" for a in ancestors if f"{system}:{a}" in present), None)
+        if parent is None and system == "cpt":  # CPT is flat: its numeric range groups are the hierarchy
+            groups = codes.parents(code, system, include_groups=True)
+            for narrow, wide in zip(groups, groups[1:]):
+                edges.append((f"cpt-group:{narrow}", f"cpt-group:{wide}", 1.0))
+            parent = f"cpt-group:{groups[0]}" if groups else None
         edges.append((tok, parent or f"root:{system}", 1.0 if parent else 0.3))
+        if system == "atc":
+            targets = demo_knowledge.indications(code)
+        elif system == "cpt":
+            targets = demo_knowledge.PROCEDURE_FOR.get(code, ())
+        else:
+            targets = ()
+        edges.extend((tok, f"icd10cm:{category}", 0.5) for category in targets)
     for system in sorted({t.split(":", 1)[0] for t in tokens}):
         edges.append((f"root:{system}", "root", 0.3))
-
-    def hub(name: str, icd=(), atc=(), cpt=(), weight: float = 1.0) -> None:
-        for system, items in (("icd10cm", icd), ("atc", atc), ("cpt", cpt)):
-            for item in items:
-                code = item[0] if isinstance(item, tuple) else item
-                if f"{system}:{code}" in present:
-                    edges.append((f"module:{name}", f"{system}:{code}", weight))
-
-    for c in m.CONDITIONS:
-        hub(c.name, c.icd, c.atc, c.cpt)
-        edges.extend((f"module:{c.name}", f"module:{other}", 0.5) for other, _ in c.links)
-    hub("background", m.NOISE_ICD, m.NOISE_ATC, m.NOISE_CPT, weight=0.5)
-    hub("office_visit", cpt=m.OFFICE_VISITS, weight=0.5)
-    hub("hospital_stay", m.HOSPITAL_REASONS, cpt=(m.ADMISSION_CPT, m.DISCHARGE_CPT))
-    hub("heart_failure", m.OUTCOME_ICD, (m.OUTCOME_ATC,), m.OUTCOME_CPT)
 
     for a, b, _ in edges:
         for n in (a, b):
@@ -127,8 +128,6 @@ def write_vector_csv(path: Path, node_index: np.ndarray, vectors: np.ndarray) ->
 
 def build_demo_clinvec(output: str | Path = "ClinVec_demo", dim: int = 128, seed: int = 0) -> Path:
     """Write ClinGraph_nodes.csv + ClinVec_<vocab>.csv (rows in shuffled node_index order) + the marker."""
-    from exmed_bert import codes
-
     output = Path(output)
     if (output / NODE_TABLE).is_file() and not (output / DEMO_MARKER).is_file():
         raise UserError(f"{output}: holds a ClinVec release (no {DEMO_MARKER}); refusing to overwrite it "
@@ -165,8 +164,8 @@ def build_demo_clinvec(output: str | Path = "ClinVec_demo", dim: int = 128, seed
 def _marker_text(dim: int, seed: int, tokens: list[str], systems: list[str]) -> str:
     return (
         "DEMO ClinVec embeddings -- NOT the real ClinVec release.\n"
-        "Built by scripts/build_demo_clinvec.py from ExMed-BERT's code hierarchies and synthetic disease\n"
-        "modules (a spectral embedding of a code graph), in the release's file format, so the pipeline\n"
+        "Built by scripts/build_demo_clinvec.py from code hierarchies, drug indications and procedure-\n"
+        "diagnosis links (a spectral embedding of a code graph), in the release's file format, so the pipeline\n"
         "runs offline. For real embeddings see ClinVec/README.md (Harvard Dataverse doi:10.7910/DVN/Z6H1A8).\n"
         f"files={','.join([NODE_TABLE] + [vocab_file(s) for s in systems])}\n"
         f"dim={dim}\nseed={seed}\nfingerprint={demo_fingerprint(dim, seed, tokens)}\n"

@@ -55,14 +55,15 @@ def ntype_matches(ntype: str, vocab: str) -> bool:
     return n == vocab or n in _NTYPE_ALIASES.get(vocab, ())
 
 
-def vocab_of_ntype(ntype: str) -> str | None:
-    n = str(ntype).strip().lower()
-    return next((v for v in VOCABS if ntype_matches(n, v)), None)
-
-
 def files_found(clinvec_dir: str | Path) -> list[str]:
     d = Path(clinvec_dir)
     return sorted(p.name for p in d.glob("*.csv")) if d.is_dir() else []
+
+
+def has_clinvec_files(folder: str | Path) -> bool:
+    """Does `folder` hold any ClinVec file (the node table or a ClinVec_<vocab>.csv)?"""
+    folder = Path(folder)
+    return folder.is_dir() and ((folder / NODE_TABLE).is_file() or any(folder.glob("ClinVec_*.csv")))
 
 
 def check_vocab_types(vocab_types) -> list[str]:

@@ -7,16 +7,12 @@ import logging
 import sys
 from pathlib import Path
 
-from exmed_bert.clinvec.loader import DEMO_MARKER, NODE_TABLE
+from exmed_bert.clinvec.demo import build_demo_clinvec, demo_is_current
+from exmed_bert.clinvec.loader import DEMO_MARKER, has_clinvec_files
 
 log = logging.getLogger("exmed_bert.clinvec")
 
 DEMO_DIR_NAME = "ClinVec_demo"
-
-
-def has_clinvec_files(folder: str | Path) -> bool:
-    folder = Path(folder)
-    return folder.is_dir() and ((folder / NODE_TABLE).is_file() or any(folder.glob("ClinVec_*.csv")))
 
 
 def is_demo(folder: str | Path) -> bool:
@@ -31,8 +27,6 @@ def demo_dir_for(clinvec_dir: str | Path) -> Path:
 def resolve_clinvec_dir(clinvec_dir: str | Path) -> Path:
     """`clinvec_dir` when it holds any ClinVec file (a partial release then fails loudly in the loader);
     else the demo folder, built if missing or stale."""
-    from exmed_bert.clinvec.demo import build_demo_clinvec, demo_is_current
-
     clinvec_dir = Path(clinvec_dir)
     if has_clinvec_files(clinvec_dir):
         if is_demo(clinvec_dir):

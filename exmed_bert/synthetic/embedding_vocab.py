@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 
+from exmed_bert.clinvec.loader import available_codes, has_clinvec_files
 from exmed_bert.errors import UserError
 from exmed_bert.synthetic import modules as m
 
@@ -65,29 +66,10 @@ def demo_codes() -> set[str]:
     return set(_demo())
 
 
-def novel_replacements() -> dict[str, str]:
-    """emitted token -> its novel sibling token, for every emitted ICD-10-CM / ATC code that has one."""
-    out = {}
-    for system, codes in emitted_codes().items():
-        for code in codes:
-            sib = m.novel_sibling(code, system)
-            if sib is not None:
-                out[token(system, code)] = token(system, sib)
-    return out
-
-
-def is_novel(tok: str, vocab: set[str] | frozenset[str]) -> bool:
-    """True when `tok` ("icd10cm:E11.65") has no embedding in `vocab` (the demo set or a ClinVec release)."""
-    return tok not in vocab
-
-
 def embedding_vocabulary(clinvec_dir: str | None) -> tuple[set[str], str]:
     """(vocabulary, source): the codes of the ClinVec release in `clinvec_dir`, or the demo set."""
     if clinvec_dir is None:
         return demo_codes(), "demo"
-    from exmed_bert.clinvec import available_codes
-    from exmed_bert.clinvec.resolve import has_clinvec_files
-
     if not has_clinvec_files(clinvec_dir):
         # Same rule as pretraining (resolve_clinvec_dir): without real files the demo embeddings are
         # used, so novel codes are those the demo lacks.
