@@ -51,6 +51,8 @@ def test_layout_cls_visits_sep_and_parallel_fields(tmp_path):
     assert item["age_ids"].tolist() == [39] * 6 + [40] * 4  # birthday on 15 January
     assert item["sex"] == 2 and item["plos_los"] == 10 and ds.lengths.tolist() == [10]
     assert ds.data["days"][0].item() == ds.data["days"][1].item() == 18262  # [CLS] takes the first visit's day
+    assert ds.stays(0).tolist() == [10] and ds.stay_starts(0).tolist() == [18293]  # admitted 2020-02-01
+    assert ds.data["los_start_days"].dtype == torch.int32
 
 
 def test_truncation_keeps_most_recent_whole_visits(tmp_path):
@@ -133,6 +135,44 @@ def test_task_cut_excludes_events_on_or_after_prediction_date(tmp_path):
     # the pretraining splits are still written, untouched by the cut
     assert len(PatientDataset.load(tmp_path / "ds_train.pt")) + len(PatientDataset.load(tmp_path / "ds_val.pt")) \
         + len(PatientDataset.load(tmp_path / "ds_test.pt")) == 40
+
+
+def test_task_stays_are_cut_only_where_there_is_a_prediction_date(tmp_path):
+    pats = [dict(one_patient(), patient_id=f"P{i}") for i in range(3)]  # stay 2020-02-01 .. 2020-02-11
+    csv = tmp_path / "task.csv"
+    csv.write_text("patient_id,label,prediction_date\nP0,1,2020-02-05\nP1,0,2020-02-01\nP2,1,\n")
+    man = convert_patients(write(tmp_path / "in.jsonl", pats), tmp_path / "ds.pt", task_data=csv,
+                           train_ratio=0.999999, progress=False)
+    ds = PatientDataset.load(tmp_path / "ds_task_train.pt")
+    got = {pid: (ds.stay_starts(i).tolist(), ds.stays(i).tolist()) for i, pid in enumerate(ds.patient_ids)}
+    # open on 2020-02-05: 4 days known; admitted on the prediction date: dropped; no date: whole history
+    assert got == {"P0": ([18293], [4]), "P1": ([], []), "P2": ([18293], [10])}
+    assert ds.plos_los.tolist() == [4, 0, 10]
+    assert man["task"]["splits"]["train"]["stays_cut_at_prediction_date"] == {"dropped": 1, "truncated": 1}
+    pre = PatientDataset.load(tmp_path / "ds_train.pt")  # pretraining keeps every stay
+    assert [pre.stays(i).tolist() for i in range(3)] == [[10]] * 3
+
+
+def test_datasets_from_before_admission_days(tmp_path):
+    """Converted before `los_start_days` existed: a pretraining dataset loads (stay dates unknown), a task
+    dataset, whose stays were not cut at the prediction date, is refused with a one-line hint."""
+    csv = tmp_path / "task.csv"
+    csv.write_text("patient_id,label,prediction_date\nA,1,2020-03-01\n")
+    convert_one(tmp_path, one_patient(), task_data=csv)
+    old = dict(torch.load(tmp_path / "ds_train.pt", weights_only=True))
+    del old["los_start_days"]
+    torch.save(old, tmp_path / "old.pt")
+    ds = PatientDataset.load(tmp_path / "old.pt")
+    assert ds.stays(0).tolist() == [10] and ds[0]["plos_los"] == 10 and ds.stay_starts(0) is None
+    old_task = dict(torch.load(tmp_path / "ds_task_train.pt", weights_only=True))
+    del old_task["los_start_days"]
+    torch.save(old_task, tmp_path / "old_task.pt")
+    with pytest.raises(UserError, match="re-run scripts/convert_synthetic_to_dataset.py --task-data"):
+        PatientDataset.load(tmp_path / "old_task.pt")
+    old["los_start_days"] = torch.zeros(2, dtype=torch.int32)  # one stay, two admission days
+    torch.save(old, tmp_path / "bad.pt")
+    with pytest.raises(UserError, match="array lengths disagree"):
+        PatientDataset.load(tmp_path / "bad.pt")
 
 
 def test_task_datasets_for_builds_from_existing_conversion(tmp_path):

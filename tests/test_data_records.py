@@ -88,7 +88,7 @@ def test_good_record_normalises_codes_and_keeps_stays():
     rp = RecordParser()
     p = rp.parse(patient(diagnoses=[{"code": "E1165", "date": "2020-01-15"},
                                     {"code": "250.00", "date": "2020-01-15", "system": "icd9cm"}]))
-    assert p.patient_id == "P1" and p.sex == 1 and p.stays == [8]
+    assert p.patient_id == "P1" and p.sex == 1 and p.stays == [8] and p.stay_starts == [18322]  # 2020-03-01
     assert [rp.tokens[t] for t in p.toks[:2]] == ["icd10cm:E11.65", "icd9cm:250.00"]
     assert rp.tokens[p.toks[2]] == "atc:N02BE01" and rp.tokens[p.toks[3]] == "cpt:99213"
     assert p.days[0] == 18276  # 2020-01-15 in days since 1970-01-01

@@ -1,7 +1,11 @@
 """Accepted patients as columnar batches, and the per-family buffer that encodes them by chunks.
 
 A batch is a dict over n patients: split, pids, sex, birth, label, cut [n]; events ev_pat, ev_day,
-ev_tok [E] (ev_pat = patient index, any order); stays los_pat (non-decreasing), los_days [S].
+ev_tok [E] (ev_pat = patient index, any order); stays los_pat (non-decreasing), los_days, los_start [S]
+(length in days, admission day as days since 1970).
+
+A task family cuts stays at the prediction date ("cut"), like events: a stay admitted on or after it is
+dropped, and one still open on it is truncated to (prediction day - admission day), what was known then.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from exmed_bert.data.validate import RecordParser
 CHUNK = 8192
 NO_CUT = np.iinfo(np.int32).max
 _KEYS = ("input_ids", "token_type_ids", "position_ids", "age_ids", "days", "lengths", "sex", "birth_days",
-         "los_counts", "los_days", "labels", "prediction_days", "patient_ids")
+         "los_counts", "los_days", "los_start_days", "labels", "prediction_days", "patient_ids")
 
 
 def rows_batch(rows: list[tuple]) -> dict:
@@ -35,7 +39,8 @@ def rows_batch(rows: list[tuple]) -> dict:
             "ev_day": np.array(list(chain.from_iterable(p.days for p in pats)), dtype=np.int32),
             "ev_tok": np.array(list(chain.from_iterable(p.toks for p in pats)), dtype=np.int32),
             "los_pat": np.repeat(np.arange(n, dtype=np.int64), stays),
-            "los_days": np.array(list(chain.from_iterable(p.stays for p in pats)), dtype=np.int16)}
+            "los_days": np.array(list(chain.from_iterable(p.stays for p in pats)), dtype=np.int16),
+            "los_start": np.array(list(chain.from_iterable(p.stay_starts for p in pats)), dtype=np.int32)}
 
 
 def select(b: dict, keep: np.ndarray) -> dict:
@@ -45,7 +50,7 @@ def select(b: dict, keep: np.ndarray) -> dict:
     out = {k: b[k][keep] for k in ("split", "sex", "birth", "label", "cut")}
     out.update(n=int(keep.sum()), pids=[b["pids"][i] for i in np.flatnonzero(keep).tolist()],
                ev_pat=remap[b["ev_pat"][ev]], ev_day=b["ev_day"][ev], ev_tok=b["ev_tok"][ev],
-               los_pat=remap[b["los_pat"][st]], los_days=b["los_days"][st])
+               los_pat=remap[b["los_pat"][st]], los_days=b["los_days"][st], los_start=b["los_start"][st])
     return out
 
 
@@ -54,11 +59,24 @@ def concat(batches: list[dict]) -> dict:
         return batches[0]
     base = np.cumsum([0] + [b["n"] for b in batches[:-1]])
     out = {k: np.concatenate([b[k] for b in batches]) for k in
-           ("split", "sex", "birth", "label", "cut", "ev_day", "ev_tok", "los_days")}
+           ("split", "sex", "birth", "label", "cut", "ev_day", "ev_tok", "los_days", "los_start")}
     out.update(n=int(sum(b["n"] for b in batches)), pids=list(chain.from_iterable(b["pids"] for b in batches)),
                ev_pat=np.concatenate([b["ev_pat"] + o for b, o in zip(batches, base)]),
                los_pat=np.concatenate([b["los_pat"] + o for b, o in zip(batches, base)]))
     return out
+
+
+def cut_stays(los_days: np.ndarray, los_start: np.ndarray, cut: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stays as known on each one's prediction day cut [S] (NO_CUT: no date, nothing cut).
+
+    Returns (kept [S] bool: admitted strictly before the cut, lengths [S] int16 with open stays truncated
+    to cut - admission, truncated [S] bool: kept and shortened).
+    """
+    start = los_start.astype(np.int64)
+    kept = start < cut
+    known = np.minimum(los_days.astype(np.int64), cut.astype(np.int64) - start)  # int64: NO_CUT - start fits
+    truncated = kept & (known < los_days)
+    return kept, np.where(truncated, known, los_days).astype(np.int16), truncated
 
 
 class Family:
@@ -72,6 +90,7 @@ class Family:
         self.n_pending = 0
         self.parts = [{k: [] for k in _KEYS} for _ in SPLITS]
         self.no_events = 0
+        self.stays_cut = np.zeros((len(SPLITS), 2), dtype=np.int64)  # task: [dropped, truncated] per split
         self.train_counts = np.zeros(0, dtype=np.int64)
         self._tt = np.zeros(0, dtype=np.int8)
         self._sk = np.zeros(0, dtype=np.int64)
@@ -114,7 +133,13 @@ class Family:
         rows = np.flatnonzero(has)
         split = b["split"][rows]
         tok_split = np.repeat(split, enc["lengths"][rows])
-        los_counts = np.bincount(b["los_pat"], minlength=b["n"]).astype(np.int64)
+        los_pat, los_days, los_start = b["los_pat"], b["los_days"], b["los_start"]
+        if self.task:  # nothing on or after the prediction date, stays included
+            kept, los_days, truncated = cut_stays(los_days, los_start, b["cut"][los_pat])
+            cut_counts = np.stack([np.bincount(los_pat[~kept], minlength=b["n"]),
+                                   np.bincount(los_pat[truncated], minlength=b["n"])], axis=1)  # [n, 2]
+            los_pat, los_days, los_start = los_pat[kept], los_days[kept], los_start[kept]
+        los_counts = np.bincount(los_pat, minlength=b["n"]).astype(np.int64)
         for s, parts in enumerate(self.parts):
             m, r = tok_split == s, rows[split == s]
             if not len(r):
@@ -132,8 +157,11 @@ class Family:
             parts["los_counts"].append(los_counts[r])
             chosen = np.zeros(b["n"], dtype=bool)
             chosen[r] = True
-            parts["los_days"].append(b["los_days"][chosen[b["los_pat"]]])
+            mine = chosen[los_pat]
+            parts["los_days"].append(los_days[mine])
+            parts["los_start_days"].append(los_start[mine])
             if self.task:
+                self.stays_cut[s] += cut_counts[r].sum(axis=0)
                 parts["labels"].append(b["label"][r])
                 # no prediction date: the day after the patient's last event ("all history")
                 cut = b["cut"][r]

@@ -85,6 +85,8 @@ class _Family(Family):
         if self.task:
             labels = cat["labels"].astype(np.int64)
             entry["label_counts"] = {str(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True))}
+            dropped, truncated = self.stays_cut[split].tolist()
+            entry["stays_cut_at_prediction_date"] = {"dropped": dropped, "truncated": truncated}
         return entry
 
 

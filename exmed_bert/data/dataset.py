@@ -20,6 +20,9 @@ VERSION = 1
 TOKEN_KEYS = ("input_ids", "token_type_ids", "position_ids", "age_ids", "days")
 PATIENT_KEYS = ("sex", "birth_days")
 REQUIRED = (*TOKEN_KEYS, "offsets", *PATIENT_KEYS, "los_offsets", "los_days", "patient_ids")
+# `los_start_days` (each stay's admission day) came later without a version bump: a pretraining dataset
+# converted before it loads (stay dates unknown, `stay_starts` is None); a task dataset from then is
+# refused, since its stays were not cut at the prediction date (they leak the outcome).
 
 
 class PatientDataset(torch.utils.data.Dataset):
@@ -57,8 +60,14 @@ class PatientDataset(torch.utils.data.Dataset):
         if missing:
             raise UserError(f"{path}: damaged ExMed-BERT dataset (missing {', '.join(missing)}); re-run the conversion")
         n, t = len(data["patient_ids"]), len(data["input_ids"])
+        if "labels" in data and "los_start_days" not in data:
+            raise UserError(f"{path}: task dataset converted before hospital stays were cut at the prediction "
+                            "date (no los_start_days); re-run scripts/convert_synthetic_to_dataset.py --task-data ...")
+        s = len(data["los_days"])
         if len(data["offsets"]) != n + 1 or int(data["offsets"][-1]) != t or \
-                any(len(data[k]) != t for k in TOKEN_KEYS) or any(len(data[k]) != n for k in PATIENT_KEYS):
+                any(len(data[k]) != t for k in TOKEN_KEYS) or any(len(data[k]) != n for k in PATIENT_KEYS) or \
+                len(data["los_offsets"]) != n + 1 or int(data["los_offsets"][-1]) != s or \
+                len(data.get("los_start_days", data["los_days"])) != s:
             raise UserError(f"{path}: damaged ExMed-BERT dataset (array lengths disagree); re-run the conversion")
         return cls(data, path)
 
@@ -91,9 +100,18 @@ class PatientDataset(torch.utils.data.Dataset):
         return item
 
     def stays(self, i: int) -> np.ndarray:
-        """Lengths of stay (days) of patient i's hospitalisations."""
+        """Lengths of stay (days) of patient i's hospitalisations (in a task split: as known on the
+        prediction date)."""
         lo = self.data["los_offsets"]
         return self.data["los_days"][int(lo[i]):int(lo[i + 1])].numpy()
+
+    def stay_starts(self, i: int) -> np.ndarray | None:
+        """Admission days (days since 1970) of patient i's stays, parallel to `stays(i)`; None for a
+        dataset converted before admission days were kept."""
+        if "los_start_days" not in self.data:
+            return None
+        lo = self.data["los_offsets"]
+        return self.data["los_start_days"][int(lo[i]):int(lo[i + 1])].numpy()
 
     def plos_labels(self, threshold: int) -> np.ndarray:
         """[N] 1 where any stay lasted `threshold` days or more."""
@@ -112,13 +130,16 @@ def _max_per_segment(offsets: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 
 def build_dataset_dict(parts: dict, patient_ids: list[str], labels=None, prediction_days=None) -> dict:
-    """The on-disk dict from numpy arrays (dtypes as in ARCHITECTURE.md)."""
+    """The on-disk dict from numpy arrays (dtypes as in ARCHITECTURE.md); `los_start_days` is written
+    when `parts` has it (the conversion always does)."""
     data = {"format": FORMAT, "version": VERSION}
     dtypes = {"input_ids": np.int32, "token_type_ids": np.int8, "position_ids": np.int16, "age_ids": np.int16,
               "days": np.int32, "offsets": np.int64, "sex": np.int8, "birth_days": np.int32,
               "los_offsets": np.int64, "los_days": np.int16}
     for k, dt in dtypes.items():
         data[k] = torch.from_numpy(np.ascontiguousarray(parts[k], dtype=dt))
+    if "los_start_days" in parts:
+        data["los_start_days"] = torch.from_numpy(np.ascontiguousarray(parts["los_start_days"], dtype=np.int32))
     if labels is not None:
         data["labels"] = torch.from_numpy(np.asarray(labels, dtype=np.int64))
         data["prediction_days"] = torch.from_numpy(np.asarray(prediction_days, dtype=np.int32))

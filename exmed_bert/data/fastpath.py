@@ -46,7 +46,8 @@ class FastBlock:
     """Per-record and per-event arrays of one parsed block (n records, E events, S stays).
 
     slow [n] bool: the record must take the per-record path. Event arrays are category-major:
-    ev_pat [E] record index, ev_day [E]; codes per category as (indices, distinct codes, state [U]).
+    ev_pat [E] record index, ev_day [E]; codes per category as (indices, distinct codes, state [U]);
+    stays los_pat, los_days, los_start [S] (record index, length in days, admission day).
     """
 
     def __init__(self, table, parser: RecordParser):
@@ -118,6 +119,7 @@ class FastBlock:
         slow |= (self.birth != UNKNOWN_BIRTH) & (first < self.birth)
 
         self.los_pat, self.los_days = np.zeros(0, np.int64), np.zeros(0, np.int16)
+        self.los_start = np.zeros(0, np.int32)   # [S] admission day (days since 1970)
         col = cols["hospitalizations"]
         if col is not None and len(col.flatten()):
             values, pat = col.flatten(), pc.list_parent_indices(col).to_numpy().astype(np.int64)
@@ -129,6 +131,7 @@ class FastBlock:
             bad |= (b != UNKNOWN_BIRTH) & (a < b)
             slow[pat[bad]] = True
             self.los_pat, self.los_days = pat, np.minimum(d - a, 32767).astype(np.int16)
+            self.los_start = a.astype(np.int32)
 
     @staticmethod
     def _days(arr, parser: RecordParser) -> tuple[np.ndarray, np.ndarray]:

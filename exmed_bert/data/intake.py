@@ -130,7 +130,7 @@ class Intake:
         st = fast[fb.los_pat]
         tok = fb.event_tokens(self.parser)
         ev_pat, ev_day, ev_tok = fb.ev_pat[ev], fb.ev_day[ev], tok[ev]
-        los_pat, los_days = fb.los_pat[st], fb.los_days[st]
+        los_pat, los_days, los_start = fb.los_pat[st], fb.los_days[st], fb.los_start[st]
         sex, birth, pids = fb.sex.copy(), fb.birth.copy(), list(fb.pids)
         if slow_rows:
             for i, p in slow_rows:
@@ -143,7 +143,10 @@ class Intake:
             ev_tok = np.concatenate([ev_tok, np.array([t for _, p in slow_rows for t in p.toks], dtype=np.int32)])
             los_pat = np.concatenate([los_pat, np.repeat(idx, stays)])
             los_days = np.concatenate([los_days, np.array([d for _, p in slow_rows for d in p.stays], dtype=np.int16)])
+            los_start = np.concatenate([los_start, np.array([a for _, p in slow_rows for a in p.stay_starts],
+                                                            dtype=np.int32)])
             order = np.argsort(los_pat, kind="stable")      # stays stay patient-major
-            los_pat, los_days = los_pat[order], los_days[order]
+            los_pat, los_days, los_start = los_pat[order], los_days[order], los_start[order]
         return {"n": fb.n, "split": split, "pids": pids, "sex": sex, "birth": birth, "label": label, "cut": cut,
-                "ev_pat": ev_pat, "ev_day": ev_day, "ev_tok": ev_tok, "los_pat": los_pat, "los_days": los_days}
+                "ev_pat": ev_pat, "ev_day": ev_day, "ev_tok": ev_tok, "los_pat": los_pat, "los_days": los_days,
+                "los_start": los_start}

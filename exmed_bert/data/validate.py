@@ -75,6 +75,7 @@ class Parsed:
     days: list = field(default_factory=list)    # event days, all categories
     toks: list = field(default_factory=list)    # provisional token ids, parallel to days
     stays: list = field(default_factory=list)   # hospital length of stay in days
+    stay_starts: list = field(default_factory=list)  # admission day of each stay (days since 1970), parallel
 
 
 class RecordParser:
@@ -227,4 +228,5 @@ class RecordParser:
                 if birth_day != UNKNOWN_BIRTH and a < birth_day:
                     raise Reject(f"birth_date {birth} is after a hospital admission ({h.get('admission_date')})")
                 p.stays.append(min(d - a, 32767))
+                p.stay_starts.append(a)
         return p
