@@ -9,8 +9,8 @@ from exmed_bert.codes import CodeError, atc
 # ---------------------------------------------------------------- shared behaviour
 
 def test_systems_and_token_types():
-    assert codes.SYSTEMS == ("icd10cm", "icd9cm", "atc", "cpt", "rxnorm", "phecode")
-    assert [codes.token_type(s) for s in codes.SYSTEMS] == [1, 1, 2, 3, 2, 1]
+    assert codes.SYSTEMS == ("icd10cm", "icd9cm", "atc", "cpt", "rxnorm", "phecode", "icd10pcs", "icd9proc")
+    assert [codes.token_type(s) for s in codes.SYSTEMS] == [1, 1, 2, 3, 2, 1, 3, 3]
 
 
 @pytest.mark.parametrize("call", [
@@ -21,7 +21,7 @@ def test_systems_and_token_types():
     lambda: codes.token_type("loinc"),
 ])
 def test_unknown_system_lists_valid_systems(call):
-    with pytest.raises(CodeError, match="valid systems: icd10cm, icd9cm, atc, cpt, rxnorm, phecode"):
+    with pytest.raises(CodeError, match="valid systems: icd10cm, icd9cm, atc, cpt, rxnorm, phecode, icd10pcs, icd9proc"):
         call()
 
 
@@ -292,6 +292,63 @@ def test_rxnorm_is_flat_and_tableless():
     assert codes.children("6809", "rxnorm") == []
     assert not codes.is_known("6809", "rxnorm") and codes.is_leaf("6809", "rxnorm")
     assert codes.describe("6809", "rxnorm") is None
+
+
+# ---------------------------------------------------------------- ICD-10-PCS
+
+@pytest.mark.parametrize("raw, expected", [("0QS734Z", "0QS734Z"), (" 0qs734z\n", "0QS734Z"),
+                                           ("B2111ZZ", "B2111ZZ"), ("XW033E5", "XW033E5")])
+def test_icd10pcs_normalize(raw, expected):
+    assert codes.normalize(raw, "icd10pcs") == expected
+
+
+@pytest.mark.parametrize("bad, reason", [
+    ("0QS734", "expected 7 characters"), ("0QS7", "expected 7 characters"),
+    ("0QS734ZZ", "too long"), ("0QSI34Z", "I and O are not PCS characters"),
+    ("0QS.34Z", "expected 7 characters"), ("0QS-34Z", "expected 7 characters"),
+])
+def test_icd10pcs_rejects_bad_shape(bad, reason):
+    with pytest.raises(CodeError, match=reason):
+        codes.normalize(bad, "icd10pcs")
+    assert not codes.is_valid(bad, "icd10pcs")
+
+
+def test_icd10pcs_parents_are_prefixes_down_to_the_section():
+    assert codes.parents("0QS734Z", "icd10pcs") == ["0QS734", "0QS73", "0QS7", "0QS", "0Q", "0"]
+    assert codes.parents("0qs", "icd10pcs") == ["0Q", "0"]
+    assert codes.parents("0", "icd10pcs") == []
+    assert codes.describe("0", "icd10pcs") == "Medical and Surgical" and codes.is_known("B", "icd10pcs")
+    assert codes.describe("0QS734Z", "icd10pcs") is None and not codes.is_known("0QS734Z", "icd10pcs")
+    assert codes.is_leaf("0QS734Z", "icd10pcs") and not codes.is_leaf("0QS", "icd10pcs")
+    with pytest.raises(CodeError):
+        codes.parents("0QO", "icd10pcs")
+
+
+# ---------------------------------------------------------------- ICD-9-CM procedures
+
+@pytest.mark.parametrize("raw, expected", [("3961", "39.61"), ("39.61", "39.61"), ("881", "88.1"),
+                                           ("0066", "00.66"), (" 9604 ", "96.04"), ("00.1", "00.1")])
+def test_icd9proc_normalize(raw, expected):
+    assert codes.normalize(raw, "icd9proc") == expected
+
+
+@pytest.mark.parametrize("bad, reason", [
+    ("39", "leading zeros lost"), ("6", "leading zeros lost"), ("396123", "too long"),
+    ("3.961", "expected 2 digits, a dot and 1-2 digits"), ("V4581", "expected 2 digits"),
+    ("39.", "expected 2 digits"),
+])
+def test_icd9proc_rejects_bad_shape(bad, reason):
+    with pytest.raises(CodeError, match=reason):
+        codes.normalize(bad, "icd9proc")
+    assert not codes.is_valid(bad, "icd9proc")
+
+
+def test_icd9proc_parents_by_truncation():
+    assert codes.parents("3961", "icd9proc") == ["39.6", "39"]
+    assert codes.parents("88.1", "icd9proc") == ["88"]
+    assert codes.parents("39", "icd9proc") == []  # the category is the root of its family
+    assert not codes.is_known("39.61", "icd9proc") and codes.describe("39.61", "icd9proc") is None
+    assert codes.token_type("icd9proc") == codes.PROCEDURE == codes.token_type("icd10pcs")
 
 
 # ---------------------------------------------------------------- well-formed vs known

@@ -1,4 +1,5 @@
-"""Medical code systems: ICD-10-CM, ICD-9-CM, ATC, CPT, RxNorm and phecodes behind one API.
+"""Medical code systems: ICD-10-CM, ICD-9-CM, ATC, CPT, RxNorm, phecodes, ICD-10-PCS and ICD-9-CM
+procedures behind one API.
 
 Every function takes `(code, system)`; the per-system rules live in one module each. Two questions
 have two functions: `is_valid` (well-formed, so `normalize` accepts it) and `is_known` (in our table).
@@ -10,19 +11,20 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from . import atc, cpt, icd9cm, icd10cm, phecode, rxnorm
+from . import atc, cpt, icd9cm, icd9proc, icd10cm, icd10pcs, phecode, rxnorm
 from .common import CodeError
 
-SYSTEMS = ("icd10cm", "icd9cm", "atc", "cpt", "rxnorm", "phecode")
+SYSTEMS = ("icd10cm", "icd9cm", "atc", "cpt", "rxnorm", "phecode", "icd10pcs", "icd9proc")
 _MODULES: dict[str, ModuleType] = {
     "icd10cm": icd10cm, "icd9cm": icd9cm, "atc": atc, "cpt": cpt, "rxnorm": rxnorm, "phecode": phecode,
+    "icd10pcs": icd10pcs, "icd9proc": icd9proc,
 }
 # Token type ids used by the dataset (0 is reserved for special tokens).
 DIAGNOSIS, DRUG, PROCEDURE = 1, 2, 3
 _TOKEN_TYPES = {
     "icd10cm": DIAGNOSIS, "icd9cm": DIAGNOSIS, "phecode": DIAGNOSIS,
     "atc": DRUG, "rxnorm": DRUG,
-    "cpt": PROCEDURE,
+    "cpt": PROCEDURE, "icd10pcs": PROCEDURE, "icd9proc": PROCEDURE,
 }
 
 __all__ = [
@@ -68,6 +70,7 @@ def parents(code: str, system: str, include_groups: bool = False) -> list[str]:
 
     include_groups appends the non-code groups: ICD-10-CM block and chapter ('E08-E13',
     'E00-E89'), ICD-9-CM chapter ('240-279'), CPT ranges ('99202-99215', '99202-99499').
+    ICD-10-PCS parents are the code's prefixes down to its section ('0QS734Z' -> [..., '0Q', '0']).
     """
     return _module(system).parents(code, include_groups)
 
@@ -84,7 +87,8 @@ def children(code: str, system: str) -> list[str]:
 
 def is_leaf(code: str, system: str) -> bool:
     """ICD-10-CM: a known code without children (billable). ATC: level 5. CPT/RxNorm: any code.
-    ICD-9-CM/phecode: False (no table). False for malformed codes."""
+    ICD-10-PCS: any 7-character code. ICD-9-CM/ICD-9 procedures/phecode: False (no table). False for
+    malformed codes."""
     module = _module(system)
     try:
         return module.is_leaf(code)
@@ -99,6 +103,6 @@ def leaves_under(code: str, system: str) -> list[str]:
 
 
 def token_type(system: str) -> int:
-    """1 diagnosis (icd10cm, icd9cm, phecode), 2 drug (atc, rxnorm), 3 procedure (cpt)."""
+    """1 diagnosis (icd10cm, icd9cm, phecode), 2 drug (atc, rxnorm), 3 procedure (cpt, icd10pcs, icd9proc)."""
     _module(system)
     return _TOKEN_TYPES[system]
