@@ -1,85 +1,213 @@
-"""MEDS input: a folder of Parquet files (subject_id, time, code) -> patient dicts in the JSON schema.
+"""MEDS input: a MEDS dataset root, its data/ folder or one Parquet file (subject_id, time, code) ->
+patient dicts in the JSON schema, plus the dataset's metadata (dataset.json, subject splits).
 
-Recognised codes: ICD10CM//, ICD9CM//, ATC//, RXNORM//, CPT//, PHECODE//, MEDS_BIRTH, GENDER//F|M,
-and HOSPITAL_ADMISSION / HOSPITAL_DISCHARGE (paired in time order into stays). Every other code is
-ignored and counted in `MedsReader.ignored`.
+Code strings are read by `exmed_bert.data.meds_codes` (this project's `ICD10CM//E11.65`, MIMIC-IV-MEDS's
+`DIAGNOSIS//ICD//10//E1165`, OMOP's `ICD10CM/E11.65`): events, MEDS_BIRTH, GENDER, and
+HOSPITAL_ADMISSION / HOSPITAL_DISCHARGE (paired in time order into stays). Every other code is
+ignored and counted per family in `MedsReader.ignored`. `time` must be a timestamp (or date) column;
+timezone-aware times give their UTC date.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from collections import Counter
+from functools import cached_property
 from pathlib import Path
 from typing import Iterator
 
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from exmed_bert.data.meds_codes import EVENT_KINDS, MedsCode, ignored, parse_meds_code
+from exmed_bert.data.vocab import SYSTEM_TYPES
 from exmed_bert.errors import UserError
 
-PREFIXES = {"ICD10CM": ("diagnoses", "icd10cm"), "ICD9CM": ("diagnoses", "icd9cm"),
-            "PHECODE": ("diagnoses", "phecode"), "ATC": ("prescriptions", "atc"),
-            "RXNORM": ("prescriptions", "rxnorm"), "CPT": ("procedures", "cpt")}
 REQUIRED_COLUMNS = ("subject_id", "time", "code")
+FORMS = ("a MEDS input is a dataset root (data/ and metadata/), its data/ folder or one Parquet file, "
+         "with subject_id, time and code columns")
+
+
+def meds_root(path: Path) -> Path | None:
+    """The dataset root of `path` (the folder holding data/ and metadata/), or None for a bare folder
+    or file. Pointing at data/ finds the root above it."""
+    if path.is_dir() and (path / "data").is_dir():
+        return path
+    if path.is_dir() and path.name == "data" and (path.parent / "metadata").is_dir():
+        return path.parent
+    return None
+
+
+def event_files(path: Path) -> list[Path]:
+    """The Parquet files holding events: data/**/*.parquet of a root, every *.parquet below another
+    folder except a metadata/ folder (codes.parquet and subject_splits.parquet are not events)."""
+    if not path.exists():
+        raise UserError(f"{path}: input not found; {FORMS}")
+    if path.is_file():
+        if path.suffix.lower() != ".parquet":
+            raise UserError(f"{path}: not a .parquet file; {FORMS}")
+        return [path]
+    folder = path / "data" if meds_root(path) == path else path
+    files = sorted(p for p in folder.rglob("*.parquet")
+                   if p.is_file() and p.relative_to(folder).parts[0] != "metadata")
+    if not files:
+        raise UserError(f"{folder}: no .parquet files found; {FORMS}")
+    return files
 
 
 class MedsReader:
-    """Iterate a MEDS folder as patients. A subject must not span files (MEDS shards by subject)."""
+    """Iterate a MEDS dataset as patients. A subject must not span files (MEDS shards by subject).
 
-    def __init__(self, folder: str | Path):
-        self.folder = Path(folder)
-        self.files = sorted(p for p in self.folder.rglob("*.parquet") if p.is_file())
-        if not self.files:
-            raise UserError(f"{self.folder}: no .parquet files found; a MEDS input is a folder of Parquet "
-                            "files with subject_id, time and code columns")
+    `input`: a root, its data/ folder or one Parquet file (see `meds_root`, `event_files`).
+    `dataset_info`: metadata/dataset.json (dataset_name, dataset_version, ...) or None.
+    `subject_splits`: metadata/subject_splits.parquet as {str(subject_id): split} or None.
+    `ignored`: rows not used, per code family ("LAB", "SNOMED", "ICD10CM (malformed)").
+    """
+
+    def __init__(self, input: str | os.PathLike):
+        self.input = Path(input)
+        self.root = meds_root(self.input)
+        self.files = event_files(self.input)
         self.ignored: Counter = Counter()
+        self._parsed: dict[str | None, MedsCode] = {}
+        self.dataset_info: dict | None = self._read_dataset_info()
+
+    def _metadata_file(self, name: str) -> Path | None:
+        path = self.root / "metadata" / name if self.root is not None else None
+        return path if path is not None and path.is_file() else None
+
+    def _read_dataset_info(self) -> dict | None:
+        path = self._metadata_file("dataset.json")
+        if path is None:
+            return None
+        try:
+            info = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise UserError(f"{path}: not readable as JSON ({str(e).splitlines()[0]}); MEDS writes the "
+                            "dataset metadata as one JSON object") from None
+        if not isinstance(info, dict):
+            raise UserError(f"{path}: expected a JSON object (dataset_name, dataset_version, ...), "
+                            f"got {type(info).__name__}")
+        return info
+
+    @cached_property
+    def subject_splits(self) -> dict[str, str] | None:
+        """{str(subject_id): split} from metadata/subject_splits.parquet (MEDS split names: train,
+        tuning, held_out; any name is kept as written), or None when the dataset has no such file."""
+        path = self._metadata_file("subject_splits.parquet")
+        if path is None:
+            return None
+        try:
+            table = pq.read_table(path, columns=["subject_id", "split"])
+        except (pa.ArrowInvalid, OSError, KeyError) as e:
+            raise UserError(f"{path}: not a MEDS subject split file with columns subject_id and split "
+                            f"({str(e).splitlines()[0]})") from None
+        out: dict[str, str] = {}
+        for sid, split in zip(table["subject_id"].to_pylist(), table["split"].to_pylist()):
+            if sid is None or split is None:
+                raise UserError(f"{path}: a row without subject_id or split; every subject needs both")
+            key = str(sid)
+            if out.setdefault(key, str(split)) != str(split):
+                raise UserError(f"{path}: subject {key} is in two splits ({out[key]} and {split})")
+        return out
 
     def __iter__(self) -> Iterator[dict]:
         for path in self.files:
             yield from self._read_file(path)
 
-    def _read_file(self, path: Path) -> Iterator[dict]:
-        import pyarrow as pa
-        import pyarrow.compute as pc
-        import pyarrow.parquet as pq
+    def _parse(self, code: str | None) -> MedsCode:
+        """parse_meds_code, once per distinct code string."""
+        m = self._parsed.get(code)
+        if m is None:
+            m = ignored("<null code>") if code is None else parse_meds_code(code)
+            if m.kind in EVENT_KINDS and m.system not in SYSTEM_TYPES:
+                # The record validator takes only the systems of vocab.SYSTEM_TYPES: until a code system
+                # is listed there, its events are counted here instead of rejecting the whole patient.
+                m = ignored(f"{m.family} (no token type for {m.system})")
+            self._parsed[code] = m
+        return m
 
+    def _read_file(self, path: Path) -> Iterator[dict]:
         try:
             table = pq.read_table(path, columns=list(REQUIRED_COLUMNS))
         except (pa.ArrowInvalid, OSError, KeyError) as e:
             raise UserError(f"{path}: not a MEDS Parquet file with columns {', '.join(REQUIRED_COLUMNS)} "
                             f"({str(e).splitlines()[0]})") from None
+        check_types(path, table.schema)
         if table.num_rows == 0:
             return
+        codes = pc.cast(table["code"], pa.string())  # large_string / dictionary -> string
+        table = table.set_column(table.schema.get_field_index("code"), "code", codes)
+        # Each distinct code is parsed once; the rows of ignored codes are counted and dropped here, so
+        # the row loop only sees events and patient facts (most MIMIC-IV rows are labs and charts).
+        counts = pc.value_counts(codes)
+        used = []
+        for code, n in zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist()):
+            m = self._parse(code)
+            if m.kind == "ignored":
+                self.ignored[m.family] += n
+            else:
+                used.append(code)
+        every_subject = pc.unique(table["subject_id"]).sort().to_pylist()
+        table = table.filter(pc.is_in(codes, value_set=pa.array(used, pa.string())))
         table = table.sort_by([("subject_id", "ascending"), ("time", "ascending")])
-        time = table["time"]
-        if pa.types.is_timestamp(time.type) or pa.types.is_date(time.type):
-            dates = pc.strftime(time, format="%Y-%m-%d").to_pylist()
-        else:
-            dates = [None if t is None else str(t) for t in time.to_pylist()]
+        dates = iso_dates(table["time"]).to_pylist()
         subjects = table["subject_id"].to_pylist()
         codes = table["code"].to_pylist()
+        # A subject left without rows still becomes a patient (rejected as having no events), so the
+        # rejects file counts every subject of the input.
         start = 0
-        for i in range(1, len(subjects) + 1):
-            if i == len(subjects) or subjects[i] != subjects[start]:
-                yield self._patient(subjects[start], dates[start:i], codes[start:i])
-                start = i
+        for subject in every_subject:
+            end = start
+            while end < len(subjects) and subjects[end] == subject:
+                end += 1
+            yield self._patient(subject, dates[start:end], codes[start:end])
+            start = end
 
     def _patient(self, subject, dates: list, codes: list) -> dict:
         p: dict = {"patient_id": subject, "diagnoses": [], "prescriptions": [], "procedures": [],
                    "hospitalizations": []}
         admissions: list = []
         for date, code in zip(dates, codes):
-            if code is None:
-                self.ignored["<null code>"] += 1
-                continue
-            prefix, sep, value = code.partition("//")
-            target = PREFIXES.get(prefix.upper()) if sep else None
-            if target is not None:
-                p[target[0]].append({"code": value, "date": date, "system": target[1]})
-            elif code == "MEDS_BIRTH":
+            m = self._parse(code)
+            kind = m.kind
+            if kind in EVENT_KINDS:
+                p[kind].append({"code": m.value, "date": date, "system": m.system})
+            elif kind == "birth":
                 p["birth_date"] = date
-            elif prefix.upper() == "GENDER" and sep:
-                p["sex"] = value[:1].upper() if value[:1].upper() in ("F", "M") else None
-            elif prefix.upper() == "HOSPITAL_ADMISSION":
+            elif kind == "sex":
+                p["sex"] = m.code
+            elif kind == "admission":
                 admissions.append(date)
-            elif prefix.upper() == "HOSPITAL_DISCHARGE" and admissions:
+            elif kind == "discharge" and admissions:
                 p["hospitalizations"].append({"admission_date": admissions.pop(0), "discharge_date": date})
             else:
-                self.ignored[prefix if sep else code] += 1
+                self.ignored[m.family] += 1
         return p
+
+
+def check_types(path: Path, schema: pa.Schema) -> None:
+    """One line per file, before any row is read: MEDS `time` is a timestamp, `code` is text."""
+    t = schema.field("time").type
+    if not (pa.types.is_timestamp(t) or pa.types.is_date(t) or pa.types.is_null(t)):
+        raise UserError(f"{path}: column 'time' is {t}; MEDS requires a timestamp (e.g. timestamp[us]): "
+                        "convert epoch numbers or date strings to timestamps when writing the file")
+    c = schema.field("code").type
+    if pa.types.is_dictionary(c):
+        c = c.value_type
+    if not (pa.types.is_string(c) or pa.types.is_large_string(c) or pa.types.is_null(c)):
+        raise UserError(f"{path}: column 'code' is {c}; MEDS requires string codes such as 'ICD10CM//E11.65'")
+
+
+def iso_dates(time: pa.ChunkedArray) -> pa.ChunkedArray:
+    """'YYYY-MM-DD' strings (null stays null). A timezone-aware timestamp is stored as UTC, and casting
+    away its zone keeps that UTC value, so 2021-03-01T23:30-05:00 gives 2021-03-02 (strftime would
+    give the local date)."""
+    t = time.type
+    if pa.types.is_null(t):
+        return pa.chunked_array([pa.nulls(len(time), pa.string())])
+    if pa.types.is_timestamp(t) and t.tz is not None:
+        time = time.cast(pa.timestamp(t.unit))
+    return time.cast(pa.date32()).cast(pa.string())
