@@ -16,6 +16,8 @@ from datetime import date
 from pathlib import Path
 from typing import Iterable
 
+from exmed_bert.data.splits import (Pretraining, SplitRecord, check_no_pretraining_leak, read_split_record,
+                                    resolve_split)
 from exmed_bert.errors import UserError
 from exmed_bert.io import atomic_write
 
@@ -255,13 +257,17 @@ def write_valid_rows(table: TaskTable, path: str | os.PathLike) -> Path:
 def load_task_splits(data_dir: str | os.PathLike, task_data: str | os.PathLike, *, num_labels: int,
                      output_dir: str | os.PathLike, on_error: str = "skip",
                      input_path: str | os.PathLike | None = None, vocab=None, max_length: int = 512,
-                     seed: int = 42, train_ratio: float = 0.8):
+                     split_seed: int | None = None, train_ratio: float | None = None,
+                     pretraining: Pretraining | None = None):
     """The train/val/test task datasets every model reads, plus the vocabulary they are encoded with.
 
     With a conversion in data_dir (dataset_manifest.json) the task datasets next to it are reused, or
-    built with its vocabulary, splits and seed when missing or made from another task CSV. Without one,
-    fine-tuning (`vocab` given) encodes `input_path` itself into output_dir/task_data/. Bad task rows
-    are skipped into output_dir/task_rejected.csv or raise (`on_error`).
+    built with its vocabulary and its split of record when missing or made from another task CSV. Without
+    one, fine-tuning (`vocab` given) encodes `input_path` itself into output_dir/task_data/, split as the
+    model's `pretraining` conversion was (its manifest), or by `split_seed`/`train_ratio` when no split
+    is recorded; flags that contradict a split of record are an error. With `pretraining` known, a val
+    or test patient the model was pretrained on is refused. Bad task rows are skipped into
+    output_dir/task_rejected.csv or raise (`on_error`).
     Returns (splits {name: PatientDataset}, Vocab, provenance dict).
     """
     from exmed_bert.data.convert import build_task_datasets, task_datasets_for
@@ -272,15 +278,19 @@ def load_task_splits(data_dir: str | os.PathLike, task_data: str | os.PathLike, 
     table = read_task_csv(task_data, num_labels=num_labels, on_error=on_error)
     # the converter stops at the first bad row, so it gets only the rows that passed validation
     csv_for_build = Path(task_data) if not table.rejected else write_valid_rows(table, out / "task_valid_rows.csv")
-    if (data_dir / "dataset_manifest.json").is_file():
+    split: SplitRecord | None = read_split_record(data_dir)
+    if split is not None:
+        resolve_split(split, split_seed, train_ratio)  # the conversion decided; contradicting flags are refused
         paths = task_datasets_for(data_dir, csv_for_build)
         data_vocab_path = data_dir / "vocab.json"
     elif vocab is not None and input_path is not None and Path(input_path).exists():
-        print(f"no conversion in {data_dir}; encoding {input_path} with the model's vocabulary", file=sys.stderr)
+        split = resolve_split(pretraining.record if pretraining else None, split_seed, train_ratio)
+        print(f"no conversion in {data_dir}; encoding {input_path} with the model's vocabulary, split by "
+              f"{split.describe()}", file=sys.stderr)
         data_vocab_path = out / "task_data" / "vocab.json"
         vocab.save(data_vocab_path)
         paths = build_task_datasets(input_path, csv_for_build, data_vocab_path, out / "task_data" / "task.pt",
-                                    max_length=max_length, train_ratio=train_ratio, seed=seed)
+                                    max_length=max_length, train_ratio=split.train_ratio, seed=split.seed)
     else:
         paths = find_task_datasets(data_dir) if data_dir.is_dir() else None
         data_vocab_path = data_dir / "vocab.json"
@@ -290,6 +300,14 @@ def load_task_splits(data_dir: str | os.PathLike, task_data: str | os.PathLike, 
                             f"--output {data_dir}/synthetic.pt first"
                             + ("" if vocab is None else ", or pass --input with the patients JSON"))
     splits = {s: PatientDataset.load(paths[s]) for s in SPLIT_NAMES}
+    if pretraining is not None:
+        try:
+            check_no_pretraining_leak({s: ds.patient_ids for s, ds in splits.items()},
+                                      PatientDataset.load(pretraining.train_path).patient_ids, pretraining)
+        except UserError:
+            if csv_for_build != Path(task_data):
+                csv_for_build.unlink(missing_ok=True)  # a refused run leaves no partial output
+            raise
     check_dataset_labels(splits, num_labels)
     reconcile(table, splits, str(data_dir), converted_patient_ids(paths))
     data_vocab = Vocab.load(data_vocab_path)
@@ -309,5 +327,8 @@ def load_task_splits(data_dir: str | os.PathLike, task_data: str | os.PathLike, 
     write_rejects(table, out)
     source = {"task_data": str(table.path), "task_rows": len(table.rows) + len(table.rejected),
               "task_rows_rejected": len(table.rejected),
-              "task_datasets": {s: str(p) for s, p in paths.items()}}
+              "task_datasets": {s: str(p) for s, p in paths.items()},
+              "split": None if split is None else {"seed": split.seed, "train_ratio": split.train_ratio,
+                                                   "from": split.source},
+              "pretraining_data": None if pretraining is None else str(pretraining.train_path)}
     return splits, (vocab if vocab is not None else data_vocab), source

@@ -31,6 +31,13 @@ class Args(TrainingCommonArgs):
         "help": "folder of the conversion the model was pretrained on; task datasets are built beside it"})
     input: str = field(default="data/synthetic_patients.json", metadata={
         "help": "patients JSON/JSONL, encoded with the model's vocabulary when --data-dir has no conversion"})
+    split_seed: Optional[int] = field(default=None, metadata={
+        "help": "seed of the patient-id hash that assigns train/val/test, separate from --seed (training); "
+                "unset: the split of record, i.e. the --seed of the conversion in --data-dir or, when --input is "
+                "encoded here, of the conversion the model was pretrained on; 42 when neither is known"})
+    train_ratio: Optional[float] = field(default=None, metadata={
+        "help": "share of patients in train (the rest is halved into val and test); unset: the conversion's "
+                "--train-ratio as for --split-seed, 0.8 when none is known"})
     num_labels: int = field(default=2, metadata={"help": "2 for a binary task; more for multi-class"})
     metric_for_best_model: str = field(default="auroc", metadata={
         "help": "validation metric that picks checkpoint-best", "choices": METRICS})
@@ -63,6 +70,8 @@ class Args(TrainingCommonArgs):
             raise UserError(f"--max-length must be at least 3, got {self.max_length}")
         if self.early_stopping_patience < 0 or self.freeze_encoder_epochs < 0:
             raise UserError("--early-stopping-patience and --freeze-encoder-epochs must be 0 or more")
+        if self.train_ratio is not None and not 0.0 < self.train_ratio < 1.0:
+            raise UserError(f"--train-ratio must be between 0 and 1 (exclusive), got {self.train_ratio}")
         if self.n_bootstrap < 1:
             raise UserError(f"--n-bootstrap must be at least 1, got {self.n_bootstrap}")
 

@@ -20,7 +20,7 @@ from exmed_bert.data.fastpath import fast_block, read_table
 from exmed_bert.data.intake import Intake
 from exmed_bert.data.records import block_records, detect_format, iter_jsonl_blocks, iter_patients
 from exmed_bert.data.spill import TOKEN_KEYS, Spill, spill_folder
-from exmed_bert.data.splits import SPLITS
+from exmed_bert.data.splits import SPLITS, read_split_record
 from exmed_bert.data.validate import RecordParser
 from exmed_bert.data.vocab import FIRST_CODE_ID, UNK_ID, Vocab
 from exmed_bert.errors import UserError
@@ -252,20 +252,26 @@ def _feed(run: Intake, input, bar, fast: bool):
 def build_task_datasets(input: str | os.PathLike, task_csv: str | os.PathLike, vocab_path: str | os.PathLike,
                         output: str | os.PathLike, *, max_length: int = 512, train_ratio: float = 0.8,
                         seed: int = 42, on_error: str = "skip", progress: bool = True) -> dict[str, Path]:
-    """Write `<stem>_task_{train,val,test}.pt` for an existing conversion (same vocab, same splits)."""
+    """Write `<stem>_task_{train,val,test}.pt` for an existing conversion (same vocab, same splits).
+
+    Its manifest records the split (seed, train_ratio) it was cut with, like a conversion's."""
     convert_patients(input, output, max_length=max_length, train_ratio=train_ratio, seed=seed,
                      task_data=task_csv, on_error=on_error, vocab=Vocab.load(vocab_path), pretraining=False,
-                     progress=progress)
+                     progress=progress, args={"input": str(input), "output": str(output), "task_data": str(task_csv),
+                                              "vocab": str(vocab_path), "max_length": max_length,
+                                              "train_ratio": train_ratio, "seed": seed, "on_error": on_error})
     paths = output_paths(output, task=True)
     return {s: paths[s] for s in SPLITS}
 
 
 def task_datasets_for(data_dir: str | os.PathLike, task_csv: str | os.PathLike) -> dict[str, Path]:
     """Task datasets for `task_csv` next to the conversion in `data_dir`, building them when missing or
-    made from another task file. Reads input, seed, ratio and max_length from dataset_manifest.json."""
+    made from another task file. Reads input, max_length and the split of record (seed, train_ratio)
+    from dataset_manifest.json."""
     data_dir = Path(data_dir)
     mpath = data_dir / "dataset_manifest.json"
-    if not mpath.is_file():
+    split = read_split_record(data_dir)
+    if split is None:
         raise UserError(f"{mpath}: not found; run scripts/convert_synthetic_to_dataset.py first")
     man = json.loads(mpath.read_text(encoding="utf-8"))
     a = man.get("args", {})
@@ -280,8 +286,8 @@ def task_datasets_for(data_dir: str | os.PathLike, task_csv: str | os.PathLike) 
         raise UserError(f"{man['input']}: the input of this conversion is gone; re-run the conversion with "
                         f"--task-data {task_csv}")
     return build_task_datasets(man["input"], task_csv, data_dir / "vocab.json", output,
-                               max_length=a.get("max_length", 512), train_ratio=a.get("train_ratio", 0.8),
-                               seed=a.get("seed", 42), on_error=a.get("on_error", "skip"))
+                               max_length=a.get("max_length", 512), train_ratio=split.train_ratio,
+                               seed=split.seed, on_error=a.get("on_error", "skip"))
 
 
 def _read_json(path: Path) -> dict | None:

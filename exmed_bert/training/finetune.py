@@ -208,6 +208,7 @@ def _run(args: Any, out: Path, model_dir: Path, main: bool) -> dict:
     from transformers.utils import logging as hf_logging
 
     from exmed_bert.data.collate import PaddedCollator
+    from exmed_bert.data.splits import find_pretraining
     from exmed_bert.data.vocab import Vocab
     from exmed_bert.evaluation.outputs import evaluate_and_write, format_summary
     from exmed_bert.tasks import check_labels, load_task_splits
@@ -218,9 +219,14 @@ def _run(args: Any, out: Path, model_dir: Path, main: bool) -> dict:
     device = resolve_device(args.device)
     checkpoint = resolve_checkpoint(args.resume_from_checkpoint, out)
     vocab = Vocab.load(model_dir / "vocab.json")
+    # the split is the conversion's (--split-seed only when none is recorded), never the training --seed
+    pretraining, unknown = find_pretraining(model_dir)
+    if unknown and main:
+        print(f"note: {unknown}; the task split cannot be checked against the patients the model was pretrained on")
     splits, vocab, source = load_task_splits(
         args.data_dir, args.task_data, num_labels=args.num_labels, output_dir=out, on_error=args.on_task_error,
-        input_path=args.input, vocab=vocab, max_length=args.max_length, seed=args.seed)
+        input_path=args.input, vocab=vocab, max_length=args.max_length, split_seed=args.split_seed,
+        train_ratio=args.train_ratio, pretraining=pretraining)
     for name, ds in splits.items():
         if len(ds) == 0:
             raise UserError(f"the {name} split of the task has no patients; use more patients")
