@@ -7,6 +7,8 @@ from transformers import BertConfig
 POSITION_TYPES = ("learned", "sinusoidal")
 POOLING_TYPES = ("cls", "mean")
 INITIALIZATIONS = ("orthogonal", "xavier", "kaiming")
+# transformers' names; "eager" (what transformers falls back to) runs the same SDPA path
+ATTN_IMPLEMENTATIONS = ("sdpa", "flex_attention", "eager")
 
 
 class ExMedBertConfig(BertConfig):
@@ -14,6 +16,10 @@ class ExMedBertConfig(BertConfig):
 
     Token types are 0 special, 1 diagnosis, 2 drug, 3 procedure. Ages are whole years 0..120. Sex is
     0 unknown, 1 female, 2 male. Positions are the visit index (0 = [CLS]), not the token index.
+
+    `attn_implementation` (transformers' keyword, kept in `config._attn_implementation`, not written to
+    config.json): "sdpa" (default) or "flex_attention" (a BlockMask per forward; no attention dropout, and on
+    CPU forward only). See docs/MODEL.md.
     """
 
     model_type = "exmedbert"
@@ -82,6 +88,9 @@ class ExMedBertConfig(BertConfig):
                                      ("initialization", self.initialization, INITIALIZATIONS)):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        impl = getattr(self, "_attn_implementation", None)
+        if impl is not None and impl not in ATTN_IMPLEMENTATIONS:
+            raise ValueError(f"attn_implementation must be one of {', '.join(ATTN_IMPLEMENTATIONS[:2])}, got {impl!r}")
         if self.code_embedding_size is not None and self.code_embedding_size <= 0:
             raise ValueError(f"code_embedding_size must be positive or None, got {self.code_embedding_size}")
 

@@ -30,7 +30,10 @@ class ExMedBertPreTrainedModel(PreTrainedModel):
     accepts_loss_kwargs = False
     main_input_name = "input_ids"
     supports_gradient_checkpointing = False
+    # config._attn_implementation: "sdpa" (default) or "flex_attention" (exmed_bert/model/encoder.py); a load-time
+    # choice as in transformers (`from_pretrained(..., attn_implementation=...)`), not saved in config.json
     _supports_sdpa = True
+    _supports_flex_attn = True
 
     def _init_weights(self, module: nn.Module) -> None:
         init_module(module, self.config.initialization)
@@ -63,7 +66,8 @@ class ExMedBertModel(ExMedBertPreTrainedModel):
         if attention_mask is None and seq_ids is None:
             attention_mask = (input_ids != self.config.pad_token_id).long()
         x = self.embeddings(input_ids, token_type_ids, position_ids, age_ids, sex_ids, region_ids)  # (B, T, H)
-        x = self.encoder(x, build_attention_mask(attention_mask, seq_ids))
+        # one mask (a bool tensor for SDPA, a BlockMask for FlexAttention) shared by all layers
+        x = self.encoder(x, build_attention_mask(attention_mask, seq_ids, self.config._attn_implementation))
         pooled = pool(x, pooling or self.config.plos_pooling, attention_mask, seq_ids, num_sequences)
         return ExMedBertModelOutput(last_hidden_state=x, pooled_output=pooled)
 

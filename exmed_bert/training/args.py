@@ -14,6 +14,7 @@ from typing import Any, Optional
 from exmed_bert.errors import UserError
 
 RUNS_DIR = "runs"  # TensorBoard event files, as the guide shows (output/runs)
+ATTN_CHOICES = ("sdpa", "flex_attention")  # transformers' `attn_implementation` names (exmed_bert/model/encoder.py)
 
 
 @dataclass
@@ -35,6 +36,13 @@ class TrainingCommonArgs:
                                          "in --output-dir"})
     device: str = field(default="auto", metadata={"help": "where to train", "choices": ["auto", "cpu", "cuda"]})
     bf16: Optional[bool] = field(default=None, metadata={"help": "bfloat16 mixed precision (default: on with CUDA)"})
+    tf32: Optional[bool] = field(default=None, metadata={
+        "help": "TF32 tensor cores for the fp32 matmuls (all of them with --no-bf16) (default: on with an Ampere or "
+                "newer CUDA GPU; CUDA only)"})
+    attn_implementation: str = field(default="sdpa", metadata={
+        "help": "attention kernel: sdpa, or flex_attention (FlexAttention with a block mask per batch; trains on "
+                "CUDA only and without attention dropout, so pretraining needs --attention-probs-dropout-prob 0)",
+        "choices": list(ATTN_CHOICES)})
     compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
     max_tokens_per_batch: Optional[int] = field(
         default=None, metadata={"help": "pack batches up to this many tokens instead of --batch-size patients"})
@@ -55,6 +63,42 @@ class TrainingCommonArgs:
             raise UserError(f"--learning-rate must be positive, got {self.learning_rate}")
         if self.num_epochs <= 0 and self.max_steps <= 0:
             raise UserError("--num-epochs must be positive (or set --max-steps)")
+        if self.tf32 and self.device == "cpu":
+            raise UserError("--tf32 applies to CUDA GPUs only; drop it with --device cpu")
+        if self.attn_implementation == "flex_attention":
+            check_attention(self.attn_implementation, resolve_device(self.device),
+                            getattr(self, "attention_probs_dropout_prob", 0.0))
+
+
+def check_attention(attn_implementation: str, device: str, attention_dropout: float = 0.0) -> None:
+    """FlexAttention trains only where torch has its backward (CUDA) and has no attention dropout."""
+    if attn_implementation != "flex_attention":
+        return
+    if device != "cuda":
+        raise UserError(f"--attn-implementation flex_attention trains on CUDA only (torch has no FlexAttention "
+                        f"backward on {device}); use --attn-implementation sdpa")
+    if attention_dropout > 0:
+        raise UserError(f"--attn-implementation flex_attention has no attention dropout; add "
+                        f"--attention-probs-dropout-prob 0 (now {attention_dropout}) or use --attn-implementation sdpa")
+
+
+def fast_path_kwargs(device: str, bf16: bool | None = None, tf32: bool | None = None,
+                     tf32_capable: bool = False) -> dict[str, Any]:
+    """Precision and optimizer `TrainingArguments` for a device; `None` flags take the device's default.
+
+    CUDA: bf16 autocast on; TF32 for the fp32 matmuls left outside autocast (every matmul with --no-bf16)
+    when the GPU has it (`tf32_capable`: compute capability 8.0+); fused AdamW (one kernel for all
+    parameters instead of a loop of small ones). CPU: bf16 only when asked, TF32 and the optimizer left
+    to transformers' defaults, so CPU runs are unchanged.
+    """
+    if device == "cuda":
+        if tf32 and not tf32_capable:
+            raise UserError("--tf32 needs an Ampere or newer CUDA GPU (compute capability 8.0+); drop the flag")
+        return dict(bf16=True if bf16 is None else bool(bf16), tf32=tf32_capable if tf32 is None else bool(tf32),
+                    optim="adamw_torch_fused")
+    if tf32:
+        raise UserError(f"--tf32 applies to CUDA GPUs only; drop it with --device {device}")
+    return dict(bf16=bool(bf16))
 
 
 def resolve_device(device: str) -> str:
@@ -130,9 +174,11 @@ def build_training_arguments(args: TrainingCommonArgs, *, device: str, metric_fo
     is given, so the stock integration can't fall back to ./mlruns. Evaluation and saving are step-based.
     """
     from transformers import TrainingArguments
+    from transformers.utils import is_torch_tf32_available
 
-    bf16 = (device == "cuda") if args.bf16 is None else bool(args.bf16)
-    if bf16 and device == "cpu" and args.bf16:
+    check_attention(args.attn_implementation, device, getattr(args, "attention_probs_dropout_prob", 0.0))
+    fast = fast_path_kwargs(device, args.bf16, args.tf32, tf32_capable=device == "cuda" and is_torch_tf32_available())
+    if fast["bf16"] and device == "cpu":
         print("note: --bf16 on CPU is slow on most CPUs; pass --no-bf16 if training crawls")
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(Path(args.output_dir) / RUNS_DIR)
     kwargs: dict[str, Any] = dict(
@@ -159,7 +205,6 @@ def build_training_arguments(args: TrainingCommonArgs, *, device: str, metric_fo
         seed=int(args.seed),
         data_seed=int(args.seed),
         use_cpu=device == "cpu",
-        bf16=bf16,
         torch_compile=bool(args.compile),
         dataloader_num_workers=int(args.dataloader_num_workers),
         remove_unused_columns=False,  # our batches are dicts of the model's inputs already
@@ -167,6 +212,7 @@ def build_training_arguments(args: TrainingCommonArgs, *, device: str, metric_fo
         ddp_backend="gloo" if device == "cpu" and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
         disable_tqdm=False,
     )
+    kwargs.update(fast)
     kwargs.update(overrides)
     return TrainingArguments(**kwargs)
 
