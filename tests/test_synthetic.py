@@ -13,6 +13,7 @@ import pytest
 from exmed_bert.cli.generate import main
 from exmed_bert.synthetic import task
 from exmed_bert.synthetic.embedding_vocab import ancestors, demo_codes, emitted_codes, novel_codes
+from exmed_bert.synthetic.writer import risk_path
 
 ISO = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -79,6 +80,7 @@ def test_same_args_give_byte_identical_files(tmp_path):
     b, tb = _gen(tmp_path, 1200, name="b.json")
     c, _ = _gen(tmp_path, 1200, "--seed", "7", name="c.json")
     assert a.read_bytes() == b.read_bytes() and ta.read_bytes() == tb.read_bytes()
+    assert risk_path(ta).read_bytes() == risk_path(tb).read_bytes()
     assert a.read_bytes() != c.read_bytes()
     assert not list(tmp_path.glob(".*.tmp"))          # atomic writes left no temp files
 
@@ -171,6 +173,33 @@ def test_task_prevalence_oracle_and_outcome_placement(cohort):
         assert hit == (r["label"] == "1"), p["patient_id"]
 
 
+def test_true_risk_file_beside_the_task_csv(tmp_path, capsys):
+    out, task_csv = _gen(tmp_path, 1200, "--seed", "3")               # two chunks
+    risk = tmp_path / "p_task_risk.csv"
+    assert risk_path(task_csv) == risk and risk.is_file()
+    assert str(risk) in capsys.readouterr().out                       # named in the final line
+    with open(risk, newline="") as f:
+        rows = list(csv.DictReader(f))
+    with open(task_csv, newline="") as f:
+        labels = list(csv.DictReader(f))
+    assert list(rows[0]) == ["patient_id", "true_risk"]
+    assert [r["patient_id"] for r in rows] == [r["patient_id"] for r in labels]   # one row per patient
+    prob = np.array([float(r["true_risk"]) for r in rows])
+    assert ((prob > 0) & (prob < 1)).all() and len(np.unique(prob)) > 100
+    y = np.array([int(r["label"]) for r in labels])
+    # The metadata's whole-cohort oracle (rounded to 6 decimals) is the AUROC of exactly these risks.
+    assert task.oracle_auroc(prob, y) == pytest.approx(_load(out)[1]["task"]["oracle_auroc"], abs=5e-7)
+    # Drawn from these risks: the mean risk tracks the prevalence (12 SE of a binomial mean at n=1200 ~ 0.11)
+    assert abs(prob.mean() - y.mean()) < 12 * np.sqrt(y.mean() * (1 - y.mean()) / len(y))
+    _gen(tmp_path, 1200, "--seed", "3", name="q.json")
+    assert risk_path(tmp_path / "q_task.csv").read_bytes() == risk.read_bytes()   # deterministic per seed
+
+
+def test_output_cannot_be_the_risk_file(tmp_path, capsys):
+    rc = main(["-n", "5", "--output", str(tmp_path / "t_risk.csv"), "--task-output", str(tmp_path / "t.csv")])
+    assert rc == 2 and "--output" in capsys.readouterr().err and not list(tmp_path.iterdir())
+
+
 def test_length_of_stay_depends_on_age(cohort):
     patients, _, _ = cohort
     old, young = [], []
@@ -213,9 +242,11 @@ def test_unwritable_output_exits_2(tmp_path, capsys):
 
 
 def test_clinvec_vocabulary_drives_the_novel_rate(tmp_path, monkeypatch):
-    clinvec = pytest.importorskip("exmed_bert.clinvec")
+    from exmed_bert.synthetic import embedding_vocab
+
     vocab = demo_codes() - {"icd10cm:E11.9", "atc:C09AA03"}     # frequent codes this release lacks
-    monkeypatch.setattr(clinvec, "available_codes", lambda d, vocab_types=None: set(vocab))
+    # patch the name the generator calls (bound at import in embedding_vocab), not the clinvec package's
+    monkeypatch.setattr(embedding_vocab, "available_codes", lambda d, vocab_types=None: set(vocab))
     (tmp_path / "ClinGraph_nodes.csv").write_text("node_id\tnode_name\tntype\tnode_index\n")  # a release folder
     out, _ = _gen(tmp_path, 2000, "--novel-prob", "0.05", "--clinvec-dir", str(tmp_path))
     patients, meta = _load(out)

@@ -34,7 +34,8 @@ class Args:
     start_date: str = field(default="2020-01-01", metadata={"help": "first day of the history window (YYYY-MM-DD)"})
     end_date: str = field(default="2024-12-31", metadata={"help": "last day of the history window (YYYY-MM-DD)"})
     task_output: str = field(default="data/task_specific.csv", metadata={
-        "help": "task labels CSV: patient_id,label,prediction_date"})
+        "help": "task labels CSV: patient_id,label,prediction_date; each patient's true risk goes to "
+                "<stem>_risk.csv beside it (patient_id,true_risk), for the report's oracle only"})
     task_horizon_days: int = field(default=365, metadata={
         "help": "the outcome counts if it happens within this many days after the prediction date"})
 
@@ -82,10 +83,15 @@ def check_writable(path: str, flag: str) -> None:
 @cli_entry
 def main(argv=None) -> int:
     args = parse_args(Args, argv, prog="generate_synthetic_patients.py")
+    # numpy comes with these; the schema (Args) must stay importable without it, see ARCHITECTURE.md
+    from exmed_bert.synthetic.cohort import Params, generate
+    from exmed_bert.synthetic.writer import metadata_path, risk_path
+
+    if Path(args.output).resolve() == risk_path(args.task_output).resolve():
+        raise UserError(f"--output {args.output} is where the true risks of --task-output {args.task_output} "
+                        "go; give another --output")
     check_writable(args.output, "--output")
     check_writable(args.task_output, "--task-output")
-    from exmed_bert.synthetic.cohort import Params, generate
-    from exmed_bert.synthetic.writer import metadata_path
 
     params = Params(num_patients=args.num_patients, novel_prob=args.novel_prob, seed=args.seed,
                     start_date=args.start_date, end_date=args.end_date,
@@ -103,8 +109,9 @@ def main(argv=None) -> int:
     where = f"{args.output}" + (f" (+ {metadata_path(args.output)})" if args.output.lower().endswith(".jsonl") else "")
     print(f"wrote {args.num_patients} patients to {where}: median {cp['p50']:g} codes per patient "
           f"(p95 {cp['p95']:g}); novel codes {nc['realised_rate']:.2%} (target {nc['target']:.2%}); "
-          f"task {args.task_output}: prevalence {t['prevalence']:.1%}, oracle AUROC "
-          f"{'n/a' if t['oracle_auroc'] is None else format(t['oracle_auroc'], '.3f')}")
+          f"task {args.task_output}: prevalence {t['prevalence']:.1%}, whole-cohort oracle AUROC "
+          f"{'n/a' if t['oracle_auroc'] is None else format(t['oracle_auroc'], '.3f')}; "
+          f"true risk per patient in {risk_path(args.task_output)}")
     return 0
 
 

@@ -1,5 +1,6 @@
-"""Generate a whole cohort: chunks of simulated patients streamed to disk, and the metadata that
-describes them (parameters, counts, history-length distribution, novel rate, task prevalence, oracle).
+"""Generate a whole cohort: chunks of simulated patients streamed to disk (patients, task CSV, per-patient
+true risk), and the metadata that describes them (parameters, counts, history-length distribution, novel
+rate, task prevalence, whole-cohort oracle).
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ def window_for(p: Params) -> Window:
 
 
 def generate(p: Params, output: str, task_output: str, progress: bool = True) -> dict:
-    """Simulate `p.num_patients` patients into `output` (+ `task_output`); returns the metadata."""
+    """Simulate `p.num_patients` patients into `output` (+ `task_output` and its `<stem>_risk.csv`);
+    returns the metadata."""
     from tqdm import tqdm
 
     vocab, source = embedding_vocabulary(p.clinvec_dir)
@@ -120,7 +122,11 @@ def _metadata(p, source, vocab_size, novel, lengths, kind_counts, prob, label, l
             "horizon_days": p.task_horizon_days,
             "prevalence": round(float(label.mean()), 6),
             "mean_true_risk": round(float(prob.mean()), 6),
+            # Over the whole cohort. A report scores models on a test split, so compare-models.py recomputes
+            # the oracle on exactly those patients from the per-patient risk file.
             "oracle_auroc": None if (a := task.oracle_auroc(prob, label)) is None else round(a, 6),
+            "oracle_auroc_patients": "whole cohort",
+            "true_risk_file": "<task stem>_risk.csv beside the task CSV (patient_id,true_risk)",
             "risk_function": {"form": "sigmoid(intercept + sum(weight * feature))",
                               "intercept": task.INTERCEPT, "weights": dict(task.WEIGHTS)},
             "must_not_see": MUST_NOT_SEE,

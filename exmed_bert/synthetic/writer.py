@@ -1,6 +1,7 @@
 """Streaming, atomic output: patients as JSON (`{"patients": [...], "metadata": {...}}`) or JSONL (one
-patient per line, metadata in `<stem>.metadata.json`), and the task CSV. Patients are serialised from
-pre-built string pieces (code prefix + date), which is several times faster than json.dumps per event.
+patient per line, metadata in `<stem>.metadata.json`), the task CSV, and each patient's true risk in
+`<task stem>_risk.csv` beside it (for the evaluation's oracle only; no model reads it). Patients are
+serialised from pre-built string pieces (code prefix + date), several times faster than json.dumps per event.
 """
 
 from __future__ import annotations
@@ -21,8 +22,17 @@ def iso_dates(first_day: int, count: int) -> list[str]:
     return np.arange(first_day, first_day + count, dtype=np.int64).astype("datetime64[D]").astype(str).tolist()
 
 
+RISK_HEADER = "patient_id,true_risk\n"
+
+
+def risk_path(task_path: str | Path) -> Path:
+    """Where the per-patient true risk goes: `<task stem>_risk.csv` beside the task CSV."""
+    task_path = Path(task_path)
+    return task_path.with_name(task_path.stem + "_risk.csv")
+
+
 class ChunkFormatter:
-    """Turns simulated chunks into patient JSON lines and task CSV rows."""
+    """Turns simulated chunks into patient JSON lines, task CSV rows and true-risk rows."""
 
     def __init__(self, tables: CodeTables, window_start: int, span_days: int, num_patients: int):
         self.t = tables
@@ -35,7 +45,7 @@ class ChunkFormatter:
     def patient_id(self, i: int) -> str:
         return f"P{i:0{self.width}d}"
 
-    def format(self, ch: Chunk, first_index: int) -> tuple[list[str], list[str]]:
+    def format(self, ch: Chunk, first_index: int) -> tuple[list[str], list[str], list[str]]:
         closed, dates = self.closed, self.dates
         # Interleave code prefixes and dates with C-level map/slicing, then join per patient and kind.
         ev: list = [None] * (2 * len(ch.gid))
@@ -47,8 +57,9 @@ class ChunkFormatter:
         b, sb = (2 * ch.bounds).tolist(), ch.stay_bounds.tolist()
         join = "".join
         sexes = ["F" if f else "M" for f in ch.female.tolist()]
-        lines, rows = [], []
-        for i, (birth, sex, pred, label) in enumerate(zip(births, sexes, ch.pred.tolist(), ch.label.tolist())):
+        lines, rows, risks = [], [], []
+        for i, (birth, sex, pred, label, prob) in enumerate(zip(births, sexes, ch.pred.tolist(), ch.label.tolist(),
+                                                                 ch.prob.tolist())):
             pid = self.patient_id(first_index + i + 1)
             j = 3 * i
             lines.append(
@@ -58,15 +69,17 @@ class ChunkFormatter:
                 f'"procedures":[{join(ev[b[j + 2]:b[j + 3]])[1:]}],'
                 f'"hospitalizations":[{",".join(stays[sb[i]:sb[i + 1]])}]}}')
             rows.append(f"{pid},{label},{dates[pred]}\n")
-        return lines, rows
+            risks.append(f"{pid},{prob!r}\n")                 # repr: the float64 round-trips exactly
+        return lines, rows, risks
 
 
 class PatientStream(contextlib.AbstractContextManager):
-    """Write patients incrementally to a temp file; `finish(metadata)` completes it, then the rename
-    happens on exit. An exception on the way leaves no partial output."""
+    """Write patients, task rows and true risks incrementally to temp files; `finish(metadata)` completes
+    them, then the renames happen on exit. An exception on the way leaves no partial output."""
 
     def __init__(self, path: str | Path, task_path: str | Path):
         self.path, self.task_path = Path(path), Path(task_path)
+        self.risk_path = risk_path(task_path)
         self.jsonl = self.path.suffix.lower() == ".jsonl"
         self._stack = contextlib.ExitStack()
         self._first = True
@@ -76,17 +89,20 @@ class PatientStream(contextlib.AbstractContextManager):
         self.f = self._stack.enter_context(atomic_write(self.path))
         self.task = self._stack.enter_context(atomic_write(self.task_path))
         self.task.write("patient_id,label,prediction_date\n")
+        self.risk = self._stack.enter_context(atomic_write(self.risk_path))
+        self.risk.write(RISK_HEADER)
         if not self.jsonl:
             self.f.write('{"patients": [\n')
         return self
 
-    def write(self, lines: list[str], rows: list[str]) -> None:
+    def write(self, lines: list[str], rows: list[str], risks: list[str]) -> None:
         if not lines:
             return
         sep = "\n" if self.jsonl else ",\n"
         self.f.write(("" if self._first else sep) + sep.join(lines))
         self._first = False
         self.task.writelines(rows)
+        self.risk.writelines(risks)
 
     def finish(self, metadata: dict) -> None:
         self._metadata = metadata
