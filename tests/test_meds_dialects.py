@@ -12,7 +12,7 @@ from exmed_bert.cli.convert import main as convert_main
 from exmed_bert.data.convert import convert_patients
 from exmed_bert.data.meds import MedsReader
 from exmed_bert.data.meds_codes import MedsCode, parse_meds_code
-from exmed_bert.data.vocab import SYSTEM_TYPES, Vocab
+from exmed_bert.data.vocab import Vocab
 from exmed_bert.errors import UserError
 
 # The MEDS data schema (meds.DataSchema, meds 0.4): the package is not a dependency, so it is restated.
@@ -162,10 +162,7 @@ def test_mimic_codes_become_events_and_the_rest_is_counted(tmp_path):
     assert {"code": "4019", "date": "2015-03-05", "system": "icd9cm"} in p10["diagnoses"]
     assert [e["code"] for e in p11["diagnoses"]] == ["E1165", "I10", "E11"]
     procedures = [(e["system"], e["code"]) for e in p10["procedures"] + p11["procedures"]]
-    if "icd10pcs" in SYSTEM_TYPES:
-        assert procedures == [("icd9proc", "3961"), ("icd10pcs", "0QS734Z")]
-    else:  # until exmed_bert/data/vocab.py lists the new systems, they are counted, not rejected
-        assert procedures == [] and reader.ignored["PROCEDURE//ICD//10 (no token type for icd10pcs)"] == 1
+    assert procedures == [("icd9proc", "3961"), ("icd10pcs", "0QS734Z")]
     assert reader.ignored["LAB"] == 1 and reader.ignored["MEDICATION"] == 1 and reader.ignored["HCPCS"] == 1
 
 
@@ -285,8 +282,9 @@ def test_date_columns_and_times_before_1970(tmp_path):
 def test_mimic_root_converts_end_to_end(tmp_path):
     root = mimic_root(tmp_path)
     out = tmp_path / "out" / "m.pt"
-    man = convert_patients(root, out, train_ratio=0.999999, progress=False)
-    assert man["records"] == 2 and man["rejected"] == 0
+    man = convert_patients(root, out, train_ratio=0.999999, progress=False, split_source="hash")
+    assert man["records"] == 2 and man["rejected"] == 0 and man["split_source"] == "hash"
+    assert man["meds_dataset"]["dataset_name"] == "MIMIC-IV"
     vocab = Vocab.load(tmp_path / "out" / "vocab.json")
     for token in ("icd10cm:E11.65", "icd10cm:I10", "icd10cm:E11", "icd9cm:401.9", "icd9cm:E849.0"):
         assert token in vocab
@@ -296,11 +294,61 @@ def test_mimic_root_converts_end_to_end(tmp_path):
     assert "DIAGNOSIS" not in ignored and "PROCEDURE" not in ignored and "description" not in json.dumps(ignored)
 
 
-@pytest.mark.skipif("icd10pcs" not in SYSTEM_TYPES,
-                    reason="exmed_bert/data/vocab.py SYSTEM_TYPES does not list icd10pcs/icd9proc yet")
 def test_mimic_procedures_become_procedure_tokens(tmp_path):
-    convert_patients(mimic_root(tmp_path), tmp_path / "out" / "m.pt", train_ratio=0.999999, progress=False)
+    convert_patients(mimic_root(tmp_path), tmp_path / "out" / "m.pt", train_ratio=0.999999, progress=False,
+                     split_source="hash")
     vocab = Vocab.load(tmp_path / "out" / "vocab.json")
     assert "icd10pcs:0QS734Z" in vocab and "icd9proc:39.61" in vocab
     types = vocab.token_types()
     assert types[vocab.id("icd10pcs:0QS734Z")] == 3 and types[vocab.id("icd9proc:39.61")] == 3
+
+
+# ---------------------------------------------------------------- the dataset's own splits
+
+def split_root(tmp_path, n=40):
+    """n subjects with one diagnosis each; subject_splits: train, tuning, held_out and an extra fold."""
+    names = ["train", "tuning", "held_out", "my_fold"]
+    splits = {i: names[i % 4] for i in range(n)}
+    rows = [(i, "2020-01-01T00:00:00", "MEDS_BIRTH") for i in range(n)]
+    rows += [(i, "2021-05-01T10:00:00", f"DIAGNOSIS//ICD//10//E11{i % 10}") for i in range(n)]
+    root = tmp_path / "split_ds"
+    write_shard(root / "data" / "0.parquet", sorted(rows))
+    write_metadata(root, splits=splits, info={"dataset_name": "toy", "dataset_version": "1"})
+    return root, splits
+
+
+def test_meds_subject_splits_are_the_splits_of_record(tmp_path):
+    from exmed_bert.data.dataset import PatientDataset
+
+    root, splits = split_root(tmp_path)
+    out = tmp_path / "out" / "m.pt"
+    # train_ratio 0.999999 would put every patient into train by hash: the MEDS splits must win
+    man = convert_patients(root, out, train_ratio=0.999999, progress=False)
+    assert man["split_source"] == "meds" and man["patients_outside_the_meds_splits"] == 10
+    assert man["meds_subject_splits"] == {"held_out": 10, "my_fold": 10, "train": 10, "tuning": 10}
+    want = {"train": "train", "val": "tuning", "test": "held_out"}
+    for ours, theirs in want.items():
+        ids = set(PatientDataset.load(out.parent / f"m_{ours}.pt").data["patient_ids"])
+        assert ids == {str(i) for i, s in splits.items() if s == theirs}, ours
+    train_ids = set(PatientDataset.load(out.parent / "m_train.pt").data["patient_ids"])
+    assert not train_ids & {str(i) for i, s in splits.items() if s != "train"}  # no held_out ever in train
+
+
+def test_split_source_hash_and_meds_without_a_split_file(tmp_path, capsys):
+    from exmed_bert.cli.convert import main
+
+    root, _ = split_root(tmp_path)
+    man = convert_patients(root, tmp_path / "h" / "m.pt", progress=False, split_source="hash")
+    assert man["split_source"] == "hash" and "meds_subject_splits" not in man
+    assert sum(s["patients"] for s in man["splits"].values()) == 40
+    (root / "metadata" / "subject_splits.parquet").unlink()
+    assert main(["--input", str(root), "--output", str(tmp_path / "x" / "m.pt"), "--split-source", "meds"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "subject_splits.parquet" in err[0] and "--split-source hash" in err[0]
+    assert not (tmp_path / "x" / "m_train.pt").exists()
+
+
+def test_single_parquet_file_converts(tmp_path):
+    root, _ = split_root(tmp_path)
+    man = convert_patients(root / "data" / "0.parquet", tmp_path / "one" / "m.pt", progress=False)
+    assert man["records"] == 40 and man["split_source"] == "hash"   # one file: no metadata/ is read

@@ -28,6 +28,11 @@ class Args:
     train_ratio: float = field(default=0.8, metadata={
         "help": "share of patients in train; the rest is split evenly between val and test"})
     seed: int = field(default=42, metadata={"help": "seed of the patient-id hash that assigns splits"})
+    split_source: str = field(default="auto", metadata={
+        "help": "where splits come from: meds = a MEDS dataset's metadata/subject_splits.parquet (train -> "
+                "train, tuning -> val, held_out -> test; subjects in other splits are left out), hash = the "
+                "seeded patient-id hash, auto = meds when that file exists, else hash",
+        "choices": ["auto", "meds", "hash"]})
     min_code_count: int = field(default=1, metadata={
         "help": "codes seen fewer times in the training split become [UNK]"})
     task_data: Optional[str] = field(default=None, metadata={
@@ -53,7 +58,8 @@ def main(argv=None) -> int:
 
     manifest = convert_patients(args.input, args.output, split=args.split, max_length=args.max_length,
                                 train_ratio=args.train_ratio, seed=args.seed, min_code_count=args.min_code_count,
-                                task_data=args.task_data, on_error=args.on_error, args=dataclasses.asdict(args))
+                                task_data=args.task_data, on_error=args.on_error, args=dataclasses.asdict(args),
+                                split_source=args.split_source)
     from exmed_bert.io import write_run_info
 
     out = Path(args.output)
@@ -68,6 +74,9 @@ def summary_line(manifest: dict, paths: dict) -> str:
     unk = sum(v["unk_tokens"] for k, v in manifest["splits"].items() if k != "train")
     line = (f"converted {manifest['records'] - manifest['rejected']} of {manifest['records']} patients ({splits}); "
             f"vocabulary {manifest['vocab_size']} tokens; [UNK] in val/test {unk}; ")
+    if manifest.get("split_source") == "meds":
+        line += (f"splits from MEDS subject_splits.parquet ({manifest.get('patients_outside_the_meds_splits', 0)} "
+                 "patients outside train/tuning/held_out left out); ")
     if manifest["rejected"]:
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(manifest["reject_reasons"].items(), key=lambda x: -x[1]))
         line += f"rejected {manifest['rejected']} ({reasons}; see {paths['rejected']})"

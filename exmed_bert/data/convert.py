@@ -18,6 +18,7 @@ import numpy as np
 from exmed_bert.data.batches import Family
 from exmed_bert.data.fastpath import fast_block, read_table
 from exmed_bert.data.intake import Intake
+from exmed_bert.data.meds import MedsReader
 from exmed_bert.data.records import block_records, detect_format, iter_jsonl_blocks, iter_patients
 from exmed_bert.data.spill import TOKEN_KEYS, Spill, spill_folder
 from exmed_bert.data.splits import SPLITS, read_split_record
@@ -38,12 +39,44 @@ def output_paths(output: str | os.PathLike, task: bool = False) -> dict[str, Pat
     return paths
 
 
+def is_meds(input: str | os.PathLike) -> bool:
+    """A MEDS input: a dataset root, its data/ folder, or one Parquet file."""
+    input = Path(input)
+    return input.is_dir() or input.suffix.lower() == ".parquet"
+
+
+MEDS_SPLITS = {"train": 0, "tuning": 1, "held_out": 2}   # MEDS split name -> our split index
+SPLIT_SOURCES = ("auto", "meds", "hash")
+
+
+def meds_splitter(reader, split_source: str, input) -> tuple:
+    """(split_of or None, the source used, MEDS split counts or None) for a conversion of `input`.
+
+    With metadata/subject_splits.parquet (and split_source auto or meds), MEDS `train` -> train,
+    `tuning` -> val, `held_out` -> test; a subject in any other split, or in none, is left out of every
+    split (counted in the manifest), so no held-out or unknown subject can reach pretraining."""
+    if split_source not in SPLIT_SOURCES:
+        raise UserError(f"--split-source must be one of {', '.join(SPLIT_SOURCES)}, got {split_source!r}")
+    splits = reader.subject_splits if reader is not None and split_source != "hash" else None
+    if splits is None:
+        if split_source == "meds":
+            raise UserError(f"{input}: --split-source meds needs metadata/subject_splits.parquet in the MEDS "
+                            "dataset root; use --split-source hash to assign splits by patient-id hash")
+        return None, "hash", None
+    from collections import Counter
+
+    counts = Counter(splits.values())
+
+    def split_of(pid: str) -> int:
+        return MEDS_SPLITS.get(splits.get(str(pid), ""), -1)
+
+    return split_of, "meds", dict(sorted(counts.items()))
+
+
 def open_records(input: str | os.PathLike):
     """Patient dicts from a JSON/JSONL file or a MEDS folder, plus the MEDS reader (or None)."""
     input = Path(input)
-    if input.is_dir():
-        from exmed_bert.data.meds import MedsReader
-
+    if is_meds(input):
         reader = MedsReader(input)
         return iter(reader), reader
     if not input.exists():
@@ -122,7 +155,7 @@ def convert_patients(input: str | os.PathLike, output: str | os.PathLike, *, spl
                      max_length: int = 512, train_ratio: float = 0.8, seed: int = 42, min_code_count: int = 1,
                      task_data: str | os.PathLike | None = None, on_error: str = "skip",
                      vocab: Vocab | None = None, pretraining: bool = True, args: dict | None = None,
-                     progress: bool = True, fast: bool = True) -> dict:
+                     progress: bool = True, fast: bool = True, split_source: str = "auto") -> dict:
     """Convert and write everything; returns the manifest. See docs/DATASET.md for the file layout.
 
     fast=False sends every JSONL record through the per-record path (the reference; same outputs).
@@ -146,16 +179,18 @@ def convert_patients(input: str | os.PathLike, output: str | os.PathLike, *, spl
             return _convert(input, paths, task_paths, labels, spills, split=split, max_length=max_length,
                             train_ratio=train_ratio, seed=seed, min_code_count=min_code_count, task_data=task_data,
                             on_error=on_error, vocab=vocab, pretraining=pretraining, args=args, progress=progress,
-                            fast=fast)
+                            fast=fast, split_source=split_source)
         finally:
             for s in spills:
                 s.close()
 
 
 def _convert(input, paths, task_paths, labels, spills, *, split, max_length, train_ratio, seed, min_code_count,
-             task_data, on_error, vocab, pretraining, args, progress, fast) -> dict:
+             task_data, on_error, vocab, pretraining, args, progress, fast, split_source) -> dict:
     from tqdm import tqdm
 
+    reader = MedsReader(input) if is_meds(input) else None
+    split_of, used_source, meds_split_counts = meds_splitter(reader, split_source, input)
     parser = RecordParser()
     pre = _Family(parser, max_length, task=False, spill=spills[0]) if pretraining else None
     task = _Family(parser, max_length, task=True, spill=spills[1]) if labels is not None else None
@@ -164,8 +199,8 @@ def _convert(input, paths, task_paths, labels, spills, *, split, max_length, tra
     with _gc_paused(), atomic_write(paths["rejected"]) as rej, \
             tqdm(desc="converting", unit=" patients", disable=None if progress else True, file=sys.stderr) as bar:
         run = Intake(parser, pre, task, labels, seed=seed, train_ratio=train_ratio, on_error=on_error,
-                     input=input, rejects=rej)
-        meds = _feed(run, input, bar, fast)
+                     input=input, rejects=rej, split_of=split_of)
+        meds = _feed(run, input, bar, fast, reader)
         if run.n_records == 0:
             raise UserError(f"{input}: no patients in the input")
         if not run.seen:
@@ -187,8 +222,14 @@ def _convert(input, paths, task_paths, labels, spills, *, split, max_length, tra
         manifest: dict = {"input": str(input), "input_fingerprint": file_fingerprint(input), "args": args or {},
                           "records": n_records, "rejected": sum(reasons.values()), "reject_reasons": dict(reasons),
                           "rejected_file": paths["rejected"].name, "vocab_size": len(vocab), "splits": {}}
+        manifest["split_source"] = used_source
         if meds is not None:
             manifest["meds_ignored_codes"] = dict(meds.ignored.most_common(50))
+            if meds.dataset_info is not None:
+                manifest["meds_dataset"] = meds.dataset_info
+        if meds_split_counts is not None:
+            manifest["meds_subject_splits"] = meds_split_counts
+            manifest["patients_outside_the_meds_splits"] = run.n_unsplit
         if pre is not None:
             for s, name in enumerate(SPLITS):
                 if name in wanted:
@@ -224,10 +265,10 @@ def _prefetched(blocks):
             yield done
 
 
-def _feed(run: Intake, input, bar, fast: bool):
-    """Send every record of `input` through `run`; returns the MEDS reader (or None)."""
+def _feed(run: Intake, input, bar, fast: bool, reader=None):
+    """Send every record of `input` (or of the MEDS `reader`) through `run`; returns the reader."""
     path = Path(input)
-    if fast and path.is_file() and detect_format(path) == "jsonl":
+    if reader is None and fast and path.is_file() and detect_format(path) == "jsonl":
         n = 0
         for block, table in _prefetched(iter_jsonl_blocks(path)):
             fb = fast_block(table, run.parser)
@@ -242,7 +283,7 @@ def _feed(run: Intake, input, bar, fast: bool):
         if n == 0:
             raise UserError(f"{path}: no patients in the file")
         return None
-    records, meds = open_records(input)
+    records, meds = (iter(reader), reader) if reader is not None else open_records(input)
     for obj in records:
         run.record(obj)
         bar.update()
@@ -251,15 +292,17 @@ def _feed(run: Intake, input, bar, fast: bool):
 
 def build_task_datasets(input: str | os.PathLike, task_csv: str | os.PathLike, vocab_path: str | os.PathLike,
                         output: str | os.PathLike, *, max_length: int = 512, train_ratio: float = 0.8,
-                        seed: int = 42, on_error: str = "skip", progress: bool = True) -> dict[str, Path]:
+                        seed: int = 42, on_error: str = "skip", progress: bool = True,
+                        split_source: str = "auto") -> dict[str, Path]:
     """Write `<stem>_task_{train,val,test}.pt` for an existing conversion (same vocab, same splits).
 
     Its manifest records the split (seed, train_ratio) it was cut with, like a conversion's."""
     convert_patients(input, output, max_length=max_length, train_ratio=train_ratio, seed=seed,
                      task_data=task_csv, on_error=on_error, vocab=Vocab.load(vocab_path), pretraining=False,
-                     progress=progress, args={"input": str(input), "output": str(output), "task_data": str(task_csv),
-                                              "vocab": str(vocab_path), "max_length": max_length,
-                                              "train_ratio": train_ratio, "seed": seed, "on_error": on_error})
+                     progress=progress, split_source=split_source,
+                     args={"input": str(input), "output": str(output), "task_data": str(task_csv),
+                           "vocab": str(vocab_path), "max_length": max_length, "train_ratio": train_ratio,
+                           "seed": seed, "on_error": on_error, "split_source": split_source})
     paths = output_paths(output, task=True)
     return {s: paths[s] for s in SPLITS}
 
@@ -287,7 +330,8 @@ def task_datasets_for(data_dir: str | os.PathLike, task_csv: str | os.PathLike) 
                         f"--task-data {task_csv}")
     return build_task_datasets(man["input"], task_csv, data_dir / "vocab.json", output,
                                max_length=a.get("max_length", 512), train_ratio=split.train_ratio,
-                               seed=split.seed, on_error=a.get("on_error", "skip"))
+                               seed=split.seed, on_error=a.get("on_error", "skip"),
+                               split_source=man.get("split_source", "hash"))
 
 
 def _read_json(path: Path) -> dict | None:

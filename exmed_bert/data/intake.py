@@ -27,9 +27,13 @@ def reason_kind(reason: str) -> str:
 
 class Intake:
     def __init__(self, parser: RecordParser, pre, task, labels: dict | None, *, seed: int, train_ratio: float,
-                 on_error: str, input, rejects):
+                 on_error: str, input, rejects, split_of=None):
         self.parser, self.pre, self.task, self.labels = parser, pre, task, labels
         self.seed, self.train_ratio, self.on_error, self.input, self.rej = seed, train_ratio, on_error, input, rejects
+        # patient_id -> split index, or -1 to leave the patient out of every split (MEDS subject splits);
+        # None: the seeded hash of the patient id
+        self.split_of = split_of
+        self.n_unsplit = 0
         self.seen: set[str] = set()
         self.reasons: Counter = Counter()
         self.n_records = self.n_unlabelled = 0
@@ -60,7 +64,13 @@ class Intake:
         p = self.check(obj)
         if p is None:
             return
-        s = split_index(p.patient_id, self.seed, self.train_ratio)
+        if self.split_of is None:
+            s = split_index(p.patient_id, self.seed, self.train_ratio)
+        else:
+            s = self.split_of(p.patient_id)
+            if s < 0:
+                self.n_unsplit += 1
+                return
         if self.pre is not None:
             self.pre.add(p, s)
         if self.labels is not None:

@@ -22,7 +22,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from exmed_bert.data.meds_codes import EVENT_KINDS, MedsCode, ignored, parse_meds_code
-from exmed_bert.data.vocab import SYSTEM_TYPES
 from exmed_bert.errors import UserError
 
 REQUIRED_COLUMNS = ("subject_id", "time", "code")
@@ -122,10 +121,6 @@ class MedsReader:
         m = self._parsed.get(code)
         if m is None:
             m = ignored("<null code>") if code is None else parse_meds_code(code)
-            if m.kind in EVENT_KINDS and m.system not in SYSTEM_TYPES:
-                # The record validator takes only the systems of vocab.SYSTEM_TYPES: until a code system
-                # is listed there, its events are counted here instead of rejecting the whole patient.
-                m = ignored(f"{m.family} (no token type for {m.system})")
             self._parsed[code] = m
         return m
 

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from exmed_bert.codes import SYSTEMS, token_type
 from exmed_bert.errors import UserError
 from exmed_bert.io import write_json
 
@@ -16,8 +17,8 @@ FIRST_CODE_ID = len(SPECIAL_TOKENS)
 FORMAT = "exmed-bert-vocab"
 VERSION = 1
 
-# token type of each system; mirrors exmed_bert.codes.token_type (1 diagnosis, 2 drug, 3 procedure)
-SYSTEM_TYPES = {"icd10cm": 1, "icd9cm": 1, "phecode": 1, "atc": 2, "rxnorm": 2, "cpt": 3}
+# token type of each system (1 diagnosis, 2 drug, 3 procedure), from the one list in exmed_bert.codes
+SYSTEM_TYPES = {system: token_type(system) for system in SYSTEMS}
 
 
 def system_of(token: str) -> str:
