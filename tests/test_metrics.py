@@ -1,4 +1,5 @@
-"""Metrics with bootstrap CIs: hand-computed values, sklearn agreement, CIs, shuffle, paired deltas."""
+"""Metrics with bootstrap CIs: hand-computed values, sklearn agreement, CIs, shuffle, paired deltas,
+gaps to a reference score, full-precision predictions."""
 
 import numpy as np
 import pytest
@@ -73,8 +74,26 @@ def test_label_shuffle_drops_auroc_to_chance():
     real = M.binary_metrics(y, p, 0.5, n_bootstrap=200)["metrics"]["auroc"]
     shuffled = M.binary_metrics(rng.permutation(y), p, 0.5, n_bootstrap=200)["metrics"]["auroc"]
     assert real["value"] > 0.85
-    assert abs(shuffled["value"] - 0.5) < 0.05
-    assert shuffled["ci_low"] < 0.5 < shuffled["ci_high"] + 0.02
+    # Under shuffled labels the AUROC's SE is sqrt((n1 + n0 + 1) / (12 n1 n0)) (Mann-Whitney null), about
+    # 0.013 here: 4 SE leaves a chance of ~6e-5 of failing for a correct implementation.
+    n1 = int(y.sum())
+    se = np.sqrt((len(y) + 1) / (12 * n1 * (len(y) - n1)))
+    assert abs(shuffled["value"] - 0.5) < 4 * se
+
+
+def test_bootstrap_ci_covers_chance_under_shuffled_labels():
+    """A 95% CI misses the true AUROC (0.5 under shuffled labels) 5% of the time, so one shuffle cannot
+    test coverage without a fudge. Over 100 shuffles the misses are ~Binomial(100, 0.05): P(misses > 12)
+    is 0.0015 (0.005 at the 5.8% miss rate this percentile bootstrap shows with B=200 over 1,000 shuffles),
+    while a CI covering only 80% fails with probability 0.97 (P(misses <= 12 | 0.2) = 0.025)."""
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 2, 500)
+    p = np.clip(0.4 * y + 0.6 * rng.random(500), 0, 1)
+    misses = 0
+    for k in range(100):
+        a = M.binary_metrics(rng.permutation(y), p, 0.5, n_bootstrap=200, seed=k)["metrics"]["auroc"]
+        misses += not (a["ci_low"] < 0.5 < a["ci_high"])
+    assert misses <= 12
 
 
 def test_choose_threshold_maximises_f1():
@@ -97,6 +116,47 @@ def test_paired_delta_sign_and_ci():
     assert d["p_value"] < 0.01
     same = M.paired_auroc_delta(y, good, good, n_bootstrap=100)
     assert same["delta_auroc"] == 0 and same["ci_low"] == 0 and same["ci_high"] == 0
+
+
+def test_gaps_to_reference_use_the_paired_resamples():
+    """The oracle's CI and each model's gap (model - reference) come from the same resamples as
+    paired_auroc_delta: the gap equals it exactly, and the reference's CI equals its own bootstrap."""
+    rng = np.random.default_rng(8)
+    risk = rng.uniform(0.02, 0.6, 400)
+    y = (rng.random(400) < risk).astype(int)
+    close = risk + rng.normal(0, 0.02, 400)           # a model almost as good as the true risk
+    weak = risk + rng.normal(0, 0.4, 400)             # clearly worse
+    out = M.auroc_gaps_to_reference(y, risk, [close, weak], n_bootstrap=300, seed=3)
+    ref = out["reference"]
+    assert ref["value"] == pytest.approx(roc_auc_score(y, risk))
+    boot = np.concatenate([M.weighted_auroc(y, risk, W) for W in M.bootstrap_weights(400, 300, 3)])
+    assert (ref["ci_low"], ref["ci_high"]) == tuple(np.quantile(boot, [0.025, 0.975]))
+    for p, m in zip((close, weak), out["models"]):
+        d = M.paired_auroc_delta(y, p, risk, n_bootstrap=300, seed=3)
+        assert m["gap"] == {"value": d["delta_auroc"], "ci_low": d["ci_low"], "ci_high": d["ci_high"],
+                            "p_value": d["p_value"]}
+        assert m["auroc"]["value"] == pytest.approx(roc_auc_score(y, p))
+    assert out["models"][0]["gap"]["ci_low"] < 0 < out["models"][0]["gap"]["ci_high"]   # within noise
+    assert out["models"][1]["gap"]["ci_high"] < 0                                       # below the oracle
+
+
+def test_predictions_round_trip_at_full_precision(tmp_path):
+    """predictions.csv holds the exact float64s, so the report recomputes the run's own AUROC exactly,
+    even where 6-decimal rounding would tie distinct scores."""
+    import csv
+
+    from exmed_bert.evaluation.outputs import write_predictions
+
+    rng = np.random.default_rng(9)
+    y = rng.integers(0, 2, 300)
+    p = 0.5 + rng.normal(0, 1e-7, 300) + 1e-7 * y      # distinct scores within 1e-6 of each other
+    p[:3] = [1 / 3, 2.5e-20, np.nextafter(1.0, 0)]
+    write_predictions(tmp_path / "predictions.csv", [f"P{i}" for i in range(300)], y, p)
+    with open(tmp_path / "predictions.csv", newline="") as f:
+        back = np.array([float(r["probability"]) for r in csv.DictReader(f)])
+    assert np.array_equal(back, p)
+    assert M.weighted_auroc(y, back, np.ones((1, 300)))[0] == M.weighted_auroc(y, p, np.ones((1, 300)))[0]
+    assert len(np.unique(np.round(p, 6))) < 10 < len(np.unique(back))   # rounding would have tied them
 
 
 def test_single_class_test_set_gives_none_not_crash():

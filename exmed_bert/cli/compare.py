@@ -13,7 +13,8 @@ from exmed_bert.errors import UserError, cli_entry
 
 @dataclass
 class Args:
-    """Compare models' test predictions: metrics with CIs, paired ΔAUROC, the oracle ceiling, plots."""
+    """Compare models' test predictions: metrics with CIs, paired ΔAUROC, the oracle on the same test
+    patients with each model's gap to it, plots."""
 
     yaml_section: ClassVar[Optional[str]] = "compare"
 
@@ -21,9 +22,14 @@ class Args:
         "help": "output folders of the models (each with metrics.json and predictions.csv), comma-separated",
         "aliases": []})
     metadata: Optional[str] = field(default="data/synthetic_patients.json", metadata={
-        "help": "generator output or its .metadata.json, for the oracle AUROC (skipped when absent)"})
+        "help": "generator output or its .metadata.json: its whole-cohort oracle AUROC is shown as context "
+                "only (skipped when absent)"})
     task_data: Optional[str] = field(default=None, metadata={
-        "help": "the task CSV the runs used (recorded in the report)"})
+        "help": "the task CSV the runs used (recorded in the report); its <stem>_risk.csv is the first place "
+                "looked for the true risks (default: the task CSV each run recorded)"})
+    risk_file: Optional[str] = field(default=None, metadata={
+        "help": "per-patient true risks (patient_id,true_risk) for the oracle on the test patients "
+                "(default: <task stem>_risk.csv beside the task CSV; no oracle when there is none)"})
     output: str = field(default="output/report.md", metadata={"help": "report path; PNGs go beside it"})
     n_bootstrap: int = field(default=1000, metadata={"help": "paired bootstrap resamples"})
     seed: int = field(default=42, metadata={"help": "bootstrap seed"})
@@ -56,8 +62,9 @@ def main(argv=None, prog: str = "compare-models.py") -> int:
     args = parse_args(Args, _split_runs(argv), prog=prog)
     from exmed_bert.evaluation.report import compare
 
-    summary = compare(args.runs, args.output, metadata=args.metadata, n_bootstrap=args.n_bootstrap, seed=args.seed)
-    for line in summary["verdict"]:
+    summary = compare(args.runs, args.output, metadata=args.metadata, risk_file=args.risk_file,
+                      task_data=args.task_data, n_bootstrap=args.n_bootstrap, seed=args.seed)
+    for line in summary["verdict"] + ([summary["oracle_note"]] if summary["oracle_note"] else []):
         print(line)
     print(f"wrote {args.output} (+ {Path(args.output).with_suffix('.json').name}, roc_all.png, calibration_all.png)")
     return 0

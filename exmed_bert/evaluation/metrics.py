@@ -173,11 +173,44 @@ def paired_auroc_delta(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, n_bootst
     delta = float(weighted_auroc(y, p_a, one)[0] - weighted_auroc(y, p_b, one)[0])
     d = np.concatenate([weighted_auroc(y, p_a, W) - weighted_auroc(y, p_b, W)
                         for W in bootstrap_weights(len(y), n_bootstrap, seed)])
+    return {"delta_auroc": _finite(delta), **_delta_interval(d, level), "n": len(y), "n_bootstrap": n_bootstrap}
+
+
+def _delta_interval(d: np.ndarray, level: float) -> dict:
+    """CI and two-sided bootstrap p-value (share of resamples on the other side of zero) of a paired
+    difference, from its per-resample values d (B,); resamples missing a class (NaN) are dropped."""
     d = d[np.isfinite(d)]
     lo, hi = _interval(d, level)
     p_value = float(min(1.0, 2 * min((d <= 0).mean(), (d >= 0).mean()))) if len(d) else None
-    return {"delta_auroc": _finite(delta), "ci_low": lo, "ci_high": hi, "p_value": p_value,
-            "n": len(y), "n_bootstrap": n_bootstrap}
+    return {"ci_low": lo, "ci_high": hi, "p_value": p_value}
+
+
+def auroc_gaps_to_reference(y: np.ndarray, p_ref: np.ndarray, p_models: list[np.ndarray],
+                            n_bootstrap: int = 1000, seed: int = 42, level: float = 0.95) -> dict:
+    """AUROC of a reference score (the generator's true risk: the oracle) and each model's gap to it.
+
+    y: (n,) 0/1 labels; p_ref: (n,) reference scores; p_models: M arrays (n,) of P(class 1), all on the
+    same patients in the same order. Every figure comes from the same resamples as paired_auroc_delta
+    (bootstrap_weights(n, n_bootstrap, seed)), so each gap (model - reference) is paired, and its CI and
+    p-value equal paired_auroc_delta(y, p_model, p_ref).
+    Returns {"reference": {value, ci_low, ci_high}, "models": [{"auroc": {...}, "gap": {...}}] * M,
+    "n", "n_bootstrap"}.
+    """
+    y = np.asarray(y).astype(np.float64)
+    P = np.stack([np.asarray(p, dtype=np.float64) for p in (p_ref, *p_models)])  # (M+1, n)
+    n = len(y)
+    point = np.array([weighted_auroc(y, p, np.ones((1, n)))[0] for p in P])  # (M+1,)
+    S = np.concatenate([np.stack([weighted_auroc(y, p, W) for p in P], axis=1)
+                        for W in bootstrap_weights(n, n_bootstrap, seed)]) if n else np.zeros((0, len(P)))
+
+    def summary(k: int) -> dict:  # point estimate and CI of one score's AUROC, (B,) samples in S[:, k]
+        lo, hi = _interval(S[:, k], level)
+        return {"value": _finite(point[k]), "ci_low": lo, "ci_high": hi}
+
+    models = [{"auroc": summary(k),
+               "gap": {"value": _finite(point[k] - point[0]), **_delta_interval(S[:, k] - S[:, 0], level)}}
+              for k in range(1, len(P))]
+    return {"reference": summary(0), "models": models, "n": n, "n_bootstrap": n_bootstrap}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -22,20 +22,25 @@ METRICS_FORMAT = "exmed-bert-metrics"
 
 def write_predictions(path: str | os.PathLike, patient_ids: Sequence[str], labels: np.ndarray,
                       probs: np.ndarray) -> None:
-    """Binary: patient_id,label,probability (of class 1). Multi-class adds prediction and prob_<k>."""
+    """Binary: patient_id,label,probability (of class 1). Multi-class adds prediction and prob_<k>.
+
+    Probabilities are written at full precision (Python floats, which csv writes as repr: the shortest
+    text that reads back to the same float64), so the report recomputes exactly the run's own AUROC and
+    its ΔAUROC; rounding could merge distinct scores into ties and move both.
+    """
     probs = np.asarray(probs, dtype=np.float64)
     with atomic_write(path) as f:
         w = csv.writer(f, lineterminator="\n")
         if probs.ndim == 1:
             w.writerow(["patient_id", "label", "probability"])
-            for pid, y, p in zip(patient_ids, labels, probs):
-                w.writerow([pid, int(y), f"{p:.6f}"])
+            for pid, y, p in zip(patient_ids, labels, probs.tolist()):
+                w.writerow([pid, int(y), p])
         else:
             k = probs.shape[1]
             w.writerow(["patient_id", "label", "probability", "prediction", *[f"prob_{c}" for c in range(k)]])
-            for pid, y, row in zip(patient_ids, labels, probs):
-                c = int(row.argmax())
-                w.writerow([pid, int(y), f"{row[c]:.6f}", c, *[f"{v:.6f}" for v in row]])
+            for pid, y, row in zip(patient_ids, labels, probs.tolist()):
+                c = max(range(k), key=row.__getitem__)  # first maximum, as numpy's argmax
+                w.writerow([pid, int(y), row[c], c, *row])
 
 
 def positive_probability(probs: np.ndarray) -> np.ndarray:

@@ -1,5 +1,6 @@
 """The comparison report: every run's test metrics, paired bootstrap ΔAUROC on the same patients, the
-generator's oracle AUROC as the ceiling, ROC and calibration plots, and a plain statement of who wins.
+oracle AUROC (the generator's true risk) on those same test patients with each model's gap to it, ROC and
+calibration plots, and a plain statement of who wins.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 from exmed_bert.errors import UserError
 from exmed_bert.evaluation import metrics as M
 from exmed_bert.evaluation import plots
+from exmed_bert.evaluation.oracle import find_risk_file, oracle_on_test_split
 from exmed_bert.io import write_json, write_text
 
 
@@ -82,7 +84,8 @@ def align(runs: Sequence[Run]) -> tuple[list[str], np.ndarray, list[np.ndarray]]
 
 
 def find_oracle(metadata_path: str | os.PathLike | None) -> tuple[float | None, str | None]:
-    """`oracle_auroc` from generator metadata (a .metadata.json, or a patients JSON's "metadata")."""
+    """The whole-cohort `oracle_auroc` from generator metadata (a .metadata.json, or a patients JSON's
+    "metadata"). Context only: the report's reference is the oracle on the test patients."""
     if metadata_path is None:
         return None, None
     path = Path(metadata_path)
@@ -120,8 +123,13 @@ def _fmt(m: dict | None, digits: int = 3) -> str:
 
 
 def compare(run_dirs: Sequence[str | os.PathLike], output: str | os.PathLike, *, metadata: str | None = None,
+            risk_file: str | os.PathLike | None = None, task_data: str | os.PathLike | None = None,
             n_bootstrap: int = 1000, seed: int = 42) -> dict:
-    """Write report.md (+ report.json, roc_all.png, calibration_all.png) beside `output`; return the summary."""
+    """Write report.md (+ report.json, roc_all.png, calibration_all.png) beside `output`; return the summary.
+
+    The oracle comes from `risk_file`, else from `<task stem>_risk.csv` beside `task_data` or the task
+    CSV the runs recorded; without one the report says there is no oracle.
+    """
     runs = [load_run(d) for d in run_dirs]
     names = [r.name for r in runs]
     if len(set(names)) != len(names):  # two runs of the same model type: tell them apart by folder
@@ -131,7 +139,10 @@ def compare(run_dirs: Sequence[str | os.PathLike], output: str | os.PathLike, *,
         raise UserError("compare-models.py compares binary tasks; a multi-class run's metrics.json has macro "
                         "metrics only - compare those by hand")
     ids, y, probs = align(runs)
-    oracle, oracle_src = find_oracle(metadata)
+    risk_path, looked = find_risk_file([r.folder for r in runs], risk_file, task_data)
+    oracle = (oracle_on_test_split(risk_path, ids, y, probs, [r.name for r in runs], n_bootstrap, seed)
+              if risk_path is not None else None)
+    cohort_oracle, cohort_src = find_oracle(metadata)
     deltas = []
     for (i, a), (j, b) in combinations(enumerate(runs), 2):
         d = M.paired_auroc_delta(y, probs[i], probs[j], n_bootstrap=n_bootstrap, seed=seed)
@@ -141,7 +152,11 @@ def compare(run_dirs: Sequence[str | os.PathLike], output: str | os.PathLike, *,
     curves = {r.name: (y, p) for r, p in zip(runs, probs)}
     plots.plot_roc(curves, folder / "roc_all.png", title="ROC on the shared test patients")
     plots.plot_calibration(curves, folder / "calibration_all.png", title="Calibration on the shared test patients")
-    summary = {"n_test": len(ids), "prevalence": float(y.mean()), "oracle_auroc": oracle, "oracle_source": oracle_src,
+    summary = {"n_test": len(ids), "prevalence": float(y.mean()),
+               "oracle": oracle, "oracle_auroc": None if oracle is None else oracle["auroc"],
+               "oracle_note": None if oracle is not None else no_oracle_note(looked),
+               "cohort_oracle_auroc": cohort_oracle, "cohort_oracle_source": cohort_src,
+               "task_data": None if task_data is None else str(task_data),
                "models": {r.name: {"folder": str(r.folder), **{k: r.metrics["metrics"].get(k) for k in
                                                                  ("auroc", "auprc", "f1", "brier", "ece")}}
                           for r in runs},
@@ -152,8 +167,16 @@ def compare(run_dirs: Sequence[str | os.PathLike], output: str | os.PathLike, *,
     return summary
 
 
-def verdict(runs: Sequence[Run], deltas: list[dict], oracle: float | None) -> list[str]:
-    """Plain sentences: the best model by AUROC, each pair's significant win or loss, the gap to the oracle."""
+def no_oracle_note(looked: Sequence[Path]) -> str:
+    where = f" (looked for {', '.join(map(str, looked))})" if looked else ""
+    return ("No oracle: there is no per-patient true-risk file for these runs" + where + ". Real data has "
+            "none, so there is no ceiling to measure the models against; for generated data, regenerate "
+            "it (the generator writes <task stem>_risk.csv) or pass --risk-file.")
+
+
+def verdict(runs: Sequence[Run], deltas: list[dict], oracle: dict | None = None) -> list[str]:
+    """Plain sentences: the best model by AUROC, each pair's significant win or loss, where each model
+    stands against the test-split oracle."""
     auc = {r.name: r.metrics["metrics"]["auroc"]["value"] for r in runs}
     scored = {k: v for k, v in auc.items() if v is not None}
     lines = []
@@ -174,9 +197,11 @@ def verdict(runs: Sequence[Run], deltas: list[dict], oracle: float | None) -> li
         else:
             lines.append(f"{d['a']} vs {d['b']}: no clear difference (ΔAUROC {d['delta_auroc']:+.3f}, 95% CI "
                          f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] includes 0).")
-    if oracle is not None and scored:
-        gaps = ", ".join(f"{k} {v - oracle:+.3f}" for k, v in scored.items())
-        lines.append(f"Gap to the oracle AUROC {oracle:.3f}: {gaps}.")
+    if scored and oracle is not None and oracle["auroc"] is not None:
+        for name, g in oracle["gaps"].items():
+            if g["ci_low"] is not None:
+                lines.append(f"{name} is {g['standing']} (gap {g['gap']:+.3f} [{g['ci_low']:+.3f}, "
+                             f"{g['ci_high']:+.3f}] to the test-split oracle {oracle['auroc']:.3f}).")
     for name, v in scored.items():
         if v < 0.55:
             lines.append(f"Warning: {name} is near chance (AUROC {v:.3f}); on data with planted signal that "
@@ -189,10 +214,7 @@ def render(summary: dict, runs: Sequence[Run]) -> str:
     lines = ["# Model comparison", "",
              f"Test split: {n} patients, prevalence {prev:.3f}. 95% CIs from {summary['n_bootstrap']} bootstrap "
              "resamples of the test patients. F1 is at the threshold that maximised F1 on the validation split.", ""]
-    if summary["oracle_auroc"] is not None:
-        lines += [f"Oracle AUROC (the generator's true risk, from {summary['oracle_source']}): "
-                  f"**{summary['oracle_auroc']:.3f}** - the ceiling no model can beat on average.", ""]
-    lines += ["## Verdict", "", *[f"- {s}" for s in summary["verdict"]], "",
+    lines += [*render_oracle(summary), "## Verdict", "", *[f"- {s}" for s in summary["verdict"]], "",
               "## Test metrics", "", "| Model | AUROC [95% CI] | AUPRC [95% CI] | F1 [95% CI] | Brier | ECE | n train |",
               "|---|---|---|---|---|---|---|"]
     for r in runs:
@@ -210,3 +232,29 @@ def render(summary: dict, runs: Sequence[Run]) -> str:
     lines += ["", "## Plots", "", "![ROC curves](roc_all.png)", "", "![Calibration](calibration_all.png)", "",
               "## Runs", "", *[f"- {r.name}: `{r.folder}`" for r in runs], ""]
     return "\n".join(lines)
+
+
+def render_oracle(summary: dict) -> list[str]:
+    """The oracle section: the true risk's AUROC on the compared test patients and each model's paired
+    gap to it, or a plain statement that there is no oracle."""
+    o = summary.get("oracle")
+    if o is None:
+        return ["## Oracle", "", summary.get("oracle_note") or "No oracle: no per-patient true-risk file.", ""]
+    if o["auroc"] is None:
+        return ["## Oracle", "", f"No oracle AUROC: the {o['n']} test patients hold a single class.", ""]
+    lines = ["## Oracle (the generator's true risk, on the same test patients)", "",
+             f"Oracle AUROC on the {o['n']} compared test patients: **{o['auroc']:.3f}** "
+             f"[{o['ci_low']:.3f}, {o['ci_high']:.3f}], from `{o['risk_file']}`. No model beats it on average; "
+             "on one test split a model may by chance. The AUROCs and gaps below use the same bootstrap "
+             "resamples as the paired ΔAUROC, so each gap (model - oracle) has a paired 95% CI; a model is "
+             "within sampling noise of the oracle when that CI includes 0.", ""]
+    if summary.get("cohort_oracle_auroc") is not None:
+        lines += [f"(The generator's metadata gives {summary['cohort_oracle_auroc']:.3f} over the whole "
+                  "cohort; that is context only, not the reference for a test-split score.)", ""]
+    lines += ["| Model | AUROC [95% CI] | gap to oracle [95% CI] | bootstrap p | where it stands |",
+              "|---|---|---|---|---|"]
+    for name, g in o["gaps"].items():
+        gap = "n/a" if g["ci_low"] is None else f"{g['gap']:+.3f} [{g['ci_low']:+.3f}, {g['ci_high']:+.3f}]"
+        p = "n/a" if g["p_value"] is None else f"{g['p_value']:.3f}"
+        lines.append(f"| {name} | {_fmt(g['auroc'])} | {gap} | {p} | {g['standing']} |")
+    return [*lines, ""]
