@@ -1,4 +1,5 @@
-"""The only thing RF and XGBoost do differently: which estimator is built, and how it is saved.
+"""The only thing RF and XGBoost do differently: which estimator is built (RF behind a train-median
+imputer for unknown ages, XGBoost taking them as missing), and how it is saved.
 
 Neither is pickled: XGBoost writes its own `model.json`; RF writes nothing the project reads back
 (its top features go to `feature_importances.json` like XGBoost's).
@@ -21,12 +22,19 @@ def build_estimator(name: str, params: dict[str, Any], class_balance: np.ndarray
     """A fresh sklearn-API classifier. `class_balance`: (K,) train class counts when weighting is on."""
     if name == "rf":
         from sklearn.ensemble import RandomForestClassifier
+        from sklearn.impute import SimpleImputer
+        from sklearn.pipeline import Pipeline
 
-        return RandomForestClassifier(
+        forest = RandomForestClassifier(
             n_estimators=params["n_estimators"], max_depth=params.get("max_depth"),
             min_samples_leaf=params.get("min_samples_leaf", 1), max_features=params.get("max_features", "sqrt"),
             class_weight="balanced" if class_balance is not None else None,
             n_jobs=params.get("n_jobs", 1), random_state=params.get("seed", 42))
+        # sklearn's forests take NaN only in dense input; the features are sparse, and an unknown age is
+        # NaN. Fill it with the TRAIN median (learned in fit, reused on val/test) and add a 0/1 column per
+        # feature that had missing values in train, so the trees can still tell "unknown" apart.
+        impute = SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True)
+        return Pipeline([("impute", impute), ("forest", forest)])
     if name == "xgboost":
         from xgboost import XGBClassifier
 
@@ -42,7 +50,19 @@ def build_estimator(name: str, params: dict[str, Any], class_balance: np.ndarray
 
 
 def importances(estimator) -> np.ndarray:
-    """(F,) feature importances: RF impurity decrease, XGBoost gain (normalised to sum 1)."""
+    """(F,) feature importances: RF impurity decrease, XGBoost gain (normalised to sum 1).
+
+    For the RF pipeline, a missing-value indicator's importance is added to its feature's, so the
+    result stays aligned with the F input features.
+    """
+    if hasattr(estimator, "named_steps"):
+        forest, impute = estimator.named_steps["forest"], estimator.named_steps["impute"]
+        values = np.asarray(forest.feature_importances_, dtype=np.float64)
+        n = impute.n_features_in_
+        out = values[:n].copy()
+        if impute.indicator_ is not None:
+            np.add.at(out, impute.indicator_.features_, values[n:])
+        return out
     if hasattr(estimator, "get_booster"):
         booster = estimator.get_booster()
         n = booster.num_features()

@@ -12,6 +12,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from exmed_bert.data.validate import UNKNOWN_BIRTH  # birth_days of a record without a birth date
+
 # Token ids below this are [PAD] [UNK] [CLS] [SEP] [MASK]; only [UNK] (id 1) carries information.
 FIRST_CODE_ID = 5
 UNK_ID = 1
@@ -40,18 +42,25 @@ def code_counts(data: Mapping, vocab_size: int) -> sp.csr_matrix:
 
 
 def age_at_prediction(data: Mapping) -> np.ndarray:
-    """(N,) age in years at the prediction date, or at the last event when there is none."""
+    """(N,) age in years at the prediction date, or at the last event when there is none; NaN (missing)
+    when the birth date is unknown, never the -5.9 million years that the sentinel day would give."""
     offsets = _np(data["offsets"]).astype(np.int64)
     if "prediction_days" in data and "birth_days" in data:
-        return (_np(data["prediction_days"]).astype(np.float64)
-                - _np(data["birth_days"]).astype(np.float64)) / DAYS_PER_YEAR
+        birth = _np(data["birth_days"]).astype(np.int64)
+        age = (_np(data["prediction_days"]).astype(np.float64) - birth) / DAYS_PER_YEAR
+        return np.where(birth == UNKNOWN_BIRTH, np.nan, age)
     ages = _np(data["age_ids"]).astype(np.float64)
     last = np.clip(offsets[1:] - 1, 0, max(len(ages) - 1, 0))
     return np.where(np.diff(offsets) > 0, ages[last] if len(ages) else 0.0, np.nan)
 
 
 def featurize(data: Mapping, vocab_size: int) -> sp.csr_matrix:
-    """(N, vocab_size + 3) float32 CSR: code counts | age in years | sex F | sex M."""
+    """(N, vocab_size + 3) float32 CSR: code counts | age in years | sex F | sex M.
+
+    An unknown age is a stored NaN: XGBoost treats it as missing and learns where to send it; the
+    Random Forest imputes it (see estimators.build_estimator), as sklearn's forests take no NaN in
+    sparse input.
+    """
     sex = _np(data["sex"]).astype(np.int64)
     extra = np.column_stack([age_at_prediction(data), sex == 1, sex == 2]).astype(np.float32)
     return sp.hstack([code_counts(data, vocab_size), sp.csr_matrix(extra)], format="csr")
