@@ -50,6 +50,9 @@ def test_prompts_defaults_validation_and_summary(tmp_path):
     answer(child, "Novel code probability (0.0-1.0) [0.01]: ", "1.5")
     child.expect_exact("Invalid answer: 1.5 is outside 0.0-1.0")
     answer(child, "Novel code probability (0.0-1.0) [0.01]: ", "0.02")
+    answer(child, "Planted task (hf, temporal) [hf]: ", "order")
+    child.expect_exact("Invalid answer: 'order' is not one of hf, temporal")
+    answer(child, "Planted task (hf, temporal) [hf]: ", "temporal")
     child.expect_exact("STEP 2: Dataset Conversion")
     answer(child, "Maximum sequence length [64]: ", "")
     answer(child, "Training set ratio (0.0-1.0) [0.8]: ", "0.7")
@@ -122,6 +125,7 @@ def test_wizard_runs_tiny_pipeline_to_the_end(tmp_path):
     for prompt, reply in [("Generate new synthetic data? (y/n) [y]: ", ""),
                           ("Number of patients to generate [60]: ", ""),
                           ("Novel code probability (0.0-1.0) [0.01]: ", ""),
+                          ("Planted task (hf, temporal) [hf]: ", ""),
                           ("Maximum sequence length [64]: ", ""),
                           ("Training set ratio (0.0-1.0) [0.8]: ", ""),
                           ("Use ClinVec pre-trained embeddings? (y/n) [y]: ", "n"),

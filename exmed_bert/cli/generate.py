@@ -12,6 +12,7 @@ from typing import ClassVar, Optional
 
 from exmed_bert.config import parse_args
 from exmed_bert.errors import UserError, cli_entry
+from exmed_bert.synthetic.task import TASKS
 
 
 @dataclass
@@ -36,6 +37,11 @@ class Args:
     task_output: str = field(default="data/task_specific.csv", metadata={
         "help": "task labels CSV: patient_id,label,prediction_date; each patient's true risk goes to "
                 "<stem>_risk.csv beside it (patient_id,true_risk), for the report's oracle only"})
+    task: str = field(default="hf", metadata={
+        "help": "the planted task: hf = heart-failure risk almost additive in which codes a history holds; "
+                "temporal = the same outcome with a risk carried by order and timing (recent episodes, "
+                "treatment started after its diagnosis, a run of admissions); see docs/SYNTHETIC_DATA_GUIDE.md",
+        "choices": list(TASKS)})
     task_horizon_days: int = field(default=365, metadata={
         "help": "the outcome counts if it happens within this many days after the prediction date"})
 
@@ -95,7 +101,7 @@ def main(argv=None) -> int:
 
     params = Params(num_patients=args.num_patients, novel_prob=args.novel_prob, seed=args.seed,
                     start_date=args.start_date, end_date=args.end_date,
-                    task_horizon_days=args.task_horizon_days, clinvec_dir=args.clinvec_dir)
+                    task_horizon_days=args.task_horizon_days, clinvec_dir=args.clinvec_dir, task=args.task)
     try:
         meta = generate(params, args.output, args.task_output)
     except OSError as e:  # disk full, path vanished mid-run: the atomic writes left nothing partial

@@ -13,6 +13,7 @@ from typing import Any, Callable, ClassVar
 
 from exmed_bert.config import config_path, parse_args
 from exmed_bert.errors import UserError, cli_entry
+from exmed_bert.synthetic.task import TASKS
 
 # ClinVec vocabularies the wizard looks for, with the guide's labels.
 VOCABS = [
@@ -120,6 +121,7 @@ def run_wizard(config_path: str, ask: Prompter) -> dict:
     if cfg["generate_data"]:
         cfg["num_patients"] = ask.ask("Number of patients to generate", cfg.get("num_patients", 1000), _int_at_least(1))
         cfg["novel_prob"] = ask.ask("Novel code probability (0.0-1.0)", cfg.get("novel_prob", 0.01), _fraction)
+        cfg["task"] = ask.ask(f"Planted task ({', '.join(TASKS)})", cfg.get("task", TASKS[0]), _choice(TASKS))
     else:
         patients = cfg.get("patients_file", "data/synthetic_patients.json")
         if not Path(patients).exists():

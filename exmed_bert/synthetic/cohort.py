@@ -34,6 +34,7 @@ class Params:
     end_date: str            # ISO, last day of the history window
     task_horizon_days: int
     clinvec_dir: str | None = None
+    task: str = "hf"         # the planted task: "hf" or "temporal" (exmed_bert.synthetic.task)
 
 
 def _epoch_day(iso: str) -> int:
@@ -70,7 +71,7 @@ def generate(p: Params, output: str, task_output: str, progress: bool = True) ->
             tqdm(total=N, unit="patients", desc="generating", disable=not progress or None) as bar:
         for k, lo in enumerate(range(0, N, CHUNK_SIZE)):
             n = min(CHUNK_SIZE, N - lo)
-            ch = simulate_chunk(np.random.default_rng([p.seed, k]), n, win, tables, novel)
+            ch = simulate_chunk(np.random.default_rng([p.seed, k]), n, win, tables, novel, task_kind=p.task)
             stream.write(*fmt.format(ch, lo))
             b = ch.bounds
             lengths[lo:lo + n] = b[3::3] - b[:-1:3]
@@ -87,6 +88,15 @@ def generate(p: Params, output: str, task_output: str, progress: bool = True) ->
                          has_stay, plos, cond_counts)
         stream.finish(meta)
     return meta
+
+
+def _risk_function(kind: str) -> dict:
+    if kind == "temporal":
+        return {"form": "sigmoid(intercept + sum(weight * feature)); features in docs/SYNTHETIC_DATA_GUIDE.md",
+                "intercept": task.TEMPORAL_INTERCEPT, "weights": dict(task.TEMPORAL_WEIGHTS),
+                "recent_days": task.RECENT_DAYS, "acute_risk_conditions": list(task.ACUTE_RISK_CONDITIONS)}
+    return {"form": "sigmoid(intercept + sum(weight * feature))", "intercept": task.INTERCEPT,
+            "weights": dict(task.WEIGHTS)}
 
 
 def _pct(values: np.ndarray) -> dict:
@@ -116,7 +126,8 @@ def _metadata(p, source, vocab_size, novel, lengths, kind_counts, prob, label, l
             "embedding_vocabulary": source, "embedding_vocabulary_size": vocab_size,
         },
         "task": {
-            "name": "heart_failure_hospitalisation",
+            "name": "heart_failure_hospitalisation" + ("" if p.task == "hf" else f" ({p.task} risk)"),
+            "kind": p.task,
             "definition": f"an admission with an I50.x diagnosis within {p.task_horizon_days} days after "
                           "prediction_date (exclusive of the date itself)",
             "horizon_days": p.task_horizon_days,
@@ -127,8 +138,7 @@ def _metadata(p, source, vocab_size, novel, lengths, kind_counts, prob, label, l
             "oracle_auroc": None if (a := task.oracle_auroc(prob, label)) is None else round(a, 6),
             "oracle_auroc_patients": "whole cohort",
             "true_risk_file": "<task stem>_risk.csv beside the task CSV (patient_id,true_risk)",
-            "risk_function": {"form": "sigmoid(intercept + sum(weight * feature))",
-                              "intercept": task.INTERCEPT, "weights": dict(task.WEIGHTS)},
+            "risk_function": _risk_function(p.task),
             "must_not_see": MUST_NOT_SEE,
         },
         "hospital_stays": {

@@ -101,8 +101,36 @@ class NovelController:
         return n_dxrx, n_novel
 
 
+ORDER_FLIP_P = 0.5          # temporal task: P(the treatment of an ordered pair started before its diagnosis)
+METFORMIN = ("A10BA02",)
+ANTICOAGULANTS = ("B01AF02",)
+
+
+def _temporal_logit(n, pred, age_pred, first_day, order, treat_start, acute_pat, acute_day, sp, sa):
+    """The temporal task's features, read off the history strictly before each prediction date."""
+    ap = np.concatenate(acute_pat) if acute_pat else np.zeros(0, np.int64)
+    ad = np.concatenate(acute_day) if acute_day else np.zeros(0, np.int64)
+    before = ad < pred[ap]
+    recent = before & (ad >= pred[ap] - task.RECENT_DAYS)
+    recent_acute = np.bincount(ap[recent], minlength=n)
+    old_acute = np.bincount(ap[before & ~recent], minlength=n)
+    dm_day, af_day = first_day[order["type2_diabetes"]], first_day[order["atrial_fibrillation"]]
+    never = np.iinfo(np.int64).max // 4
+    started = {k: np.where(v < pred, v, never) for k, v in treat_start.items()}  # a drug after pred is unseen
+    in_recent = (sa >= pred[sp] - task.RECENT_DAYS) & (sa < pred[sp])
+    in_before = (sa >= pred[sp] - 365) & (sa < pred[sp] - task.RECENT_DAYS)
+    return task.temporal_logit(age_pred, recent_acute, old_acute, dm_day < pred, started["type2_diabetes"],
+                               dm_day, af_day < pred, started["atrial_fibrillation"], af_day,
+                               np.bincount(sp[in_recent], minlength=n), np.bincount(sp[in_before], minlength=n))
+
+
 def simulate_chunk(rng: np.random.Generator, n: int, win: Window, t: CodeTables,
-                   novel: NovelController) -> Chunk:
+                   novel: NovelController, task_kind: str = "hf") -> Chunk:
+    """Simulate n patients. task_kind "hf" (the default planted task) or "temporal" (exmed_bert.synthetic.task);
+    "hf" draws exactly the random numbers it always has, so its output does not depend on the other task."""
+    if task_kind not in task.TASKS:
+        raise ValueError(f"unknown task {task_kind!r}; choose from {', '.join(task.TASKS)}")
+    temporal = task_kind == "temporal"
     W = win.days
     female = rng.random(n) < FEMALE_SHARE
     age_end = 18.0 + 77.0 * rng.beta(1.6, 1.8, n)                   # years at the window end
@@ -119,6 +147,12 @@ def simulate_chunk(rng: np.random.Generator, n: int, win: Window, t: CodeTables,
     insulin_start = np.full(n, W, dtype=np.int64)
     insulin = t.gid("atc", "A10AE04")
     acc = _Acc()
+    # temporal task: first day of the ordered pairs' treatments, and the acute risk episodes
+    never = np.iinfo(np.int64).max // 4
+    ordered = {"type2_diabetes": {t.gid("atc", c) for c in METFORMIN},
+               "atrial_fibrillation": {t.gid("atc", c) for c in ANTICOAGULANTS}}
+    treat_start = {name: np.full(n, never, dtype=np.int64) for name in ordered}
+    acute_pat, acute_day = [], []
 
     def visits(pat, day, icd, severe):
         """Outpatient visits: one condition code each, plus an office E/M code most of the time."""
@@ -148,10 +182,19 @@ def simulate_chunk(rng: np.random.Generator, n: int, win: Window, t: CodeTables,
                 hit = rng.random(len(pat)) < p
                 acc.add(pat[hit], day[hit], gid)
             for gid, pm, ps in cc.atc:
-                on = np.flatnonzero(rng.random(len(idx)) < np.where(sev, ps, pm))
+                is_ordered = temporal and gid in ordered.get(c.name, ())
+                # temporal task: every patient with the diagnosis gets its treatment; only the order varies
+                on = np.flatnonzero(rng.random(len(idx)) < (1.0 if is_ordered else np.where(sev, ps, pm)))
                 start = first[on] + rng.integers(0, 30, len(on))
                 on, start = on[start < W], start[start < W]
-                frow, fday = _spread(rng, 1 + rng.poisson(c.fills * (W - start) / 365.25), start, W)
+                span = W - start
+                if is_ordered:
+                    # order: some patients were on the drug before the diagnosis was coded; the number
+                    # of fills keeps following the post-diagnosis span, so counts do not tell the order
+                    early = np.maximum(first[on] - rng.integers(60, 721, len(on)), 0)
+                    start = np.where(rng.random(len(on)) < ORDER_FLIP_P, early, start)
+                    np.minimum.at(treat_start[c.name], idx[on], start)
+                frow, fday = _spread(rng, 1 + rng.poisson(c.fills * span / 365.25), start, W)
                 acc.add(idx[on][frow], fday, gid)
                 if gid == insulin:
                     np.minimum.at(insulin_start, idx[on], start)
@@ -165,6 +208,9 @@ def simulate_chunk(rng: np.random.Generator, n: int, win: Window, t: CodeTables,
             has[ci] = ne > 0                                        # at least one episode
             pat = np.repeat(np.arange(n), ne)
             day = rng.integers(0, W, len(pat))
+            if c.name in task.ACUTE_RISK_CONDITIONS:
+                acute_pat.append(pat)
+                acute_day.append(day)
             visits(pat, day, cc.icd, np.zeros(len(pat), dtype=bool))
             for gid, p, _ in cc.atc:
                 hit = rng.random(len(pat)) < p
@@ -202,7 +248,11 @@ def simulate_chunk(rng: np.random.Generator, n: int, win: Window, t: CodeTables,
     prior = (sa >= pred[sp] - 365) & (sa < pred[sp])
     stays_prior = np.bincount(sp[prior], minlength=n)
     age_pred = age_end - (W - 1 - pred) / 365.25
-    prob = task.sigmoid(task.risk_logit(age_pred, ~female, coded, insulin_start < pred, stays_prior))
+    if temporal:
+        prob = task.sigmoid(_temporal_logit(n, pred, age_pred, first_day, order, treat_start, acute_pat,
+                                            acute_day, sp, sa))
+    else:
+        prob = task.sigmoid(task.risk_logit(age_pred, ~female, coded, insulin_start < pred, stays_prior))
     label = (rng.random(n) < prob).astype(np.int64)
     op = np.flatnonzero(label)
     oadm = pred[op] + rng.integers(1, win.horizon + 1, len(op))
