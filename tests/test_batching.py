@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
 
 from exmed_bert.data.dataset import PatientDataset, build_dataset_dict
 from exmed_bert.data.masking import mask_tokens
-from exmed_bert.training.batching import (SEQ_KEYS, IndexBatch, PretrainCollator, TokenBudgetBatchSampler,
+from exmed_bert.training.batching import (SEQ_KEYS, EpochBatch, IndexBatch, PretrainCollator, TokenBudgetBatchSampler,
                                          batched_view, bucket_lengths, pack_rows)
 
 V = 100
@@ -123,6 +125,30 @@ def test_dynamic_masking_changes_with_epoch_static_does_not():
     assert not torch.equal(first, c(items)["labels"])
     static = PretrainCollator(vocab_size=V, seed=5)
     assert torch.equal(static(items)["labels"], static(items)["labels"])
+
+
+def test_sampler_stamps_batches_with_their_epoch_and_the_stamp_survives_pickling():
+    s = TokenBudgetBatchSampler(lognormal_lengths(100), 2048, seed=1)
+    s.set_epoch(3)
+    batches = list(s)
+    assert all(isinstance(b, EpochBatch) and b.epoch == 3 for b in batches)
+    copy = pickle.loads(pickle.dumps(batches[0]))  # how a batch reaches a DataLoader worker
+    assert copy == batches[0] and copy.epoch == 3
+
+
+def test_dynamic_collator_masks_by_the_batch_stamp_static_ignores_it():
+    ds = make_dataset(30, seed=5, labels=False)
+    idx = list(range(30))
+    dynamic = PretrainCollator(vocab_size=V, seed=5, dynamic=True)
+    stamped = [dynamic(IndexBatch(ds, idx, epoch=e))["labels"] for e in (0, 1)]
+    assert not torch.equal(*stamped)
+    dynamic.set_epoch(1)  # the collator's own epoch (a stale copy in a worker) does not override the stamp
+    assert torch.equal(dynamic(IndexBatch(ds, idx, epoch=0))["labels"], stamped[0])
+    assert torch.equal(dynamic(IndexBatch(ds, idx))["labels"], stamped[1])  # unstamped: the collator's epoch
+    assert torch.equal(PretrainCollator(vocab_size=V, seed=5, epoch=1)(IndexBatch(ds, idx))["labels"], stamped[1])
+    static = PretrainCollator(vocab_size=V, seed=5)
+    static.set_epoch(1)
+    assert torch.equal(static(IndexBatch(ds, idx, epoch=0))["labels"], static(IndexBatch(ds, idx, epoch=1))["labels"])
 
 
 def test_collator_without_mlm_returns_task_labels_per_patient():

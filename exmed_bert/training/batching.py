@@ -26,12 +26,25 @@ def bucket_lengths(lengths: np.ndarray | Sequence[int], bucket_sizes: Sequence[i
     return np.where(i < len(buckets), buckets[np.minimum(i, len(buckets) - 1)], over)
 
 
+class EpochBatch(list):
+    """One batch's dataset indices, stamped with the epoch the batch sampler drew it in.
+
+    The sampler runs in the main process and hands each index list to the DataLoader worker that builds the
+    batch, so the stamp is how the epoch reaches persistent workers, whose copy of the collator was made
+    once (dynamic masking reads it: `PretrainCollator.mask_epoch`). A plain list otherwise; pickles as one.
+    """
+
+    def __init__(self, indices=(), epoch: int = 0):
+        super().__init__(indices)
+        self.epoch = int(epoch)
+
+
 class TokenBudgetBatchSampler(torch.utils.data.Sampler):
     """Batches of dataset indices whose padded size (rows x bucket length) stays under a token budget.
 
     Deterministic given (seed, epoch); call `set_epoch` each epoch to reshuffle. With `packing=True`
     the batches are random patients whose total length fits `max_tokens_per_batch` (the collator then
-    packs them into rows); otherwise each batch holds patients of one length bucket.
+    packs them into rows); otherwise each batch holds patients of one length bucket. Yields `EpochBatch`es.
     """
 
     def __init__(self, lengths: Sequence[int] | np.ndarray, max_tokens_per_batch: int = 16384, shuffle: bool = True,
@@ -88,9 +101,10 @@ class TokenBudgetBatchSampler(torch.utils.data.Sampler):
             out = [c[i:i + self.max_batch_size] for c in out for i in range(0, len(c), self.max_batch_size)]
         return out
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[EpochBatch]:
+        epoch = self.epoch  # read when the DataLoader starts the pass, after the Trainer's set_epoch
         for b in self.batches():
-            yield b.tolist()
+            yield EpochBatch(b.tolist(), epoch)
 
     def __len__(self) -> int:
         return len(self.batches())
@@ -120,10 +134,11 @@ def pack_rows(lengths: Sequence[int], row_length: int) -> tuple[np.ndarray, np.n
 class IndexBatch(Sequence):
     """A batch as dataset row indices. `PretrainCollator` slices the dataset's flat token arrays with them
     (one NumPy gather per field, no per-patient dicts); any other collator can still iterate it as items.
+    `epoch`: the epoch the batch sampler drew it in (`EpochBatch.epoch`), None when unknown.
     """
 
-    def __init__(self, dataset, indices: Sequence[int]):
-        self.dataset, self.indices = dataset, indices
+    def __init__(self, dataset, indices: Sequence[int], epoch: int | None = None):
+        self.dataset, self.indices, self.epoch = dataset, indices, epoch
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -160,7 +175,8 @@ class _IndexBatches(torch.utils.data.Dataset):
         return self.dataset[i]
 
     def __getitems__(self, indices: list[int]) -> IndexBatch:
-        return IndexBatch(self.dataset, indices)
+        # runs in the DataLoader worker; the list came from the batch sampler in the main process
+        return IndexBatch(self.dataset, indices, getattr(indices, "epoch", None))
 
 
 def batched_view(dataset, collate_fn):
@@ -198,12 +214,18 @@ class PretrainCollator:
     task labels when not; `plos_labels` (P,) when `plos_threshold` is set; `seq_ids` (B, T) when
     packing (patients 0..P-1 row-major, -1 padding). Masks are a hash of (seed, patient row, token
     position[, epoch]), so packed and padded layouts of the same patients get the same masks.
-    Set `epoch` each epoch for dynamic masking; leave it None for static masking.
+
+    Static masking (the default): `epoch` None, the same masks every epoch (an int pins that epoch's masks).
+    Dynamic masking (`dynamic=True`): each batch is masked with the epoch the batch sampler stamped on it
+    (`IndexBatch.epoch`). That stamp travels with the indices into every DataLoader worker, where this
+    collator is a copy made at start-up whose own `epoch` never changes; `set_epoch` keeps `epoch`
+    current for batches without a stamp, built in the main process (item lists, direct calls).
     """
 
     vocab_size: int = 0
     seed: int = 42
     epoch: int | None = None
+    dynamic: bool = False
     mlm: bool = True
     mlm_probability: float = 0.15
     max_masked: int | None = None
@@ -255,7 +277,7 @@ class PretrainCollator:
             tids = torch.from_numpy(ids)
             masked, mlm_labels = self._mask_fn()(
                 tids[None], (tids >= self.first_code_id)[None], torch.from_numpy(index[tok_item])[None],
-                torch.from_numpy(within)[None], seed=self.seed, epoch=self.epoch, vocab_size=self.vocab_size,
+                torch.from_numpy(within)[None], seed=self.seed, epoch=self.mask_epoch(items), vocab_size=self.vocab_size,
                 mlm_probability=self.mlm_probability, max_masked=self.max_masked, first_code_id=self.first_code_id)
             ids = masked[0].numpy()
             grid[5] = -100
@@ -278,6 +300,24 @@ class PretrainCollator:
         if self.return_index:
             out["index"] = torch.from_numpy(index)
         return out
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch of unstamped batches (dynamic masking only; static masks ignore epochs)."""
+        if self.dynamic:
+            self.epoch = int(epoch)
+
+    def mask_epoch(self, items: IndexBatch | Sequence[dict]) -> int | None:
+        """The epoch in this batch's mask hash: `epoch` (None: static) unless `dynamic`, then the batch's stamp."""
+        if not self.dynamic:
+            return self.epoch
+        stamp = getattr(items, "epoch", None)
+        if stamp is not None:
+            return int(stamp)
+        if torch.utils.data.get_worker_info() is not None:
+            # this copy's `epoch` is whatever it was when the worker started: masks would silently stop changing
+            raise RuntimeError("dynamic masking in a DataLoader worker needs batches stamped with their epoch: "
+                               "use TokenBudgetBatchSampler (EpochBatch) over a PatientDataset, or num_workers=0")
+        return self.epoch or 0
 
     def _mask_fn(self) -> Callable:
         if self.mask_fn is None:

@@ -13,25 +13,6 @@ import numpy as np
 from exmed_bert.errors import UserError
 
 
-class EpochCollator:
-    """`PretrainCollator` whose masks change with the epoch (dynamic masking) or never (static)."""
-
-    def __init__(self, collator: Any, dynamic: bool):
-        self.collator = collator
-        self.dynamic = dynamic
-
-    @property
-    def takes_index_batches(self) -> bool:
-        return getattr(self.collator, "takes_index_batches", False)
-
-    def set_epoch(self, epoch: int) -> None:
-        if self.dynamic:
-            self.collator.epoch = int(epoch)
-
-    def __call__(self, items) -> dict:  # list of item dicts or an IndexBatch
-        return self.collator(items)
-
-
 def make_sampler(lengths: np.ndarray, args: Any, shuffle: bool, seed: int):
     from exmed_bert.training.batching import TokenBudgetBatchSampler, bucket_lengths
 
@@ -53,8 +34,9 @@ def make_batching(args: Any, train_ds: Any, val_ds: Any, vocab_size: int):
     from exmed_bert.training.batching import PretrainCollator
 
     plos = int(args.plos_threshold) if args.plos else None
-    train = EpochCollator(PretrainCollator(vocab_size=vocab_size, seed=args.seed, mlm_probability=args.mlm_probability,
-                                           plos_threshold=plos), dynamic=args.dynamic_masking)
+    # dynamic: each batch is masked with the epoch its sampler stamped on it, also inside DataLoader workers
+    train = PretrainCollator(vocab_size=vocab_size, seed=args.seed, mlm_probability=args.mlm_probability,
+                             plos_threshold=plos, dynamic=bool(args.dynamic_masking))
     # validation masks are fixed (and drawn with another seed than training's static masks)
     evaluate = PretrainCollator(vocab_size=vocab_size, seed=args.seed + 1, mlm_probability=args.mlm_probability,
                                 plos_threshold=plos)

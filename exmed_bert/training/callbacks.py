@@ -101,7 +101,8 @@ class VocabCallback(TrainerCallback):
 class SamplerEpochCallback(TrainerCallback):
     """Call `target.set_epoch(epoch)` before each pass (the batch sampler, the masking collator), so the
     batch order and masks depend only on (seed, epoch) and a resumed run sees the same ones. We do it
-    here because accelerate's wrappers (shards, skipped batches on resume) don't always forward it."""
+    here because accelerate's wrappers (shards, skipped batches on resume) don't always forward it.
+    This reaches objects in the main process only; the sampler carries the epoch to DataLoader workers."""
 
     def __init__(self, target: Any):
         self.target = target

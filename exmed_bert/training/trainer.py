@@ -35,23 +35,48 @@ class ExMedTrainer(Trainer):
         self.eval_batch_sampler = eval_batch_sampler
         self.eval_collator = eval_collator or self.data_collator
         self.make_metrics = make_metrics
+        self._train_loader: DataLoader | None = None
         self.add_callback(SamplerEpochCallback(self))
+
+    def train(self, *args, **kwargs):
+        try:
+            return super().train(*args, **kwargs)
+        finally:
+            self.stop_train_workers()
+
+    def stop_train_workers(self) -> None:
+        """Shut the training DataLoader's persistent workers down now (the next pass starts new ones).
+
+        Left to the garbage collector, the Trainer's reference cycles close the workers' queues before
+        their stop signal is sent, and the DataLoader then waits 5 s per worker before killing it: a
+        stall wherever a later collection happens (measured: 10.8 s with 2 workers, 0.06 s this way).
+        """
+        if self._train_loader is not None:
+            self._train_loader._iterator = None  # its only reference: torch stops and joins the workers
+            self._train_loader = None
 
     # ---- data --------------------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
-        """Batch order and (dynamic) masks of this epoch depend only on (seed, epoch)."""
+        """Batch order and (dynamic) masks of this epoch depend only on (seed, epoch). The sampler stamps each
+        batch with the epoch, and the collator masks by that stamp, so the epoch also reaches the DataLoader
+        workers (their collator is a copy made once, at start-up); the collator's own epoch serves only
+        unstamped batches in this process."""
         for obj in (self.train_batch_sampler, self.data_collator):
             if hasattr(obj, "set_epoch"):
                 obj.set_epoch(epoch)
 
     def get_train_dataloader(self) -> DataLoader:
-        # batched_view: collators that slice the dataset's flat arrays get index batches, not per-patient dicts
+        # batched_view: collators that slice the dataset's flat arrays get index batches, not per-patient dicts.
+        # Persistent workers never see set_epoch: the epoch reaches them on each batch (batching.EpochBatch).
         loader = DataLoader(batched_view(self.train_dataset, self.data_collator), batch_sampler=self.train_batch_sampler,
                             collate_fn=self.data_collator, num_workers=self.args.dataloader_num_workers,
                             pin_memory=self.args.dataloader_pin_memory and self.args.device.type == "cuda",
                             persistent_workers=self.args.dataloader_num_workers > 0)
-        # accelerate moves batches to the device and, under DDP, gives each rank every n-th batch
-        return self.accelerator.prepare(loader)
+        # accelerate moves batches to the device and, under DDP, gives each rank every n-th batch. It builds a
+        # new torch DataLoader (`base_dataloader`), which owns the workers.
+        prepared = self.accelerator.prepare(loader)
+        self._train_loader = getattr(prepared, "base_dataloader", prepared)
+        return prepared
 
     def get_eval_dataloader(self, eval_dataset: Any = None) -> DataLoader:
         dataset = self.eval_dataset if eval_dataset is None else eval_dataset
