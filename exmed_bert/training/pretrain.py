@@ -230,7 +230,7 @@ def _run(args: Any, out: Path, main: bool, prep: Prepared) -> dict:
     from transformers.utils import logging as hf_logging
 
     from exmed_bert.training.batching_setup import make_batching
-    from exmed_bert.training.metrics import PretrainMetrics, code_counts, unigram_top_ids
+    from exmed_bert.training.metrics import PretrainMetrics, code_counts, plos_reference_metrics, unigram_top_ids
     from exmed_bert.training.trainer import ExMedTrainer
 
     hf_logging.set_verbosity_info() if main else hf_logging.set_verbosity_warning()
@@ -260,13 +260,17 @@ def _run(args: Any, out: Path, main: bool, prep: Prepared) -> dict:
     targs = build_training_arguments(args, device=device)
     train_sampler, eval_sampler, collator, eval_collator = make_batching(args, train_ds, val_ds, len(vocab))
     unigram = unigram_top_ids(code_counts(train_ds.data["input_ids"], len(vocab)))
+    # the PLOS head's trivial reference (stays per patient) on the same validation patients; fixed, so once
+    plos_reference = (plos_reference_metrics(val_ds.data["los_offsets"], val_ds.plos_labels(int(args.plos_threshold)))
+                      if args.plos else None)
     tracker = _mlflow(args, out, main, resume=checkpoint is not None)
     if tracker is not None:
         callbacks.append(tracker)
     trainer = ExMedTrainer(model=model, args=targs, train_dataset=train_ds, eval_dataset=val_ds,
                            data_collator=collator, eval_collator=eval_collator, callbacks=callbacks,
                            train_batch_sampler=train_sampler, eval_batch_sampler=eval_sampler,
-                           make_metrics=lambda: PretrainMetrics(unigram, plos=args.plos))
+                           make_metrics=lambda: PretrainMetrics(unigram, plos=args.plos,
+                                                                plos_reference=plos_reference))
     if main:
         write_run_info(out, args, extra={
             "data_fingerprint": {k: file_fingerprint(p) for k, p in data_paths(args.data_dir, args.dataset_name).items()},
@@ -344,4 +348,6 @@ def _print_summary(report: dict) -> None:
           f"at step {report['best_step']} -> {report['best_model']}")
     if "eval_plos_auroc" in report:
         print(f"PLOS: AUROC {report['eval_plos_auroc']:.3f}, AUPRC {report['eval_plos_auprc']:.3f} "
-              f"(prevalence {report['eval_plos_prevalence']:.3f}), F1 at 0.5 {report['eval_plos_f1']:.3f}")
+              f"(prevalence {report['eval_plos_prevalence']:.3f}), F1 at 0.5 {report['eval_plos_f1']:.3f}; "
+              f"reference 'number of stays': AUROC {report['eval_plos_reference_auroc']:.3f}, "
+              f"AUPRC {report['eval_plos_reference_auprc']:.3f}")
