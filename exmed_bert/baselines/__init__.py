@@ -1,1 +1,4 @@
-"""Baselines: sparse code-count features and RF / XGBoost through one shared runner."""
+"""Baselines: sparse code features and RF / XGBoost through one shared runner."""
+
+# The featurisations (`--features`), defined here so the command line knows them without importing scipy.
+FEATURE_SETS = ("counts", "windows")

@@ -1,8 +1,13 @@
-"""Baseline features: a sparse CSR matrix of code counts over the model's vocabulary, plus age and sex.
+"""Baseline features: sparse CSR matrices over the model's vocabulary, plus age and sex.
+
+Two featurisations (`--features`):
+- `counts`: how often each code occurs before the prediction date;
+- `windows`: per code, the counts in the last 30, 90 and 365 days and ever, and the days since its
+  last occurrence (as EHR tabularisation tools do), so recency and trajectories are visible to trees.
 
 Built from the same encoded task datasets as fine-tuning, so each row holds only the events before
-that patient's prediction date (the conversion made the cut) - RF, XGBoost and ExMed-BERT see the
-same information.
+that patient's prediction date (the conversion made the cut; the windows also skip any event dated on
+or after it) - RF, XGBoost and ExMed-BERT see the same information.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from exmed_bert.baselines import FEATURE_SETS
 from exmed_bert.data.validate import UNKNOWN_BIRTH  # birth_days of a record without a birth date
 
 # Token ids below this are [PAD] [UNK] [CLS] [SEP] [MASK]; only [UNK] (id 1) carries information.
@@ -19,6 +25,10 @@ FIRST_CODE_ID = 5
 UNK_ID = 1
 EXTRA_FEATURES = ("age_years", "sex_F", "sex_M")
 DAYS_PER_YEAR = 365.25
+WINDOWS = (30, 90, 365)          # days before the prediction date
+DESCRIPTIONS = {"counts": "code counts + age + sex",
+                "windows": "code counts in the last 30/90/365 days and ever + days since each code's last "
+                           "occurrence + age + sex"}
 
 
 def _np(x) -> np.ndarray:
@@ -54,20 +64,64 @@ def age_at_prediction(data: Mapping) -> np.ndarray:
     return np.where(np.diff(offsets) > 0, ages[last] if len(ages) else 0.0, np.nan)
 
 
-def featurize(data: Mapping, vocab_size: int) -> sp.csr_matrix:
-    """(N, vocab_size + 3) float32 CSR: code counts | age in years | sex F | sex M.
+def windowed_codes(data: Mapping, vocab_size: int) -> sp.csr_matrix:
+    """(N, 5 * vocab_size) float32 CSR: per code, counts in the last 30 | 90 | 365 days | ever, then the
+    days since its last occurrence (>= 1; an absent entry means never, which XGBoost reads as missing and
+    the forest as 0). Only events dated strictly before the patient's prediction date count."""
+    ids = _np(data["input_ids"]).astype(np.int64)
+    offsets = _np(data["offsets"]).astype(np.int64)
+    n = len(offsets) - 1
+    rows = np.repeat(np.arange(n), np.diff(offsets))
+    days = _np(data["days"]).astype(np.int64)
+    if "prediction_days" in data:
+        pred = _np(data["prediction_days"]).astype(np.int64)
+    else:  # no prediction date: the day after each patient's last event
+        pred = np.zeros(n, dtype=np.int64)
+        has = np.diff(offsets) > 0
+        pred[has] = days[offsets[1:][has] - 1] + 1
+    before = pred[rows] - days                                     # days before the prediction date
+    keep = ((ids >= FIRST_CODE_ID) | (ids == UNK_ID)) & (before >= 1)
+    if ids.size and int(ids.max()) >= vocab_size:
+        raise ValueError(f"token id {int(ids.max())} is outside a vocabulary of {vocab_size}; "
+                         "the dataset was encoded with a different vocab.json")
+    r, c, d = rows[keep], ids[keep], before[keep]
+    blocks = []
+    for w in (*WINDOWS, None):
+        m = np.ones(len(d), dtype=bool) if w is None else d <= w
+        blocks.append(sp.csr_matrix((np.ones(int(m.sum()), dtype=np.float32), (r[m], c[m])), shape=(n, vocab_size)))
+    # days since the last occurrence: the smallest `before` per (patient, code)
+    key = r * vocab_size + c
+    order = np.lexsort((d, key))
+    key, d = key[order], d[order]
+    first = np.r_[True, key[1:] != key[:-1]] if len(key) else np.zeros(0, dtype=bool)
+    last = sp.csr_matrix((d[first].astype(np.float32), (key[first] // vocab_size, key[first] % vocab_size)),
+                         shape=(n, vocab_size))
+    out = sp.hstack([*blocks, last], format="csr")
+    out.sum_duplicates()
+    return out
+
+
+def featurize(data: Mapping, vocab_size: int, features: str = "counts") -> sp.csr_matrix:
+    """(N, width) float32 CSR: the codes (`counts`: vocab_size columns; `windows`: 5 * vocab_size) | age in
+    years | sex F | sex M.
 
     An unknown age is a stored NaN: XGBoost treats it as missing and learns where to send it; the
     Random Forest imputes it (see estimators.build_estimator), as sklearn's forests take no NaN in
     sparse input.
     """
+    if features not in FEATURE_SETS:
+        raise ValueError(f"features must be one of {', '.join(FEATURE_SETS)}, got {features!r}")
     sex = _np(data["sex"]).astype(np.int64)
     extra = np.column_stack([age_at_prediction(data), sex == 1, sex == 2]).astype(np.float32)
-    return sp.hstack([code_counts(data, vocab_size), sp.csr_matrix(extra)], format="csr")
+    codes = code_counts(data, vocab_size) if features == "counts" else windowed_codes(data, vocab_size)
+    return sp.hstack([codes, sp.csr_matrix(extra)], format="csr")
 
 
-def feature_names(vocab_tokens: Sequence[str]) -> list[str]:
-    return [*vocab_tokens, *EXTRA_FEATURES]
+def feature_names(vocab_tokens: Sequence[str], features: str = "counts") -> list[str]:
+    if features == "counts":
+        return [*vocab_tokens, *EXTRA_FEATURES]
+    names = [f"{t} (last {w} d)" for w in WINDOWS for t in vocab_tokens]
+    return [*names, *vocab_tokens, *(f"{t} (days since last)" for t in vocab_tokens), *EXTRA_FEATURES]
 
 
 def labels_of(data: Mapping, where: str = "dataset") -> np.ndarray:

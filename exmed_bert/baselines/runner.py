@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from exmed_bert.baselines import estimators
-from exmed_bert.baselines.features import feature_names, featurize, labels_of
+from exmed_bert.baselines.features import DESCRIPTIONS, feature_names, featurize, labels_of
 from exmed_bert.errors import UserError
 from exmed_bert.evaluation import plots
 from exmed_bert.evaluation.outputs import evaluate_and_write
@@ -44,7 +44,8 @@ def top_features(names: Sequence[str], values: np.ndarray, k: int = 30) -> list[
 
 def run_baseline(name: str, splits: Mapping[str, Mapping], vocab_tokens: Sequence[str], params: dict[str, Any],
                  output_dir: str | os.PathLike, *, num_labels: int = 2, class_weights: str = "none",
-                 n_bootstrap: int = 1000, seed: int = 42, extra: dict | None = None, top_k: int = 30) -> dict:
+                 n_bootstrap: int = 1000, seed: int = 42, extra: dict | None = None, top_k: int = 30,
+                 features: str = "counts") -> dict:
     """Fit `name` ("rf" | "xgboost") on splits["train"], select the threshold on "val", score "test".
 
     splits: split name -> encoded task dataset dict (with `labels`). Writes metrics.json,
@@ -53,7 +54,7 @@ def run_baseline(name: str, splits: Mapping[str, Mapping], vocab_tokens: Sequenc
     """
     out = Path(output_dir)
     V = len(vocab_tokens)
-    X = {s: featurize(splits[s], V) for s in ("train", "val", "test")}  # (N_s, V + 3) CSR
+    X = {s: featurize(splits[s], V, features) for s in ("train", "val", "test")}  # (N_s, width) CSR
     y = {s: labels_of(splits[s], f"{s} split") for s in ("train", "val", "test")}
     for s in ("train", "val", "test"):
         if len(y[s]) == 0:
@@ -68,11 +69,12 @@ def run_baseline(name: str, splits: Mapping[str, Mapping], vocab_tokens: Sequenc
     fit_seconds = time.perf_counter() - t0
     P_val, P_test = model.predict_proba(X["val"]), model.predict_proba(X["test"])  # (N, K)
 
-    names = feature_names(vocab_tokens)
+    names = feature_names(vocab_tokens, features)
     doc = evaluate_and_write(
         out, estimators.DISPLAY_NAMES[name], test_ids=list(splits["test"]["patient_ids"]), y_test=y["test"],
         p_test=P_test, y_val=y["val"], p_val=P_val, n_bootstrap=n_bootstrap, seed=seed,
         extra={"estimator": name, "params": params, "class_weights": class_weights,
+               "features": features, "inputs": DESCRIPTIONS[features],
                "n_train": int(len(y["train"])), "n_features": len(names),
                "fit_seconds": round(fit_seconds, 3), **(extra or {})})
     top = top_features(names, estimators.importances(model), k=top_k)

@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar, Optional
 
+from exmed_bert.baselines import FEATURE_SETS
 from exmed_bert.config import parse_args
 from exmed_bert.errors import UserError, cli_entry
 
@@ -23,6 +24,10 @@ class _BaselineArgs:
         "help": "weight classes by inverse frequency", "choices": ["none", "auto"]})
     on_task_error: str = field(default="skip", metadata={
         "help": "bad task CSV rows: skip them into task_rejected.csv, or stop", "choices": ["skip", "fail"]})
+    features: str = field(default="counts", metadata={
+        "help": "counts = how often each code occurs before the prediction date; windows = per code, the "
+                "counts in the last 30/90/365 days and ever and the days since its last occurrence "
+                "(both + age + sex)", "choices": list(FEATURE_SETS)})
     n_estimators: int = field(default=500, metadata={"help": "number of trees"})
     max_depth: Optional[int] = field(default=None, metadata={"help": "maximum tree depth (none: unlimited)"})
     n_jobs: int = field(default=-1, metadata={"help": "CPU threads (-1: all)"})
@@ -40,7 +45,7 @@ class _BaselineArgs:
 
 @dataclass
 class RFArgs(_BaselineArgs):
-    """Train a Random Forest on code counts + age + sex and score it on the test split."""
+    """Train a Random Forest on code counts (or time-windowed counts) + age + sex and score it on the test split."""
 
     yaml_section: ClassVar[str] = "rf"
     output_dir: str = field(default="output/rf", metadata={"help": "where metrics, predictions and plots go"})
@@ -51,7 +56,7 @@ class RFArgs(_BaselineArgs):
 
 @dataclass
 class XGBArgs(_BaselineArgs):
-    """Train XGBoost on code counts + age + sex and score it on the test split."""
+    """Train XGBoost on code counts (or time-windowed counts) + age + sex and score it on the test split."""
 
     yaml_section: ClassVar[str] = "xgboost"
     output_dir: str = field(default="output/xgboost", metadata={"help": "where metrics, predictions and plots go"})
@@ -84,7 +89,7 @@ def run(name: str, args: _BaselineArgs) -> int:
     write_run_info(args.output_dir, args, extra={"data": source, "data_fingerprint": fingerprint})
     doc = run_baseline(name, data, vocab.tokens, params, args.output_dir, num_labels=args.num_labels,
                        class_weights=args.class_weights, n_bootstrap=args.n_bootstrap, seed=args.seed,
-                       extra={"data": source})
+                       extra={"data": source}, features=args.features)
     print(format_summary(doc))
     print(f"wrote {args.output_dir}/metrics.json, predictions.csv and plots")
     return 0

@@ -157,8 +157,8 @@ def compare(run_dirs: Sequence[str | os.PathLike], output: str | os.PathLike, *,
                "oracle_note": None if oracle is not None else no_oracle_note(looked),
                "cohort_oracle_auroc": cohort_oracle, "cohort_oracle_source": cohort_src,
                "task_data": None if task_data is None else str(task_data),
-               "models": {r.name: {"folder": str(r.folder), **{k: r.metrics["metrics"].get(k) for k in
-                                                                 ("auroc", "auprc", "f1", "brier", "ece")}}
+               "models": {r.name: {"folder": str(r.folder), "inputs": r.metrics.get("inputs"),
+                                   **{k: r.metrics["metrics"].get(k) for k in ("auroc", "auprc", "f1", "brier", "ece")}}
                           for r in runs},
                "paired_delta_auroc": deltas, "verdict": verdict(runs, deltas, oracle),
                "n_bootstrap": n_bootstrap, "seed": seed}
@@ -215,13 +215,15 @@ def render(summary: dict, runs: Sequence[Run]) -> str:
              f"Test split: {n} patients, prevalence {prev:.3f}. 95% CIs from {summary['n_bootstrap']} bootstrap "
              "resamples of the test patients. F1 is at the threshold that maximised F1 on the validation split.", ""]
     lines += [*render_oracle(summary), "## Verdict", "", *[f"- {s}" for s in summary["verdict"]], "",
-              "## Test metrics", "", "| Model | AUROC [95% CI] | AUPRC [95% CI] | F1 [95% CI] | Brier | ECE | n train |",
-              "|---|---|---|---|---|---|---|"]
+              "## Test metrics", "",
+              "| Model | AUROC [95% CI] | AUPRC [95% CI] | F1 [95% CI] | Brier | ECE | n train | inputs |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in runs:
         m = r.metrics["metrics"]
         lines.append(f"| {r.name} | {_fmt(m.get('auroc'))} | {_fmt(m.get('auprc'))} | {_fmt(m.get('f1'))} | "
                      f"{_fmt({'value': (m.get('brier') or {}).get('value')})} | "
-                     f"{_fmt({'value': (m.get('ece') or {}).get('value')})} | {r.metrics.get('n_train', 'n/a')} |")
+                     f"{_fmt({'value': (m.get('ece') or {}).get('value')})} | {r.metrics.get('n_train', 'n/a')} | "
+                     f"{r.metrics.get('inputs', 'n/a')} |")
     lines += ["", "## Paired ΔAUROC (same test patients, same resamples)", "",
               "| A | B | AUROC(A) - AUROC(B) | 95% CI | bootstrap p |", "|---|---|---|---|---|"]
     for d in summary["paired_delta_auroc"]:

@@ -8,6 +8,7 @@ trains; only rank 0 writes files and scores the test split.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from pathlib import Path
@@ -305,6 +306,7 @@ def _run(args: Any, out: Path, model_dir: Path, main: bool) -> dict:
                              y_val=data["val"].data["labels"].numpy(), p_val=p_val,
                              n_bootstrap=args.n_bootstrap, seed=args.seed,
                              extra={"data": source, "model_path": str(model_dir), "best_model": str(out / BEST_DIR),
+                                    "inputs": describe_inputs(model_dir),
                                     "selected_on": metric, "best_val": callbacks[0].best,
                                     "best_step": callbacks[0].best_step, "steps": trainer.state.global_step,
                                     "epochs": trainer.state.epoch, "train_seconds": round(train_seconds, 1),
@@ -312,3 +314,17 @@ def _run(args: Any, out: Path, model_dir: Path, main: bool) -> dict:
     print(format_summary(doc))
     print(f"wrote {out}/metrics.json, predictions.csv, roc.png, pr.png; best model in {out / BEST_DIR}")
     return doc
+
+
+def describe_inputs(model_dir: Path) -> str:
+    """What the model saw and how its code embeddings started, for the comparison report."""
+    for folder in (Path(model_dir), Path(model_dir).parent):
+        coverage = folder / "clinvec_coverage.json"
+        if coverage.is_file():
+            try:
+                demo = bool(json.loads(coverage.read_text(encoding="utf-8")).get("demo"))
+            except (OSError, ValueError):
+                demo = False
+            return ("code sequence + age + sex; pretrained from "
+                    + ("demo ClinVec" if demo else "ClinVec") + " code embeddings")
+    return "code sequence + age + sex; pretrained from randomly initialised code embeddings"
