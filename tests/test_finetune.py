@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from test_baselines import write_claims_fixture, write_task_csv
+from test_baselines import SIGNAL, write_claims_fixture, write_task_csv
 
 
 def tiny_pretrained(folder, vocab):
@@ -55,6 +55,41 @@ def test_finetune_end_to_end(setup, tmp_path):
     assert list((out / "runs").rglob("events.out.tfevents*")), "TensorBoard logs"
     model = ExMedBertForSequenceClassification.from_pretrained(out / "checkpoint-best")
     assert model.config.num_labels == 2
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    """300 patients whose label is exactly "SIGNAL before the prediction date", and a random-init model."""
+    from exmed_bert.data.vocab import Vocab
+
+    tmp = tmp_path_factory.mktemp("ft_planted")
+    fx = write_claims_fixture(tmp, n=300, signal_rates=(1.0, 0.0))
+    fx["model"] = tiny_pretrained(tmp / "pretrained", Vocab.load(fx["data"] / "vocab.json"))
+    return fx
+
+
+def test_finetuning_finds_the_planted_code(planted, tmp_path):
+    """The planted code alone separates the test patients (AUROC 1.0 is achievable; checked below).
+
+    Measured (8 seeds of data and model, this recipe, 39 test patients): test AUROC 1.0 every time. With
+    the code planted independently of the label (rates 0.5/0.5) the same run gives 0.26-0.62, so 0.9
+    fails a model that did not find the code, or a pipeline that scrambles labels or patients.
+    """
+    from exmed_bert.cli.finetune import main
+    from exmed_bert.data.dataset import PatientDataset
+    from exmed_bert.data.vocab import Vocab
+
+    test = PatientDataset.load(planted["data"] / "synthetic_task_test.pt")
+    signal = Vocab.load(planted["data"] / "vocab.json").id(f"icd10cm:{SIGNAL}")
+    has_signal = [signal in test[i]["input_ids"].tolist() for i in range(len(test))]
+    assert has_signal == [bool(y) for y in test.data["labels"].tolist()]  # the rule is exact on the test split
+    assert 0 < sum(has_signal) < len(test)
+
+    out = tmp_path / "ft"
+    assert main(argv(planted, out, "--num-epochs", "8", "--learning-rate", "3e-3", "--seed", "0")) == 0
+    doc = json.loads((out / "metrics.json").read_text())
+    assert doc["n"] == len(test)
+    assert doc["metrics"]["auroc"]["value"] >= 0.9, doc["metrics"]["auroc"]
 
 
 def test_freeze_encoder_keeps_encoder_weights(setup, tmp_path):
