@@ -7,9 +7,11 @@ runs it on CUDA (compiled FlexAttention, backward included):
 
     EXMED_TEST_DEVICE=cuda python -m pytest tests/test_attention_backends.py -rs
 
-Tolerances: fp32 1e-5 on CPU (the same math in another summation order), 1e-4 on CUDA (its kernels tile
-differently); bf16 autocast 2e-2 on the loss (~6.2 here, so ~0.3%) and 6e-2 on LayerNorm-scaled hidden
-states: bf16 keeps 8 bits of mantissa (relative step 2^-8 ~ 0.004) and two layers compound it.
+Tolerances: fp32 1e-5 on CPU (the same math in another summation order), 1e-3 on CUDA (its kernels tile
+differently, and Triton's may round fp32 products to TF32, a 10-bit mantissa); bf16 autocast 2e-2 on the loss
+(~6.2 here, so ~0.3%) and 6e-2 on LayerNorm-scaled hidden states: bf16 keeps 8 bits of mantissa (relative step
+2^-8 ~ 0.004) and two layers compound it. For scale: letting real tokens see the padding of their row moves
+these hidden states by ~2 and the loss by ~0.09, so every tolerance here still catches a leak.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ from exmed_bert.training.batching import PretrainCollator
 V = 100
 DEVICE = os.environ.get("EXMED_TEST_DEVICE", "cpu")
 IMPLS = ["sdpa", "flex_attention"]
-LOSS_TOL = {"fp32": 1e-5 if DEVICE == "cpu" else 1e-4, "bf16": 2e-2}
-HIDDEN_TOL = {"fp32": 1e-5 if DEVICE == "cpu" else 1e-4, "bf16": 6e-2}
+LOSS_TOL = {"fp32": 1e-5 if DEVICE == "cpu" else 1e-3, "bf16": 2e-2}
+HIDDEN_TOL = {"fp32": 1e-5 if DEVICE == "cpu" else 1e-3, "bf16": 6e-2}
 needs_cuda = pytest.mark.skipif(DEVICE != "cuda", reason=(
     f"FlexAttention has no backward on CPU in torch {torch.__version__}; "
     "this runs on CUDA (EXMED_TEST_DEVICE=cuda, benchmarks/gpu_check.sh)"))
@@ -135,10 +137,11 @@ def test_packed_patient_never_sees_another_patient_or_padding(batches, impl):
     m = model_for(impl)
     x, y = m(**batch, return_hidden=True), m(**changed, return_hidden=True)
     assert not torch.allclose(x.last_hidden_state[theirs], y.last_hidden_state[theirs], atol=1e-3)  # it did change
-    assert torch.allclose(x.last_hidden_state[mine], y.last_hidden_state[mine], atol=1e-6)
+    # masked scores are exactly 0 after softmax, so what others hold cannot move these at all (1e-5: slack only)
+    assert torch.allclose(x.last_hidden_state[mine], y.last_hidden_state[mine], atol=1e-5)
     real = ~pad
-    assert torch.allclose(x.last_hidden_state[real & ~theirs], y.last_hidden_state[real & ~theirs], atol=1e-6)
-    assert torch.allclose(x.plos_logits[first], y.plos_logits[first], atol=1e-6)
+    assert torch.allclose(x.last_hidden_state[real & ~theirs], y.last_hidden_state[real & ~theirs], atol=1e-5)
+    assert torch.allclose(x.plos_logits[first], y.plos_logits[first], atol=1e-5)
 
 
 def test_attn_implementation_is_a_load_time_choice(tmp_path):

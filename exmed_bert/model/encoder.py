@@ -19,6 +19,7 @@ from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex
 from exmed_bert.model.configuration import ExMedBertConfig
 
 AttentionMask = torch.Tensor | BlockMask | None
+FLEX_COMPILE_DYNAMIC: bool | None = True  # see _compiled_flex; benchmarks/throughput.py --flex-dynamic sets it
 
 
 def _sdpa_backends() -> list:
@@ -33,9 +34,10 @@ def _sdpa_backends() -> list:
 @functools.cache
 def _compiled_flex():
     """flex_attention compiled once per process. Only the compiled form is a fused kernel; eager
-    flex_attention materialises the (B, nh, T, T) scores. dynamic=None: the first shape compiles static,
-    the next one recompiles with the batch (and length) dimension symbolic, so buckets do not pile up graphs."""
-    return torch.compile(flex_attention)
+    flex_attention materialises the (B, nh, T, T) scores. dynamic=True: batch and length are symbolic from the
+    first call, so 14 length buckets and the short last batch of an epoch reuse one graph instead of
+    recompiling (after 8 recompilations dynamo would fall back to the eager, materialising form)."""
+    return torch.compile(flex_attention, dynamic=FLEX_COMPILE_DYNAMIC)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: AttentionMask, dropout_p: float) -> torch.Tensor:
