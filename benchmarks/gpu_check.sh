@@ -90,7 +90,7 @@ if want env; then
 fi
 
 # throughput: the table, every preset, bf16 next to fp32 (one subprocess per preset and kind)
-TB=$(( $(left) - 15 )); (( TB > 285 )) && TB=285  # the benchmark stops starting workers in time to write its table
+TB=$(( $(left) - 15 )); (( TB > 270 )) && TB=270  # the benchmark stops starting workers in time to write its table
 want throughput && step throughput 300 "${BENCH[@]}" --presets "$PRESETS" --kinds "$KINDS" \
   --precisions "$PRECISIONS" --worker-timeout 150 --budget-s "$TB" --out "$OUT/throughput.json"
 [[ -f "$OUT/throughput.json" ]] && "$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['table'])" \
@@ -104,8 +104,8 @@ if want tests; then
 fi
 
 # profile: where one `large` bf16 step's GPU time goes, SDPA buckets and FlexAttention packing
-want profile && step profile 90 "${BENCH[@]}" --presets "$PROFILE_PRESET" --kinds bucketed,packed-flex \
-  --precisions bf16 --steps 6 --profile --profile-dir "$OUT" --worker-timeout 90 --out "$OUT/throughput_profile.json"
+want profile && step profile 80 "${BENCH[@]}" --presets "$PROFILE_PRESET" --kinds bucketed,packed-flex \
+  --precisions bf16 --steps 6 --profile --profile-dir "$OUT" --worker-timeout 75 --out "$OUT/throughput_profile.json"
 
 # cli: the real pipeline, 1 epoch of `large` on CLI_PATIENTS patients, eager vs --compile (total wall incl. compile)
 if want cli; then
