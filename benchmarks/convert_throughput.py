@@ -51,7 +51,7 @@ def synthesise(path: Path, n: int, seed: int = 0) -> None:
 def child(input: str, output: str, fast: str = "1") -> None:
     import torch  # noqa: F401 - a one-off ~2-3 s import, excluded from the rate
 
-    from exmed_bert.data.convert import convert_patients
+    from exmed_bert.convert.conversion import convert_patients
 
     t0 = time.perf_counter()
     man = convert_patients(input, output, progress=False, **({} if fast == "1" else {"fast": False}))

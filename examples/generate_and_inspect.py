@@ -1,6 +1,6 @@
 """Generate a small synthetic cohort with the library, convert it, and print one decoded patient.
 
-Shows: `exmed_bert.synthetic.cohort.generate` (patients JSON + task CSV), `exmed_bert.data.convert.
+Shows: `exmed_bert.synthetic.cohort.generate` (patients JSON + task CSV), `exmed_bert.convert.conversion.
 convert_patients` (train/val/test datasets, vocab.json, task datasets), and reading a split back with
 `PatientDataset.load` + `Vocab.load`. Writes <workdir>/data/ and <workdir>/pretrain_stuff/, the layout the
 other examples (and the scripts' defaults) expect.
@@ -32,7 +32,7 @@ class Args:
 def main(argv=None) -> int:
     args = parse_args(Args, argv, prog="generate_and_inspect.py")
     from exmed_bert.cli.example_load import describe_patient
-    from exmed_bert.data.convert import convert_patients
+    from exmed_bert.convert.conversion import convert_patients
     from exmed_bert.data.dataset import PatientDataset
     from exmed_bert.data.vocab import Vocab
     from exmed_bert.synthetic.cohort import Params, generate

@@ -270,7 +270,7 @@ def load_task_splits(data_dir: str | os.PathLike, task_data: str | os.PathLike, 
     output_dir/task_rejected.csv or raise (`on_error`).
     Returns (splits {name: PatientDataset}, Vocab, provenance dict).
     """
-    from exmed_bert.data.convert import build_task_datasets, task_datasets_for
+    from exmed_bert.convert.conversion import build_task_datasets, task_datasets_for
     from exmed_bert.data.dataset import PatientDataset
     from exmed_bert.data.vocab import Vocab
 

@@ -8,7 +8,7 @@ import torch
 
 from exmed_bert.baselines import estimators
 from exmed_bert.baselines.features import featurize
-from exmed_bert.data.validate import UNKNOWN_BIRTH
+from exmed_bert.data.dataset import UNKNOWN_BIRTH
 
 PRED_DAY = 18262                               # 2020-01-01
 V = 12                                          # vocabulary: 5 special tokens + codes 5..11

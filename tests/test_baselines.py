@@ -61,7 +61,7 @@ def write_task_csv(path, rows) -> None:
 
 def write_claims_fixture(tmp_path, n: int = 60, seed: int = 0, signal_rates: tuple[float, float] = (0.85, 0.1)) -> dict:
     """patients.json, task.csv and a conversion in data/ (pretraining + task datasets)."""
-    from exmed_bert.data.convert import convert_patients
+    from exmed_bert.convert.conversion import convert_patients
 
     patients, task = make_patients(n, seed, signal_rates)
     pj = tmp_path / "patients.json"

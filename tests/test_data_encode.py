@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from exmed_bert.data.collate import pad_batch
-from exmed_bert.data.convert import convert_patients, output_paths, task_datasets_for
+from exmed_bert.convert.conversion import convert_patients, output_paths, task_datasets_for
 from exmed_bert.data.dataset import PatientDataset
 from exmed_bert.data.splits import split_of
 from exmed_bert.data.vocab import CLS_ID, SEP_ID, UNK_ID, Vocab
@@ -252,8 +252,8 @@ def test_example_load_prints_counts_and_decodes_a_patient(tmp_path, capsys):
 def test_ages_match_calendar_arithmetic_including_leap_days():
     import datetime as dt
 
-    from exmed_bert.data.encode import ages_in_years
-    from exmed_bert.data.validate import UNKNOWN_BIRTH
+    from exmed_bert.convert.encode import ages_in_years
+    from exmed_bert.data.dataset import UNKNOWN_BIRTH
 
     rng = np.random.default_rng(0)
     births = np.r_[rng.integers(-25000, 15000, 300), 11016, 11016, UNKNOWN_BIRTH].astype(np.int32)  # 2000-02-29
@@ -272,7 +272,7 @@ def test_ages_match_calendar_arithmetic_including_leap_days():
 def test_dataset_records_its_vocabulary_and_refuses_another(tmp_path):
     import json as _json
 
-    from exmed_bert.data.convert import convert_patients
+    from exmed_bert.convert.conversion import convert_patients
     from exmed_bert.data.dataset import PatientDataset
     from exmed_bert.data.vocab import Vocab
     from exmed_bert.errors import UserError

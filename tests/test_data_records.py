@@ -5,8 +5,8 @@ import json
 import pytest
 
 from exmed_bert.cli.convert import main as convert_main
-from exmed_bert.data.records import iter_patients
-from exmed_bert.data.validate import RecordParser, Reject
+from exmed_bert.convert.records import iter_patients
+from exmed_bert.convert.validate import RecordParser, Reject
 from exmed_bert.errors import UserError
 
 
@@ -21,7 +21,7 @@ def patient(pid="P1", **over):
 
 
 def test_stream_reads_json_wrapper_across_buffer_refills(tmp_path, monkeypatch):
-    import exmed_bert.data.records as records
+    import exmed_bert.convert.records as records
 
     monkeypatch.setattr(records, "_CHUNK", 7)  # force many partial reads mid-object and mid-number
     pats = [patient(f"P{i}") for i in range(5)]
@@ -169,9 +169,9 @@ def mixed_records():
 def test_fast_path_matches_per_record_path_on_mixed_file(tmp_path, monkeypatch):
     import torch
 
-    import exmed_bert.data.intake as intake
-    import exmed_bert.data.records as records
-    from exmed_bert.data.convert import convert_patients, output_paths
+    import exmed_bert.convert.intake as intake
+    import exmed_bert.convert.records as records
+    from exmed_bert.convert.conversion import convert_patients, output_paths
 
     monkeypatch.setattr(records, "_BLOCK", 2500)  # many blocks: clean ones, mixed ones, unparseable ones
     (tmp_path / "in.jsonl").write_text(mixed_records())

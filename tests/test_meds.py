@@ -9,7 +9,7 @@ import pytest
 
 from exmed_bert.cli.convert import main as convert_main
 from exmed_bert.data.dataset import PatientDataset
-from exmed_bert.data.meds import MedsReader
+from exmed_bert.convert.meds import MedsReader
 from exmed_bert.data.vocab import Vocab
 from exmed_bert.errors import UserError
 

@@ -9,9 +9,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from exmed_bert.cli.convert import main as convert_main
-from exmed_bert.data.convert import convert_patients
-from exmed_bert.data.meds import MedsReader
-from exmed_bert.data.meds_codes import MedsCode, parse_meds_code
+from exmed_bert.convert.conversion import convert_patients
+from exmed_bert.convert.meds import MedsReader
+from exmed_bert.convert.meds_codes import MedsCode, parse_meds_code
 from exmed_bert.data.vocab import Vocab
 from exmed_bert.errors import UserError
 

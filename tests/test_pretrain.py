@@ -49,7 +49,7 @@ def make_patients(n: int, seed: int = 0) -> dict:
 
 def make_dataset(folder: Path, n: int = 60) -> Path:
     """Converted tiny dataset in `folder`/pt (synthetic_train.pt, synthetic_val.pt, vocab.json)."""
-    from exmed_bert.data.convert import convert_patients
+    from exmed_bert.convert.conversion import convert_patients
 
     folder.mkdir(parents=True, exist_ok=True)
     src = folder / "patients.json"
@@ -168,7 +168,7 @@ def test_pretraining_learns_planted_pairs_beyond_the_unigram_baseline(tmp_path):
     baseline and top-1 0.02-0.05; an untrained model (learning rate 1e-9) stays below the baseline. So a
     margin of 0.3 and top-1 of 0.2 sit well between a model that learned the pairs and one that did not.
     """
-    from exmed_bert.data.convert import convert_patients
+    from exmed_bert.convert.conversion import convert_patients
 
     (tmp_path / "patients.json").write_text(json.dumps(make_paired_patients(600)), encoding="utf-8")
     data = tmp_path / "pt"

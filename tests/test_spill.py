@@ -1,4 +1,4 @@
-"""Token arrays of a conversion wait on disk (exmed_bert.data.spill), and leave nothing behind."""
+"""Token arrays of a conversion wait on disk (exmed_bert.convert.spill), and leave nothing behind."""
 
 import os
 import subprocess
@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from exmed_bert.data.spill import Spill, spill_folder
+from exmed_bert.convert.spill import Spill, spill_folder
 
 
 def test_spill_round_trip_by_split_and_key(tmp_path):
@@ -39,7 +39,7 @@ def test_spill_folder_removes_folders_of_dead_conversions(tmp_path):
 
 
 def test_conversion_leaves_no_spill_folder(tiny_cohort, tmp_path):
-    from exmed_bert.data.convert import convert_patients
+    from exmed_bert.convert.conversion import convert_patients
 
     out = tmp_path / "ds"
     convert_patients(tiny_cohort["patients"], out / "synthetic.pt", progress=False)

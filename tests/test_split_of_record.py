@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from exmed_bert.data.convert import convert_patients
+from exmed_bert.convert.conversion import convert_patients
 from exmed_bert.data.splits import (SPLITS, Pretraining, SplitRecord, check_no_pretraining_leak, find_pretraining,
                                     resolve_split, split_of)
 from exmed_bert.data.vocab import Vocab

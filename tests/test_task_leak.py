@@ -15,7 +15,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from exmed_bert.data.convert import convert_patients, output_paths
+from exmed_bert.convert.conversion import convert_patients, output_paths
 from exmed_bert.data.dataset import TOKEN_KEYS, PatientDataset
 
 N = 600

@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from exmed_bert.baselines import FEATURE_SETS
-from exmed_bert.data.validate import UNKNOWN_BIRTH  # birth_days of a record without a birth date
+from exmed_bert.data.dataset import UNKNOWN_BIRTH
 
 # Token ids below this are [PAD] [UNK] [CLS] [SEP] [MASK]; only [UNK] (id 1) carries information.
 FIRST_CODE_ID = 5

@@ -54,7 +54,7 @@ class Args:
 @cli_entry
 def main(argv=None) -> int:
     args = parse_args(Args, argv, prog="convert_synthetic_to_dataset.py")
-    from exmed_bert.data.convert import convert_patients, output_paths
+    from exmed_bert.convert.conversion import convert_patients, output_paths
 
     manifest = convert_patients(args.input, args.output, split=args.split, max_length=args.max_length,
                                 train_ratio=args.train_ratio, seed=args.seed, min_code_count=args.min_code_count,

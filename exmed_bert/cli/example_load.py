@@ -26,7 +26,7 @@ class Args:
 
 def describe_patient(ds, vocab, i: int) -> list[str]:
     """Lines showing patient i as visits: date, age, then its codes."""
-    from exmed_bert.data.validate import UNKNOWN_BIRTH, day_to_iso
+    from exmed_bert.convert.validate import UNKNOWN_BIRTH, day_to_iso
     from exmed_bert.data.vocab import SEP_ID
 
     item = ds[i]

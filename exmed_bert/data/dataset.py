@@ -19,6 +19,7 @@ FORMAT = "exmed-bert-dataset"
 VERSION = 1
 TOKEN_KEYS = ("input_ids", "token_type_ids", "position_ids", "age_ids", "days")
 PATIENT_KEYS = ("sex", "birth_days")
+UNKNOWN_BIRTH = -(2 ** 31)  # birth_days of a patient without a birth date
 REQUIRED = (*TOKEN_KEYS, "offsets", *PATIENT_KEYS, "los_offsets", "los_days", "patient_ids")
 # `los_start_days` (each stay's admission day) came later without a version bump: a pretraining dataset
 # converted before it loads (stay dates unknown, `stay_starts` is None); a task dataset from then is

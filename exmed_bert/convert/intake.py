@@ -10,11 +10,11 @@ from collections import Counter
 
 import numpy as np
 
-from exmed_bert.data.batches import NO_CUT, select
-from exmed_bert.data.fastpath import FastBlock
-from exmed_bert.data.records import _fast_loads
+from exmed_bert.convert.columns import NO_CUT, select
+from exmed_bert.convert.fastpath import FastBlock
+from exmed_bert.convert.records import _fast_loads
+from exmed_bert.convert.validate import Parsed, RecordParser, Reject
 from exmed_bert.data.splits import split_index
-from exmed_bert.data.validate import Parsed, RecordParser, Reject
 from exmed_bert.errors import UserError
 
 

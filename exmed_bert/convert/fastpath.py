@@ -8,8 +8,12 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
 
-from exmed_bert.data.validate import CATEGORIES, UNKNOWN_BIRTH, _SEX, RecordParser
+from exmed_bert.convert.validate import CATEGORIES, _SEX, RecordParser
+from exmed_bert.data.dataset import UNKNOWN_BIRTH
 
 _BAD, _NEW = -1, -2   # per distinct code: invalid, valid but not yet a token
 _MIN_DAY = -719162    # 0001-01-01 in days since 1970 (Python dates start there)
@@ -18,8 +22,6 @@ _MIN_DAY = -719162    # 0001-01-01 in days since 1970 (Python dates start there)
 def _schema(system: bool = True):
     """Arrow schema of a record. Without `system`, events are exactly {code, date}: about 1.7x cheaper to
     parse, so it is tried first (and refuses any other key, so nothing is silently dropped)."""
-    import pyarrow as pa
-
     ev = pa.list_(pa.struct([("code", pa.string()), ("date", pa.string())]
                             + ([("system", pa.string())] if system else [])))
     stay = pa.list_(pa.struct([("admission_date", pa.string()), ("discharge_date", pa.string())]))
@@ -29,8 +31,6 @@ def _schema(system: bool = True):
 
 def _distinct(arr):
     """(indices int64 [len], distinct values list) of a string array; nulls get index 0 (check nulls apart)."""
-    import pyarrow.compute as pc
-
     enc = pc.dictionary_encode(arr)
     idx = enc.indices.fill_null(0) if enc.indices.null_count else enc.indices
     return idx.to_numpy().astype(np.int64), enc.dictionary.to_pylist()
@@ -51,9 +51,6 @@ class FastBlock:
     """
 
     def __init__(self, table, parser: RecordParser):
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
         n = self.n = table.num_rows
         slow = self.slow = np.zeros(n, dtype=bool)
         cols = {name: table.column(name).combine_chunks() if name in table.column_names else None
@@ -136,9 +133,6 @@ class FastBlock:
     @staticmethod
     def _days(arr, parser: RecordParser) -> tuple[np.ndarray, np.ndarray]:
         """(days since 1970 [len], invalid [len]) of a date-string array."""
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
         nulls = _null_mask(arr)
         if arr.null_count == len(arr):
             return np.zeros(len(arr), dtype=np.int64), nulls
@@ -183,9 +177,6 @@ def read_table(data: bytes, lines: int):
     """The block as a pyarrow Table, or None when it needs the per-record reader (bad JSON, unusual
     types, blank lines, non-UTF-8 bytes...: whatever makes pyarrow's rows differ from the reader's
     lines). Touches no parser state, so it may run in a background thread."""
-    import pyarrow as pa
-    import pyarrow.json as pj
-
     if not data.isascii():
         try:
             data.decode("utf-8")
@@ -207,8 +198,6 @@ def read_table(data: bytes, lines: int):
 
 
 def fast_block(table, parser: RecordParser) -> FastBlock | None:
-    import pyarrow as pa
-
     if table is None:
         return None
     try:

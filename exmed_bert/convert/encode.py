@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from exmed_bert.data.validate import UNKNOWN_BIRTH
+from exmed_bert.data.dataset import UNKNOWN_BIRTH
 from exmed_bert.data.vocab import CLS_ID, SEP_ID
 
 MAX_AGE = 120

@@ -1,7 +1,7 @@
 """MEDS input: a MEDS dataset root, its data/ folder or one Parquet file (subject_id, time, code) ->
 patient dicts in the JSON schema, plus the dataset's metadata (dataset.json, subject splits).
 
-Code strings are read by `exmed_bert.data.meds_codes` (this project's `ICD10CM//E11.65`, MIMIC-IV-MEDS's
+Code strings are read by `exmed_bert.convert.meds_codes` (this project's `ICD10CM//E11.65`, MIMIC-IV-MEDS's
 `DIAGNOSIS//ICD//10//E1165`, OMOP's `ICD10CM/E11.65`): events, MEDS_BIRTH, GENDER, and
 HOSPITAL_ADMISSION / HOSPITAL_DISCHARGE (paired in time order into stays). Every other code is
 ignored and counted per family in `MedsReader.ignored`. `time` must be a timestamp (or date) column;
@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from exmed_bert.data.meds_codes import EVENT_KINDS, MedsCode, ignored, parse_meds_code
+from exmed_bert.convert.meds_codes import EVENT_KINDS, MedsCode, ignored, parse_meds_code
 from exmed_bert.errors import UserError
 
 REQUIRED_COLUMNS = ("subject_id", "time", "code")

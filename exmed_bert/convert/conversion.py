@@ -11,18 +11,22 @@ import gc
 import json
 import os
 import sys
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
-from exmed_bert.data.batches import Family
-from exmed_bert.data.fastpath import fast_block, read_table
-from exmed_bert.data.intake import Intake
-from exmed_bert.data.meds import MedsReader
-from exmed_bert.data.records import block_records, detect_format, iter_jsonl_blocks, iter_patients
-from exmed_bert.data.spill import TOKEN_KEYS, Spill, spill_folder
+from exmed_bert.convert.family import Family
+from exmed_bert.convert.fastpath import fast_block, read_table
+from exmed_bert.convert.intake import Intake
+from exmed_bert.convert.labels import read_task_csv
+from exmed_bert.convert.meds import MedsReader
+from exmed_bert.convert.records import block_records, detect_format, iter_jsonl_blocks, iter_patients
+from exmed_bert.convert.spill import Spill, spill_folder
+from exmed_bert.convert.validate import RecordParser
 from exmed_bert.data.splits import SPLITS, read_split_record
-from exmed_bert.data.validate import RecordParser
 from exmed_bert.data.vocab import FIRST_CODE_ID, UNK_ID, Vocab
 from exmed_bert.errors import UserError
 from exmed_bert.io import atomic_write, file_fingerprint, output_set, write_json
@@ -63,8 +67,6 @@ def meds_splitter(reader, split_source: str, input) -> tuple:
             raise UserError(f"{input}: --split-source meds needs metadata/subject_splits.parquet in the MEDS "
                             "dataset root; use --split-source hash to assign splits by patient-id hash")
         return None, "hash", None
-    from collections import Counter
-
     counts = Counter(splits.values())
 
     def split_of(pid: str) -> int:
@@ -84,45 +86,6 @@ def open_records(input: str | os.PathLike):
     return iter_patients(input), None
 
 
-class _Family(Family):
-    def write(self, split: int, path: Path, lut: np.ndarray, vocab_fingerprint: str, stage=lambda p: p) -> dict:
-        """Concatenate one split, remap to vocabulary ids, save (to `stage(path)`); returns its manifest entry."""
-        from exmed_bert.data.dataset import PatientDataset, build_dataset_dict
-
-        parts, self.parts[split] = self.parts[split], {}
-        patient_ids = parts.pop("patient_ids")
-        cat = {}
-        for k in list(parts):  # release each chunk list as soon as it is joined (peak ~1x, not 2x)
-            v = parts.pop(k)
-            if self.spill is not None and k in TOKEN_KEYS:
-                cat[k] = self.spill.take(split, k)
-            else:
-                cat[k] = np.concatenate(v) if v else np.zeros(0)
-            del v
-        ids = np.ascontiguousarray(cat["input_ids"], dtype=np.int32)
-        code_tokens = int(np.count_nonzero(ids >= FIRST_CODE_ID))
-        step = 1 << 22
-        for i in range(0, len(ids), step):  # remap in place by slices: no int64 copy of all tokens
-            ids[i:i + step] = lut[ids[i:i + step]]
-        unk = int(np.count_nonzero(ids == UNK_ID))  # provisional ids never hold [UNK], so each one is a code
-        cat["input_ids"] = ids
-        lengths = cat["lengths"].astype(np.int64)
-        cat["offsets"] = np.r_[0, np.cumsum(lengths)]
-        cat["los_offsets"] = np.r_[0, np.cumsum(cat["los_counts"].astype(np.int64))]
-        data = build_dataset_dict(cat, patient_ids, cat["labels"] if self.task else None,
-                                  cat["prediction_days"] if self.task else None)
-        data["vocab_fingerprint"] = vocab_fingerprint  # lets loaders catch a dataset/vocab.json mismatch
-        PatientDataset(data).save(stage(path))
-        entry = {"path": path.name, "patients": len(patient_ids), "tokens": int(lengths.sum()),
-                 "code_tokens": code_tokens, "unk_tokens": unk, "length_percentiles": _percentiles(lengths)}
-        if self.task:
-            labels = cat["labels"].astype(np.int64)
-            entry["label_counts"] = {str(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True))}
-            dropped, truncated = self.stays_cut[split].tolist()
-            entry["stays_cut_at_prediction_date"] = {"dropped": dropped, "truncated": truncated}
-        return entry
-
-
 @contextlib.contextmanager
 def _gc_paused():
     """Pause the cyclic GC: the pass creates millions of acyclic containers and keeps a chunk of them
@@ -134,13 +97,6 @@ def _gc_paused():
     finally:
         if was:
             gc.enable()
-
-
-def _percentiles(lengths: np.ndarray) -> dict:
-    if not len(lengths):
-        return {}
-    qs = (0, 5, 25, 50, 75, 95, 99, 100)
-    return {f"p{q}": float(v) for q, v in zip(qs, np.percentile(lengths, qs))} | {"mean": float(lengths.mean())}
 
 
 def _lookup(parser: RecordParser, vocab: Vocab) -> np.ndarray:
@@ -162,8 +118,6 @@ def convert_patients(input: str | os.PathLike, output: str | os.PathLike, *, spl
 
     pretraining=False with a fixed `vocab` builds only the task datasets (build_task_datasets).
     """
-    from exmed_bert.data.task import read_task_csv
-
     if on_error not in ("skip", "fail"):
         raise UserError(f"--on-error must be skip or fail, got {on_error!r}")
     paths = output_paths(output, task=not pretraining)
@@ -172,7 +126,7 @@ def convert_patients(input: str | os.PathLike, output: str | os.PathLike, *, spl
     if not pretraining and (labels is None or vocab is None):
         raise ValueError("a task-only build needs task_data and a vocabulary")
     paths["rejected"].parent.mkdir(parents=True, exist_ok=True)
-    # token arrays wait on disk, next to the output, until their split is written (exmed_bert.data.spill)
+    # token arrays wait on disk, next to the output, until their split is written (exmed_bert.convert.spill)
     with spill_folder(paths["rejected"].parent) as tmp:
         spills = [Spill(tmp, name) for name in ("pretrain", "task")]
         try:
@@ -187,13 +141,11 @@ def convert_patients(input: str | os.PathLike, output: str | os.PathLike, *, spl
 
 def _convert(input, paths, task_paths, labels, spills, *, split, max_length, train_ratio, seed, min_code_count,
              task_data, on_error, vocab, pretraining, args, progress, fast, split_source) -> dict:
-    from tqdm import tqdm
-
     reader = MedsReader(input) if is_meds(input) else None
     split_of, used_source, meds_split_counts = meds_splitter(reader, split_source, input)
     parser = RecordParser()
-    pre = _Family(parser, max_length, task=False, spill=spills[0]) if pretraining else None
-    task = _Family(parser, max_length, task=True, spill=spills[1]) if labels is not None else None
+    pre = Family(parser, max_length, task=False, spill=spills[0]) if pretraining else None
+    task = Family(parser, max_length, task=True, spill=spills[1]) if labels is not None else None
     wanted = SPLITS if split == "all" else (split,)
 
     with _gc_paused(), atomic_write(paths["rejected"]) as rej, \
@@ -249,8 +201,6 @@ def _convert(input, paths, task_paths, labels, spills, *, split, max_length, tra
 def _prefetched(blocks):
     """(block, pyarrow table or None) pairs; the next block is parsed in a thread (pyarrow releases the
     GIL) while the caller works on the current one."""
-    from concurrent.futures import ThreadPoolExecutor
-
     def parse(block):
         return block, (read_table(block.data, block.line_count()) if block.simple_newlines() else None)
 

@@ -8,13 +8,13 @@ chunk in hand, and the peak is about the largest split's tokens (13 bytes each),
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from exmed_bert.errors import UserError
-
-TOKEN_KEYS = ("input_ids", "token_type_ids", "position_ids", "age_ids", "days")
 
 
 class Spill:
@@ -60,9 +60,6 @@ class Spill:
 def spill_folder(parent: Path):
     """A temporary folder for spills in `parent` (`.converting-<pid>-<random>.tmp`), removed on exit; folders
     left by killed conversions (their process is gone) are removed first. Returns a context manager."""
-    import shutil
-    import tempfile
-
     if os.name == "posix":  # os.kill(pid, 0) only probes on POSIX
         for old in parent.glob(".converting-*-*.tmp"):
             try:

@@ -1,82 +1,23 @@
-"""Accepted patients as columnar batches, and the per-family buffer that encodes them by chunks.
-
-A batch is a dict over n patients: split, pids, sex, birth, label, cut [n]; events ev_pat, ev_day,
-ev_tok [E] (ev_pat = patient index, any order); stays los_pat (non-decreasing), los_days, los_start [S]
-(length in days, admission day as days since 1970).
-
-A task family cuts stays at the prediction date ("cut"), like events: a stay admitted on or after it is
-dropped, and one still open on it is truncated to (prediction day - admission day), what was known then.
+"""One output family of a conversion ('pretrain' or 'task'): accepted patients are encoded by chunks, kept
+per split (token arrays spilled to disk), then each split is remapped to vocabulary ids and saved.
 """
 
 from __future__ import annotations
 
-from itertools import chain
+from pathlib import Path
 
 import numpy as np
 
-from exmed_bert.data.encode import encode_chunk
+from exmed_bert.convert.columns import NO_CUT, concat, cut_stays, rows_batch
+from exmed_bert.convert.encode import encode_chunk
+from exmed_bert.convert.validate import RecordParser
+from exmed_bert.data.dataset import TOKEN_KEYS, PatientDataset, build_dataset_dict
 from exmed_bert.data.splits import SPLITS
-from exmed_bert.data.validate import RecordParser
+from exmed_bert.data.vocab import FIRST_CODE_ID, UNK_ID
 
-CHUNK = 8192
-NO_CUT = np.iinfo(np.int32).max
+CHUNK = 8192  # patients encoded together
 _KEYS = ("input_ids", "token_type_ids", "position_ids", "age_ids", "days", "lengths", "sex", "birth_days",
          "los_counts", "los_days", "los_start_days", "labels", "prediction_days", "patient_ids")
-
-
-def rows_batch(rows: list[tuple]) -> dict:
-    """A batch from per-record rows (Parsed, split, label or None, cut day or None)."""
-    pats = [r[0] for r in rows]
-    n = len(rows)
-    counts = np.fromiter((len(p.days) for p in pats), dtype=np.int64, count=n)
-    stays = np.fromiter((len(p.stays) for p in pats), dtype=np.int64, count=n)
-    return {"n": n, "split": np.array([r[1] for r in rows], dtype=np.int8), "pids": [p.patient_id for p in pats],
-            "sex": np.array([p.sex for p in pats], dtype=np.int8),
-            "birth": np.array([p.birth_day for p in pats], dtype=np.int32),
-            "label": np.array([0 if r[2] is None else r[2] for r in rows], dtype=np.int64),
-            "cut": np.array([NO_CUT if r[3] is None else r[3] for r in rows], dtype=np.int32),
-            "ev_pat": np.repeat(np.arange(n, dtype=np.int64), counts),
-            "ev_day": np.array(list(chain.from_iterable(p.days for p in pats)), dtype=np.int32),
-            "ev_tok": np.array(list(chain.from_iterable(p.toks for p in pats)), dtype=np.int32),
-            "los_pat": np.repeat(np.arange(n, dtype=np.int64), stays),
-            "los_days": np.array(list(chain.from_iterable(p.stays for p in pats)), dtype=np.int16),
-            "los_start": np.array(list(chain.from_iterable(p.stay_starts for p in pats)), dtype=np.int32)}
-
-
-def select(b: dict, keep: np.ndarray) -> dict:
-    """The patients where keep [n] is True, in order."""
-    remap = np.cumsum(keep) - 1
-    ev, st = keep[b["ev_pat"]], keep[b["los_pat"]]
-    out = {k: b[k][keep] for k in ("split", "sex", "birth", "label", "cut")}
-    out.update(n=int(keep.sum()), pids=[b["pids"][i] for i in np.flatnonzero(keep).tolist()],
-               ev_pat=remap[b["ev_pat"][ev]], ev_day=b["ev_day"][ev], ev_tok=b["ev_tok"][ev],
-               los_pat=remap[b["los_pat"][st]], los_days=b["los_days"][st], los_start=b["los_start"][st])
-    return out
-
-
-def concat(batches: list[dict]) -> dict:
-    if len(batches) == 1:
-        return batches[0]
-    base = np.cumsum([0] + [b["n"] for b in batches[:-1]])
-    out = {k: np.concatenate([b[k] for b in batches]) for k in
-           ("split", "sex", "birth", "label", "cut", "ev_day", "ev_tok", "los_days", "los_start")}
-    out.update(n=int(sum(b["n"] for b in batches)), pids=list(chain.from_iterable(b["pids"] for b in batches)),
-               ev_pat=np.concatenate([b["ev_pat"] + o for b, o in zip(batches, base)]),
-               los_pat=np.concatenate([b["los_pat"] + o for b, o in zip(batches, base)]))
-    return out
-
-
-def cut_stays(los_days: np.ndarray, los_start: np.ndarray, cut: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Stays as known on each one's prediction day cut [S] (NO_CUT: no date, nothing cut).
-
-    Returns (kept [S] bool: admitted strictly before the cut, lengths [S] int16 with open stays truncated
-    to cut - admission, truncated [S] bool: kept and shortened).
-    """
-    start = los_start.astype(np.int64)
-    kept = start < cut
-    known = np.minimum(los_days.astype(np.int64), cut.astype(np.int64) - start)  # int64: NO_CUT - start fits
-    truncated = kept & (known < los_days)
-    return kept, np.where(truncated, known, los_days).astype(np.int16), truncated
 
 
 class Family:
@@ -84,7 +25,7 @@ class Family:
 
     def __init__(self, parser: RecordParser, max_length: int, task: bool, spill=None):
         self.parser, self.max_length, self.task = parser, max_length, task
-        self.spill = spill                # a data.spill.Spill: token arrays go to disk, not to `parts`
+        self.spill = spill                # a convert.spill.Spill: token arrays go to disk, not to `parts`
         self.rows: list[tuple] = []       # per-record rows not yet turned into a batch
         self.batches: list[dict] = []
         self.n_pending = 0
@@ -145,7 +86,7 @@ class Family:
             if not len(r):
                 continue
             ids = enc["input_ids"][m]
-            for k in ("input_ids", "token_type_ids", "position_ids", "age_ids", "days"):
+            for k in TOKEN_KEYS:
                 if self.spill is not None:
                     self.spill.append(s, k, ids if k == "input_ids" else enc[k][m])
                 else:
@@ -170,3 +111,45 @@ class Family:
                 c = np.bincount(ids, minlength=len(self.parser.tokens))
                 c[: len(self.train_counts)] += self.train_counts
                 self.train_counts = c
+
+    def write(self, split: int, path: Path, lut: np.ndarray, vocab_fingerprint: str, stage=lambda p: p) -> dict:
+        """Concatenate one split, remap to vocabulary ids, save (to `stage(path)`); returns its manifest entry."""
+        parts, self.parts[split] = self.parts[split], {}
+        patient_ids = parts.pop("patient_ids")
+        cat = {}
+        for k in list(parts):  # release each chunk list as soon as it is joined (peak ~1x, not 2x)
+            v = parts.pop(k)
+            if self.spill is not None and k in TOKEN_KEYS:
+                cat[k] = self.spill.take(split, k)
+            else:
+                cat[k] = np.concatenate(v) if v else np.zeros(0)
+            del v
+        ids = np.ascontiguousarray(cat["input_ids"], dtype=np.int32)
+        code_tokens = int(np.count_nonzero(ids >= FIRST_CODE_ID))
+        step = 1 << 22
+        for i in range(0, len(ids), step):  # remap in place by slices: no int64 copy of all tokens
+            ids[i:i + step] = lut[ids[i:i + step]]
+        unk = int(np.count_nonzero(ids == UNK_ID))  # provisional ids never hold [UNK], so each one is a code
+        cat["input_ids"] = ids
+        lengths = cat["lengths"].astype(np.int64)
+        cat["offsets"] = np.r_[0, np.cumsum(lengths)]
+        cat["los_offsets"] = np.r_[0, np.cumsum(cat["los_counts"].astype(np.int64))]
+        data = build_dataset_dict(cat, patient_ids, cat["labels"] if self.task else None,
+                                  cat["prediction_days"] if self.task else None)
+        data["vocab_fingerprint"] = vocab_fingerprint  # lets loaders catch a dataset/vocab.json mismatch
+        PatientDataset(data).save(stage(path))
+        entry = {"path": path.name, "patients": len(patient_ids), "tokens": int(lengths.sum()),
+                 "code_tokens": code_tokens, "unk_tokens": unk, "length_percentiles": _percentiles(lengths)}
+        if self.task:
+            labels = cat["labels"].astype(np.int64)
+            entry["label_counts"] = {str(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True))}
+            dropped, truncated = self.stays_cut[split].tolist()
+            entry["stays_cut_at_prediction_date"] = {"dropped": dropped, "truncated": truncated}
+        return entry
+
+
+def _percentiles(lengths: np.ndarray) -> dict:
+    if not len(lengths):
+        return {}
+    qs = (0, 5, 25, 50, 75, 95, 99, 100)
+    return {f"p{q}": float(v) for q, v in zip(qs, np.percentile(lengths, qs))} | {"mean": float(lengths.mean())}

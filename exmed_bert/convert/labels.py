@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from exmed_bert.data.validate import parse_day
+from exmed_bert.convert.validate import parse_day
 from exmed_bert.errors import UserError
 
 

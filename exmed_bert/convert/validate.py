@@ -10,10 +10,11 @@ from __future__ import annotations
 import datetime as _dt
 from dataclasses import dataclass, field
 
+from exmed_bert.codes import CodeError, normalize, token_type
+from exmed_bert.data.dataset import UNKNOWN_BIRTH
 from exmed_bert.data.vocab import FIRST_CODE_ID, SPECIAL_TOKENS, SYSTEM_TYPES
 
 EPOCH_ORDINAL = _dt.date(1970, 1, 1).toordinal()
-UNKNOWN_BIRTH = -(2 ** 31)     # birth_days value when a record has no birth date
 MAX_CODE_LENGTH = 32
 CATEGORIES = (("diagnoses", "icd10cm"), ("prescriptions", "atc"), ("procedures", "cpt"))
 _SEX = {"f": 1, "female": 1, "w": 1, "m": 2, "male": 2, "u": 0, "unknown": 0, "": 0}
@@ -21,32 +22,6 @@ _SEX = {"f": 1, "female": 1, "w": 1, "m": 2, "male": 2, "u": 0, "unknown": 0, ""
 
 class Reject(Exception):
     """A record that cannot be used; the message is the reason written to the rejects file."""
-
-
-def _codes_api():
-    """(normalize, token_type, CodeError) from exmed_bert.codes, or a minimal stand-in while that
-    module is absent (format-only normalisation; see docs/DATASET.md)."""
-    try:
-        from exmed_bert.codes import normalize, token_type
-        try:
-            from exmed_bert.codes import CodeError
-        except ImportError:
-            CodeError = ValueError
-        return normalize, token_type, CodeError
-    except ImportError:
-        return _fallback_normalize, lambda system: SYSTEM_TYPES.get(system, 1), ValueError
-
-
-def _fallback_normalize(code: str, system: str) -> str:
-    c = code.strip().upper()
-    if not c or not c.replace(".", "").isalnum():
-        raise ValueError(f"malformed {system} code {code!r}")
-    if system == "icd10cm":
-        c = c.replace(".", "")
-        if not (c[0].isalpha() and 3 <= len(c) <= 7):
-            raise ValueError(f"malformed ICD-10-CM code {code!r}")
-        return c[:3] + ("." + c[3:] if len(c) > 3 else "")
-    return c
 
 
 def parse_day(s: str) -> int:
@@ -82,7 +57,6 @@ class RecordParser:
     """Validates patient dicts. Owns the provisional token table (ids 0..4 are the special tokens)."""
 
     def __init__(self):
-        self.normalize, self._token_type, self._code_error = _codes_api()
         self.tokens: list[str] = list(SPECIAL_TOKENS)
         self.token_types: list[int] = [0] * FIRST_CODE_ID
         self.sort_keys: list[int] = [0] * FIRST_CODE_ID
@@ -124,9 +98,9 @@ class RecordParser:
             ok = key in self._by_raw
             if not ok and len(code) <= MAX_CODE_LENGTH:
                 try:
-                    self.normalize(code, system)
+                    normalize(code, system)
                     ok = True
-                except self._code_error:
+                except CodeError:
                     pass
             self._code_ok[key] = ok
         return ok
@@ -139,15 +113,15 @@ class RecordParser:
         if len(code) > MAX_CODE_LENGTH:
             raise Reject(f"code too long ({len(code)} characters): {code[:40]!r}...")
         try:
-            norm = self.normalize(code, system)
-        except self._code_error as e:  # a malformed code, not merely an unknown one
+            norm = normalize(code, system)
+        except CodeError as e:  # a malformed code, not merely an unknown one
             raise Reject(f"unparseable {system} code {code!r}: {e}") from None
         text = f"{system}:{norm}"
         tid = self._ids.get(text)
         if tid is None:
             tid = self._ids[text] = len(self.tokens)
             self.tokens.append(text)
-            self.token_types.append(int(self._token_type(system)))
+            self.token_types.append(int(token_type(system)))
             self.sort_keys.append(code_sort_key(norm))
         self._by_raw[key] = tid
         return tid

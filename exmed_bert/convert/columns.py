@@ -1,0 +1,72 @@
+"""Accepted patients as columnar batches: a dict of numpy arrays over n patients, and the operations on it.
+
+A batch is a dict over n patients: split, pids, sex, birth, label, cut [n]; events ev_pat, ev_day,
+ev_tok [E] (ev_pat = patient index, any order); stays los_pat (non-decreasing), los_days, los_start [S]
+(length in days, admission day as days since 1970).
+
+A task family cuts stays at the prediction date ("cut"), like events: a stay admitted on or after it is
+dropped, and one still open on it is truncated to (prediction day - admission day), what was known then.
+"""
+
+from __future__ import annotations
+
+from itertools import chain
+
+import numpy as np
+
+NO_CUT = np.iinfo(np.int32).max  # "cut" of a patient without a prediction date
+
+
+def rows_batch(rows: list[tuple]) -> dict:
+    """A batch from per-record rows (Parsed, split, label or None, cut day or None)."""
+    pats = [r[0] for r in rows]
+    n = len(rows)
+    counts = np.fromiter((len(p.days) for p in pats), dtype=np.int64, count=n)
+    stays = np.fromiter((len(p.stays) for p in pats), dtype=np.int64, count=n)
+    return {"n": n, "split": np.array([r[1] for r in rows], dtype=np.int8), "pids": [p.patient_id for p in pats],
+            "sex": np.array([p.sex for p in pats], dtype=np.int8),
+            "birth": np.array([p.birth_day for p in pats], dtype=np.int32),
+            "label": np.array([0 if r[2] is None else r[2] for r in rows], dtype=np.int64),
+            "cut": np.array([NO_CUT if r[3] is None else r[3] for r in rows], dtype=np.int32),
+            "ev_pat": np.repeat(np.arange(n, dtype=np.int64), counts),
+            "ev_day": np.array(list(chain.from_iterable(p.days for p in pats)), dtype=np.int32),
+            "ev_tok": np.array(list(chain.from_iterable(p.toks for p in pats)), dtype=np.int32),
+            "los_pat": np.repeat(np.arange(n, dtype=np.int64), stays),
+            "los_days": np.array(list(chain.from_iterable(p.stays for p in pats)), dtype=np.int16),
+            "los_start": np.array(list(chain.from_iterable(p.stay_starts for p in pats)), dtype=np.int32)}
+
+
+def select(b: dict, keep: np.ndarray) -> dict:
+    """The patients where keep [n] is True, in order."""
+    remap = np.cumsum(keep) - 1
+    ev, st = keep[b["ev_pat"]], keep[b["los_pat"]]
+    out = {k: b[k][keep] for k in ("split", "sex", "birth", "label", "cut")}
+    out.update(n=int(keep.sum()), pids=[b["pids"][i] for i in np.flatnonzero(keep).tolist()],
+               ev_pat=remap[b["ev_pat"][ev]], ev_day=b["ev_day"][ev], ev_tok=b["ev_tok"][ev],
+               los_pat=remap[b["los_pat"][st]], los_days=b["los_days"][st], los_start=b["los_start"][st])
+    return out
+
+
+def concat(batches: list[dict]) -> dict:
+    if len(batches) == 1:
+        return batches[0]
+    base = np.cumsum([0] + [b["n"] for b in batches[:-1]])
+    out = {k: np.concatenate([b[k] for b in batches]) for k in
+           ("split", "sex", "birth", "label", "cut", "ev_day", "ev_tok", "los_days", "los_start")}
+    out.update(n=int(sum(b["n"] for b in batches)), pids=list(chain.from_iterable(b["pids"] for b in batches)),
+               ev_pat=np.concatenate([b["ev_pat"] + o for b, o in zip(batches, base)]),
+               los_pat=np.concatenate([b["los_pat"] + o for b, o in zip(batches, base)]))
+    return out
+
+
+def cut_stays(los_days: np.ndarray, los_start: np.ndarray, cut: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stays as known on each one's prediction day cut [S] (NO_CUT: no date, nothing cut).
+
+    Returns (kept [S] bool: admitted strictly before the cut, lengths [S] int16 with open stays truncated
+    to cut - admission, truncated [S] bool: kept and shortened).
+    """
+    start = los_start.astype(np.int64)
+    kept = start < cut
+    known = np.minimum(los_days.astype(np.int64), cut.astype(np.int64) - start)  # int64: NO_CUT - start fits
+    truncated = kept & (known < los_days)
+    return kept, np.where(truncated, known, los_days).astype(np.int16), truncated
