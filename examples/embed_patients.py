@@ -2,7 +2,7 @@
 
 Shows: `ExMedBertModel.from_pretrained(<checkpoint-best>)` (the encoder alone; the pretraining heads are
 dropped), checking the dataset was encoded with the checkpoint's own vocab.json, batching with
-`PaddedCollator`, and `pooled_output` (P, H). Writes <output> (.npy: float32 (N, H); .csv: patient_id
+`Collator(mlm=False)`, and `pooled_output` (P, H). Writes <output> (.npy: float32 (N, H); .csv: patient_id
 then H columns) and, for .npy, the row order as <output stem>_ids.csv. Needs pretrain_tiny.py first.
 
     python examples/embed_patients.py --workdir examples_out --pooling mean
@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from exmed_bert.data.collate import PaddedCollator
+    from exmed_bert.data.collate import Collator
     from exmed_bert.data.dataset import PatientDataset
     from exmed_bert.data.vocab import Vocab
     from exmed_bert.io import atomic_write
@@ -67,7 +67,7 @@ def main(argv=None) -> int:
     model = ExMedBertModel.from_pretrained(model_path, use_safetensors=True).eval()
     ds = PatientDataset.load(data)
 
-    loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, collate_fn=PaddedCollator())
+    loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, collate_fn=Collator(mlm=False))
     rows = []
     with torch.no_grad():
         for batch in loader:

@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     args = parse_args(Args, argv, prog="predict_finetuned.py")
     import torch
 
-    from exmed_bert.data.collate import PaddedCollator
+    from exmed_bert.data.collate import Collator
     from exmed_bert.data.dataset import PatientDataset
     from exmed_bert.io import atomic_write
     from exmed_bert.model import ExMedBertForSequenceClassification
@@ -51,7 +51,7 @@ def main(argv=None) -> int:
 
     model = ExMedBertForSequenceClassification.from_pretrained(model_path, use_safetensors=True).eval()
     ds = PatientDataset.load(data)
-    loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, collate_fn=PaddedCollator())
+    loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, collate_fn=Collator(mlm=False))
     probs = []
     with torch.no_grad():
         for batch in loader:

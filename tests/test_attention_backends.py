@@ -25,7 +25,7 @@ import torch
 from exmed_bert.errors import UserError
 from exmed_bert.model import ExMedBertConfig, ExMedBertForPreTraining
 from exmed_bert.training.args import TrainingCommonArgs, build_training_arguments, check_attention, fast_path_kwargs
-from exmed_bert.training.batching import PretrainCollator
+from exmed_bert.data.collate import Collator
 
 V = 100
 DEVICE = os.environ.get("EXMED_TEST_DEVICE", "cpu")
@@ -61,7 +61,7 @@ def make_items(n: int = 8, seed: int = 0) -> list[dict]:
 def batch_of(items, pack_length: int | None = None) -> dict:
     """Masks depend on (patient, position) only, so padded and packed batches of `items` mask the same codes;
     `index` (P,) names the patient behind each PLOS logit (packing reorders them)."""
-    out = PretrainCollator(vocab_size=V, seed=1, plos_threshold=7, mlm_probability=0.3, pack_length=pack_length,
+    out = Collator(vocab_size=V, seed=1, plos_threshold=7, mlm_probability=0.3, pack_length=pack_length,
                            return_index=True)(items)
     return {k: v.to(DEVICE) for k, v in out.items()}
 

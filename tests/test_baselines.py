@@ -17,6 +17,7 @@ import scipy.sparse as sp
 from exmed_bert.baselines import estimators
 from exmed_bert.baselines.features import code_counts, featurize
 from exmed_bert.baselines.runner import run_baseline
+from exmed_bert.io import file_fingerprint
 
 PRED_DATE = date(2021, 1, 1)
 SIGNAL = "E11.9"        # planted before the prediction date, mostly in positives
@@ -270,6 +271,16 @@ def test_task_csv_bad_rows_are_counted_skips(claims, tmp_path, capsys):
     for word in ("unknown patient id", "duplicate", "not an integer", "out of range", "YYYY-MM-DD"):
         assert word in reasons
     assert "skipped 5 of" in capsys.readouterr().err
+    # the accepted rows reach the converter in memory: no cleaned copy of the CSV is written and re-read,
+    # and the task datasets record which rows they hold, so the same CSV reuses them
+    assert not (out / "task_valid_rows.csv").exists()
+    task_man = json.loads((claims["data"] / "synthetic_task_manifest.json").read_text())["task"]
+    assert task_man["task_data"] == str(bad) and task_man["task_fingerprint"] != file_fingerprint(bad)
+    built = (claims["data"] / "synthetic_task_train.pt").stat().st_mtime_ns
+    assert main_rf(["--data-dir", str(claims["data"]), "--task-data", str(bad), "--output-dir", str(out),
+                    "--n-estimators", "10", "--n-jobs", "1", "--n-bootstrap", "20"]) == 0
+    assert (claims["data"] / "synthetic_task_train.pt").stat().st_mtime_ns == built
+    capsys.readouterr()
     # --on-task-error fail: the first bad row is a one-line error with exit status 2
     rc = main_rf(["--data-dir", str(claims["data"]), "--task-data", str(bad), "--output-dir", str(out),
                   "--on-task-error", "fail"])

@@ -9,9 +9,11 @@ import pytest
 import torch
 
 from exmed_bert.data.dataset import PatientDataset, build_dataset_dict
+from exmed_bert.data.collate import Collator, IndexBatch, batched_view, pack_rows
+from exmed_bert.data.dataset import SEQ_KEYS
 from exmed_bert.data.masking import mask_tokens
-from exmed_bert.training.batching import (SEQ_KEYS, EpochBatch, IndexBatch, PretrainCollator, TokenBudgetBatchSampler,
-                                         batched_view, bucket_lengths, pack_rows)
+from exmed_bert.data.sampler import EpochBatch, TokenBudgetBatchSampler, bucket_lengths
+from exmed_bert.data.vocab import FIRST_CODE_ID
 
 V = 100
 
@@ -86,7 +88,7 @@ def test_pack_rows_fills_rows_without_overlap():
 @pytest.mark.parametrize("pack_length", [None, 128])
 def test_collator_places_every_token_and_masks_consistently(pack_length):
     items = make_items(30)
-    c = PretrainCollator(vocab_size=V, seed=5, plos_threshold=7, pack_length=pack_length, return_index=True)
+    c = Collator(vocab_size=V, seed=5, plos_threshold=7, pack_length=pack_length, return_index=True)
     batch = c(items)
     t = batch["input_ids"].shape[1]
     assert t in (16, 32, 48, 64, 80, 96, 128, 160)
@@ -112,18 +114,18 @@ def test_collator_places_every_token_and_masks_consistently(pack_length):
 
 def test_packed_and_padded_batches_get_the_same_masks():
     items = make_items(20)
-    a = PretrainCollator(vocab_size=V, seed=5)(items)
-    b = PretrainCollator(vocab_size=V, seed=5, pack_length=128)(items)
+    a = Collator(vocab_size=V, seed=5)(items)
+    b = Collator(vocab_size=V, seed=5, pack_length=128)(items)
     assert sorted(a["labels"][a["labels"] != -100].tolist()) == sorted(b["labels"][b["labels"] != -100].tolist())
 
 
 def test_dynamic_masking_changes_with_epoch_static_does_not():
     items = make_items(20)
-    c = PretrainCollator(vocab_size=V, seed=5, epoch=0)
+    c = Collator(vocab_size=V, seed=5, epoch=0)
     first = c(items)["labels"]
     c.epoch = 1
     assert not torch.equal(first, c(items)["labels"])
-    static = PretrainCollator(vocab_size=V, seed=5)
+    static = Collator(vocab_size=V, seed=5)
     assert torch.equal(static(items)["labels"], static(items)["labels"])
 
 
@@ -139,28 +141,28 @@ def test_sampler_stamps_batches_with_their_epoch_and_the_stamp_survives_pickling
 def test_dynamic_collator_masks_by_the_batch_stamp_static_ignores_it():
     ds = make_dataset(30, seed=5, labels=False)
     idx = list(range(30))
-    dynamic = PretrainCollator(vocab_size=V, seed=5, dynamic=True)
+    dynamic = Collator(vocab_size=V, seed=5, dynamic=True)
     stamped = [dynamic(IndexBatch(ds, idx, epoch=e))["labels"] for e in (0, 1)]
     assert not torch.equal(*stamped)
     dynamic.set_epoch(1)  # the collator's own epoch (a stale copy in a worker) does not override the stamp
     assert torch.equal(dynamic(IndexBatch(ds, idx, epoch=0))["labels"], stamped[0])
     assert torch.equal(dynamic(IndexBatch(ds, idx))["labels"], stamped[1])  # unstamped: the collator's epoch
-    assert torch.equal(PretrainCollator(vocab_size=V, seed=5, epoch=1)(IndexBatch(ds, idx))["labels"], stamped[1])
-    static = PretrainCollator(vocab_size=V, seed=5)
+    assert torch.equal(Collator(vocab_size=V, seed=5, epoch=1)(IndexBatch(ds, idx))["labels"], stamped[1])
+    static = Collator(vocab_size=V, seed=5)
     static.set_epoch(1)
     assert torch.equal(static(IndexBatch(ds, idx, epoch=0))["labels"], static(IndexBatch(ds, idx, epoch=1))["labels"])
 
 
 def test_collator_without_mlm_returns_task_labels_per_patient():
     items = make_items(10)
-    batch = PretrainCollator(mlm=False, pack_length=64, return_index=True)(items)
+    batch = Collator(mlm=False, pack_length=64, return_index=True)(items)
     assert batch["labels"].tolist() == [items[i]["label"] for i in batch["index"].tolist()]
     assert batch["input_ids"].dtype == torch.long and "seq_ids" in batch
 
 
 # ---- the vectorised collator gives exactly the outputs of the previous per-item implementation --------------
-def reference_collate(c: PretrainCollator, items: list[dict]) -> dict:
-    """`PretrainCollator.__call__` as it was before the dataset-slicing rewrite (verbatim, `self` -> `c`)."""
+def reference_collate(c: Collator, items: list[dict]) -> dict:
+    """`Collator.__call__` as it was before the dataset-slicing rewrite (verbatim, `self` -> `c`)."""
     lengths = torch.tensor([it["input_ids"].shape[0] for it in items], dtype=torch.long)
     order = torch.arange(len(items))
     if c.pack_length:
@@ -183,9 +185,9 @@ def reference_collate(c: PretrainCollator, items: list[dict]) -> dict:
     fields, fill = flat + [sex[tok_item]], [0] * 5
     if c.mlm:
         masked, mlm_labels = mask_tokens(
-            flat[0][None], (flat[0] >= c.first_code_id)[None], index[tok_item][None], within[None],
+            flat[0][None], (flat[0] >= FIRST_CODE_ID)[None], index[tok_item][None], within[None],
             seed=c.seed, epoch=c.epoch, vocab_size=c.vocab_size,
-            mlm_probability=c.mlm_probability, max_masked=c.max_masked, first_code_id=c.first_code_id)
+            mlm_probability=c.mlm_probability, max_masked=c.max_masked, first_code_id=FIRST_CODE_ID)
         fields[0] = masked[0]
         fields.append(mlm_labels[0])
         fill.append(-100)
@@ -242,7 +244,7 @@ COLLATOR_SETTINGS = [dict(), dict(pack_length=128), dict(pack_length=512, max_ma
 @pytest.mark.parametrize("settings", COLLATOR_SETTINGS)
 def test_collator_matches_the_reference_on_random_batches(settings):
     ds = make_dataset(80, seed=1)
-    c = PretrainCollator(vocab_size=V, seed=7, **settings)
+    c = Collator(vocab_size=V, seed=7, **settings)
     rng = np.random.default_rng(0)
     for _ in range(12):
         idx = rng.choice(len(ds), int(rng.integers(1, 40)), replace=False).tolist()
@@ -254,14 +256,14 @@ def test_collator_matches_the_reference_on_random_batches(settings):
 @pytest.mark.parametrize("pack_length", [None, 128])
 def test_collator_matches_the_reference_on_hand_made_items(pack_length):
     items = make_items(40, seed=3)  # int32/int8/int16 tensors, not dataset slices
-    c = PretrainCollator(vocab_size=V, seed=5, plos_threshold=7, pack_length=pack_length, return_index=True)
+    c = Collator(vocab_size=V, seed=5, plos_threshold=7, pack_length=pack_length, return_index=True)
     assert_same_batch(c(items), reference_collate(c, items))
 
 
 def test_sampler_batches_reach_the_collator_as_index_batches():
     ds = make_dataset(50, seed=2, labels=False)
     sampler = TokenBudgetBatchSampler(ds.lengths, 1024, seed=0)
-    c = PretrainCollator(vocab_size=V, seed=1, return_index=True)
+    c = Collator(vocab_size=V, seed=1, return_index=True)
     assert batched_view(ds, lambda items: items) is ds  # collators that want item lists see the dataset as is
     loader = torch.utils.data.DataLoader(batched_view(ds, c), batch_sampler=sampler, collate_fn=c)
     seen = []

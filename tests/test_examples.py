@@ -81,7 +81,7 @@ def test_pretrain_tiny_leaves_a_complete_best_model(workdir):
 def test_embed_patients_gives_one_vector_per_patient(workdir, suffix, pooling):
     import torch
 
-    from exmed_bert.data.collate import pad_batch
+    from exmed_bert.data.collate import Collator
     from exmed_bert.data.dataset import PatientDataset
     from exmed_bert.model import ExMedBertModel
 
@@ -101,7 +101,7 @@ def test_embed_patients_gives_one_vector_per_patient(workdir, suffix, pooling):
     assert emb.shape == (len(ds), model.config.hidden_size) and ids == list(ds.patient_ids)
     # the first patient, alone in its batch, gives the same vector
     with torch.no_grad():
-        batch = pad_batch([ds[0]])
+        batch = Collator(mlm=False)([ds[0]])
         batch.pop("labels", None)
         ref = model(**batch, pooling=pooling).pooled_output[0].numpy()
     np.testing.assert_allclose(emb[0], ref, rtol=1e-4, atol=1e-4)

@@ -10,9 +10,9 @@ import pytest
 import torch
 from transformers import TrainerCallback, TrainingArguments
 
+from exmed_bert.data.collate import batched_view
 from exmed_bert.model import ExMedBertConfig, ExMedBertForPreTraining
-from exmed_bert.training.batching import batched_view
-from exmed_bert.training.batching_setup import make_batching
+from exmed_bert.training.pretrain import make_batching
 from exmed_bert.training.trainer import ExMedTrainer
 from test_batching import V, make_dataset
 

@@ -40,6 +40,9 @@ def test_matches_sklearn_with_ties():
     assert M.weighted_auprc(y, p, one)[0] == pytest.approx(average_precision_score(y, p))
     assert M.weighted_threshold_metrics(y, p, one, 0.6)["f1"][0] == pytest.approx(f1_score(y, p >= 0.6))
     assert M.weighted_brier(y, p, one)[0] == pytest.approx(brier_score_loss(y, p))
+    point = M.binary_metrics(y, p, 0.6, n_bootstrap=0)["metrics"]  # the reported values are scikit-learn's
+    assert point["auroc"]["value"] == roc_auc_score(y, p) and point["f1"]["value"] == f1_score(y, p >= 0.6)
+    assert point["auroc"]["ci_low"] is None  # no resamples, no interval
 
 
 def test_bootstrap_weights_equal_resampling():
@@ -183,9 +186,9 @@ def test_pretraining_plos_metrics_include_auprc_and_prevalence():
     """F1 at 0.5 is 0 when every score is below 0.5, yet a perfect ranking shows in AUROC and AUPRC."""
     import math
 
-    from exmed_bert.training.metrics import binary_metrics
+    from exmed_bert.training.metrics import plos_metrics
 
-    out = binary_metrics([0.1, 0.2, 0.3, 0.4], [0, 0, 0, 1])
+    out = plos_metrics([0.1, 0.2, 0.3, 0.4], [0, 0, 0, 1])
     assert out == {"auroc": 1.0, "auprc": 1.0, "f1": 0.0, "prevalence": 0.25}
-    one_class = binary_metrics([0.1, 0.9], [0, 0])
+    one_class = plos_metrics([0.1, 0.9], [0, 0])
     assert math.isnan(one_class["auroc"]) and math.isnan(one_class["auprc"]) and one_class["prevalence"] == 0.0

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from exmed_bert.errors import UserError
 from exmed_bert.model import (ExMedBertConfig, ExMedBertForPreTraining, ExMedBertForSequenceClassification,
                               ExMedBertModel, count_parameters, resolve_architecture, validate_architecture)
-from exmed_bert.training.batching import PretrainCollator
+from exmed_bert.data.collate import Collator
 
 V = 100
 
@@ -37,7 +37,7 @@ def make_items(n: int = 6, seed: int = 0, min_len: int = 3, max_len: int = 20) -
 
 
 def collate(items, **kw):
-    return PretrainCollator(vocab_size=V, seed=1, plos_threshold=7, mlm_probability=0.3, **kw)(items)
+    return Collator(vocab_size=V, seed=1, plos_threshold=7, mlm_probability=0.3, **kw)(items)
 
 
 @pytest.fixture(scope="module")

@@ -274,7 +274,7 @@ def test_dynamic_masking_changes_masks_by_epoch_static_does_not(data_dir):
     from types import SimpleNamespace
 
     from exmed_bert.data.dataset import PatientDataset
-    from exmed_bert.training.batching_setup import make_batching
+    from exmed_bert.training.pretrain import make_batching
 
     ds = PatientDataset.load(data_dir / "synthetic_train.pt")
     items = [ds[i] for i in range(8)]
@@ -293,8 +293,8 @@ def test_token_budget_batches_stay_under_budget(data_dir):
     from types import SimpleNamespace
 
     from exmed_bert.data.dataset import PatientDataset
-    from exmed_bert.training.batching import bucket_lengths
-    from exmed_bert.training.batching_setup import make_batching
+    from exmed_bert.data.sampler import bucket_lengths
+    from exmed_bert.training.pretrain import make_batching
 
     ds = PatientDataset.load(data_dir / "synthetic_train.pt")
     args = SimpleNamespace(plos=False, plos_threshold=7, seed=3, mlm_probability=0.15, dynamic_masking=False,

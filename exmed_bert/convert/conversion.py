@@ -21,7 +21,7 @@ from tqdm import tqdm
 from exmed_bert.convert.family import Family
 from exmed_bert.convert.fastpath import fast_block, read_table
 from exmed_bert.convert.intake import Intake
-from exmed_bert.convert.labels import read_task_csv
+from exmed_bert.convert.labels import TaskTable, read_task_csv
 from exmed_bert.convert.meds import MedsReader
 from exmed_bert.convert.records import block_records, detect_format, iter_jsonl_blocks, iter_patients
 from exmed_bert.convert.spill import Spill, spill_folder
@@ -109,7 +109,7 @@ def _lookup(parser: RecordParser, vocab: Vocab) -> np.ndarray:
 
 def convert_patients(input: str | os.PathLike, output: str | os.PathLike, *, split: str = "all",
                      max_length: int = 512, train_ratio: float = 0.8, seed: int = 42, min_code_count: int = 1,
-                     task_data: str | os.PathLike | None = None, on_error: str = "skip",
+                     task_data: str | os.PathLike | TaskTable | None = None, on_error: str = "skip",
                      vocab: Vocab | None = None, pretraining: bool = True, args: dict | None = None,
                      progress: bool = True, fast: bool = True, split_source: str = "auto") -> dict:
     """Convert and write everything; returns the manifest. See docs/DATASET.md for the file layout.
@@ -117,21 +117,22 @@ def convert_patients(input: str | os.PathLike, output: str | os.PathLike, *, spl
     fast=False sends every JSONL record through the per-record path (the reference; same outputs).
 
     pretraining=False with a fixed `vocab` builds only the task datasets (build_task_datasets).
+    `task_data` is a task CSV (any bad row stops the conversion) or the accepted rows of one (`TaskTable`).
     """
     if on_error not in ("skip", "fail"):
         raise UserError(f"--on-error must be skip or fail, got {on_error!r}")
     paths = output_paths(output, task=not pretraining)
     task_paths = output_paths(output, task=True)
-    labels = read_task_csv(task_data) if task_data else None
-    if not pretraining and (labels is None or vocab is None):
+    table = read_task_csv(task_data, skip_hint=None) if isinstance(task_data, (str, os.PathLike)) else task_data
+    if not pretraining and (table is None or vocab is None):
         raise ValueError("a task-only build needs task_data and a vocabulary")
     paths["rejected"].parent.mkdir(parents=True, exist_ok=True)
     # token arrays wait on disk, next to the output, until their split is written (exmed_bert.convert.spill)
     with spill_folder(paths["rejected"].parent) as tmp:
         spills = [Spill(tmp, name) for name in ("pretrain", "task")]
         try:
-            return _convert(input, paths, task_paths, labels, spills, split=split, max_length=max_length,
-                            train_ratio=train_ratio, seed=seed, min_code_count=min_code_count, task_data=task_data,
+            return _convert(input, paths, task_paths, table, spills, split=split, max_length=max_length,
+                            train_ratio=train_ratio, seed=seed, min_code_count=min_code_count,
                             on_error=on_error, vocab=vocab, pretraining=pretraining, args=args, progress=progress,
                             fast=fast, split_source=split_source)
         finally:
@@ -139,12 +140,13 @@ def convert_patients(input: str | os.PathLike, output: str | os.PathLike, *, spl
                 s.close()
 
 
-def _convert(input, paths, task_paths, labels, spills, *, split, max_length, train_ratio, seed, min_code_count,
-             task_data, on_error, vocab, pretraining, args, progress, fast, split_source) -> dict:
+def _convert(input, paths, task_paths, table: TaskTable | None, spills, *, split, max_length, train_ratio, seed,
+             min_code_count, on_error, vocab, pretraining, args, progress, fast, split_source) -> dict:
     reader = MedsReader(input) if is_meds(input) else None
     split_of, used_source, meds_split_counts = meds_splitter(reader, split_source, input)
     parser = RecordParser()
     pre = Family(parser, max_length, task=False, spill=spills[0]) if pretraining else None
+    labels = table.by_patient() if table is not None else None  # {patient_id: (label, prediction day)}
     task = Family(parser, max_length, task=True, spill=spills[1]) if labels is not None else None
     wanted = SPLITS if split == "all" else (split,)
 
@@ -187,7 +189,7 @@ def _convert(input, paths, task_paths, labels, spills, *, split, max_length, tra
                 if name in wanted:
                     manifest["splits"][name] = pre.write(s, paths[name], lut, vocab.fingerprint(), stage)
         if task is not None:
-            manifest["task"] = {"task_data": str(task_data), "task_fingerprint": file_fingerprint(task_data),
+            manifest["task"] = {"task_data": str(table.path), "task_fingerprint": table.fingerprint,
                                 "unlabelled_patients": n_unlabelled,
                                 "labels_without_patient": len(set(labels) - seen),
                                 "no_events_before_prediction_date": task.no_events, "splits": {}}
@@ -240,27 +242,28 @@ def _feed(run: Intake, input, bar, fast: bool, reader=None):
     return meds
 
 
-def build_task_datasets(input: str | os.PathLike, task_csv: str | os.PathLike, vocab_path: str | os.PathLike,
-                        output: str | os.PathLike, *, max_length: int = 512, train_ratio: float = 0.8,
-                        seed: int = 42, on_error: str = "skip", progress: bool = True,
+def build_task_datasets(input: str | os.PathLike, task: str | os.PathLike | TaskTable,
+                        vocab_path: str | os.PathLike, output: str | os.PathLike, *, max_length: int = 512,
+                        train_ratio: float = 0.8, seed: int = 42, on_error: str = "skip", progress: bool = True,
                         split_source: str = "auto") -> dict[str, Path]:
     """Write `<stem>_task_{train,val,test}.pt` for an existing conversion (same vocab, same splits).
 
     Its manifest records the split (seed, train_ratio) it was cut with, like a conversion's."""
     convert_patients(input, output, max_length=max_length, train_ratio=train_ratio, seed=seed,
-                     task_data=task_csv, on_error=on_error, vocab=Vocab.load(vocab_path), pretraining=False,
+                     task_data=task, on_error=on_error, vocab=Vocab.load(vocab_path), pretraining=False,
                      progress=progress, split_source=split_source,
-                     args={"input": str(input), "output": str(output), "task_data": str(task_csv),
-                           "vocab": str(vocab_path), "max_length": max_length, "train_ratio": train_ratio,
-                           "seed": seed, "on_error": on_error, "split_source": split_source})
+                     args={"input": str(input), "output": str(output),
+                           "task_data": str(getattr(task, "path", task)), "vocab": str(vocab_path),
+                           "max_length": max_length, "train_ratio": train_ratio, "seed": seed, "on_error": on_error,
+                           "split_source": split_source})
     paths = output_paths(output, task=True)
     return {s: paths[s] for s in SPLITS}
 
 
-def task_datasets_for(data_dir: str | os.PathLike, task_csv: str | os.PathLike) -> dict[str, Path]:
-    """Task datasets for `task_csv` next to the conversion in `data_dir`, building them when missing or
-    made from another task file. Reads input, max_length and the split of record (seed, train_ratio)
-    from dataset_manifest.json."""
+def task_datasets_for(data_dir: str | os.PathLike, task: str | os.PathLike | TaskTable) -> dict[str, Path]:
+    """Task datasets for `task` (a task CSV, or its accepted rows) next to the conversion in `data_dir`,
+    built when missing or made from other rows. Reads input, max_length and the split of record (seed,
+    train_ratio) from dataset_manifest.json."""
     data_dir = Path(data_dir)
     mpath = data_dir / "dataset_manifest.json"
     split = read_split_record(data_dir)
@@ -270,15 +273,17 @@ def task_datasets_for(data_dir: str | os.PathLike, task_csv: str | os.PathLike) 
     a = man.get("args", {})
     output = data_dir / Path(a.get("output", "synthetic.pt")).name
     paths = output_paths(output, task=True)
-    fp = file_fingerprint(task_csv) if Path(task_csv).is_file() else None
+    if not isinstance(task, TaskTable):
+        task = read_task_csv(task, skip_hint=None)
+    fp = task.fingerprint
     for m in (man, _read_json(paths["manifest"])):
         t = (m or {}).get("task") or {}
         if fp and t.get("task_fingerprint") == fp and all(paths[s].is_file() for s in t.get("splits", {})):
             return {s: paths[s] for s in SPLITS if paths[s].is_file()}
     if not Path(man["input"]).exists():
         raise UserError(f"{man['input']}: the input of this conversion is gone; re-run the conversion with "
-                        f"--task-data {task_csv}")
-    return build_task_datasets(man["input"], task_csv, data_dir / "vocab.json", output,
+                        f"--task-data {task.path}")
+    return build_task_datasets(man["input"], task, data_dir / "vocab.json", output,
                                max_length=a.get("max_length", 512), train_ratio=split.train_ratio,
                                seed=split.seed, on_error=a.get("on_error", "skip"),
                                split_source=man.get("split_source", "hash"))

@@ -1,73 +1,228 @@
-"""Padded batches for fine-tuning and evaluation: `ds[i]` items -> the model-input dict.
+"""Patients -> the model-input dict: one vectorised collator for pretraining (masked, padded to a length
+bucket or packed into rows) and fine-tuning (task labels, no masking).
 
-The pretraining fast path (length buckets, packing) lives in exmed_bert.training and reuses
-`mask_tokens`; this collator can also mask, for simple MLM evaluation.
+Packing puts several patients in one row with `seq_ids`, so attention is block-diagonal per patient.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
 
+import numpy as np
 import torch
 
+from exmed_bert.data.dataset import SEQ_KEYS
 from exmed_bert.data.masking import mask_tokens
-from exmed_bert.data.vocab import FIRST_CODE_ID, PAD_ID
+from exmed_bert.data.sampler import DEFAULT_BUCKETS, bucket_lengths
+from exmed_bert.data.vocab import FIRST_CODE_ID
 
-SEQ_KEYS = ("input_ids", "token_type_ids", "position_ids", "age_ids")
 
+def pack_rows(lengths: Sequence[int], row_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """First-fit-decreasing: (row, offset) of each sequence in rows of `row_length` tokens.
 
-def pad_batch(items: list[dict], pad_to_multiple_of: int | None = 8, plos_threshold: int | None = None,
-              return_index: bool = False) -> dict:
-    """Pad to the batch's longest patient (rounded up to a multiple). All (B, T) outputs are long.
-
-    Returns input_ids, token_type_ids, position_ids, age_ids, sex_ids, attention_mask, plus labels (B,)
-    when items carry a label, plos_labels (B,) when plos_threshold is given and index (B,) (dataset
-    rows) when return_index is set. Only model inputs are returned by default, so `model(**batch)` works.
+    A Python loop over patients (not tokens): a few hundred per batch.
     """
-    lengths = [len(it["input_ids"]) for it in items]
-    t = max(lengths)
-    if pad_to_multiple_of:
-        t = -(-t // pad_to_multiple_of) * pad_to_multiple_of
-    b = len(items)
-    out = {k: torch.full((b, t), PAD_ID, dtype=torch.long) for k in SEQ_KEYS}
-    mask = torch.zeros((b, t), dtype=torch.long)
-    for r, (it, n) in enumerate(zip(items, lengths)):
-        for k in SEQ_KEYS:
-            out[k][r, :n] = it[k]
-        mask[r, :n] = 1
-    sex = torch.tensor([it["sex"] for it in items], dtype=torch.long)
-    out["sex_ids"] = sex[:, None] * mask
-    out["attention_mask"] = mask
-    if return_index:
-        out["index"] = torch.tensor([it["index"] for it in items], dtype=torch.long)
-    if "label" in items[0]:
-        out["labels"] = torch.tensor([it["label"] for it in items], dtype=torch.long)
-    if plos_threshold is not None:
-        out["plos_labels"] = torch.tensor([int(it["plos_los"] >= plos_threshold) for it in items], dtype=torch.long)
-    return out
+    lengths = np.asarray(lengths, dtype=np.int64)
+    row = np.empty(len(lengths), dtype=np.int64)
+    offset = np.empty(len(lengths), dtype=np.int64)
+    used: list[int] = []
+    for i in np.argsort(-lengths, kind="stable"):
+        n = int(lengths[i])
+        for r, u in enumerate(used):
+            if u + n <= row_length:
+                row[i], offset[i], used[r] = r, u, u + n
+                break
+        else:
+            row[i], offset[i] = len(used), 0
+            used.append(n)
+    return row, offset
+
+
+class IndexBatch(Sequence):
+    """A batch as dataset row indices. `Collator` slices the dataset's flat token arrays with them
+    (one NumPy gather per field, no per-patient dicts); any other collator can still iterate it as items.
+    `epoch`: the epoch the batch sampler drew it in (`EpochBatch.epoch`), None when unknown.
+    """
+
+    def __init__(self, dataset, indices: Sequence[int], epoch: int | None = None):
+        self.dataset, self.indices, self.epoch = dataset, indices, epoch
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, k: int) -> dict:
+        return self.dataset[self.indices[k]]
+
+    def __iter__(self):
+        return (self.dataset[i] for i in self.indices)
+
+    def columns(self, need_plos: bool, need_labels: bool) -> dict:
+        """The batch as arrays: flat token fields of the whole dataset plus per-patient (P,) columns."""
+        ds, d = self.dataset, self.dataset.data
+        idx = np.asarray(self.indices, dtype=np.int64)
+        idx = np.where(idx < 0, idx + len(ds), idx)
+        starts = ds.offsets[idx]
+        return dict(tokens=[d[k].numpy() for k in SEQ_KEYS], starts=starts, lengths=ds.offsets[idx + 1] - starts,
+                    index=idx, sex=d["sex"].numpy()[idx],
+                    plos_los=ds.plos_los[idx] if need_plos else None,
+                    label=d["labels"].numpy()[idx] if need_labels and ds.has_labels else None)
+
+
+class _IndexBatches(torch.utils.data.Dataset):
+    """A PatientDataset whose batched fetch (`__getitems__`, used by DataLoader with a batch sampler)
+    returns one `IndexBatch` instead of a list of per-patient dicts."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.dataset[i]
+
+    def __getitems__(self, indices: list[int]) -> IndexBatch:
+        # runs in the DataLoader worker; the list came from the batch sampler in the main process
+        return IndexBatch(self.dataset, indices, getattr(indices, "epoch", None))
+
+
+def batched_view(dataset, collate_fn):
+    """The dataset a DataLoader should wrap for `collate_fn`: a `PatientDataset` (flat `data` + `offsets`)
+    whose batches arrive as one `IndexBatch` when the collator takes them (`takes_index_batches`), else
+    `dataset` itself (collators that expect a list of item dicts see no change)."""
+    if not getattr(collate_fn, "takes_index_batches", False) or isinstance(dataset, _IndexBatches) \
+            or not (hasattr(dataset, "data") and hasattr(dataset, "offsets")):
+        return dataset
+    return _IndexBatches(dataset)
+
+
+def _numpy(x) -> np.ndarray:
+    return x.numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def _item_columns(items: Sequence[dict], need_plos: bool, need_labels: bool) -> dict:
+    """`columns()` for a plain list of item dicts: one concatenation per field."""
+    lengths = np.array([it["input_ids"].shape[0] for it in items], dtype=np.int64)
+    return dict(tokens=[np.concatenate([_numpy(it[k]) for it in items]) for k in SEQ_KEYS],
+                starts=np.cumsum(lengths) - lengths, lengths=lengths,
+                index=np.array([it["index"] for it in items], dtype=np.int64),
+                sex=np.array([it["sex"] for it in items], dtype=np.int64),
+                plos_los=np.array([it["plos_los"] for it in items], dtype=np.int64) if need_plos else None,
+                label=np.array([it["label"] for it in items], dtype=np.int64)
+                if need_labels and "label" in items[0] else None)
 
 
 @dataclass
-class PaddedCollator:
-    """DataLoader collate_fn. With `mlm=True` it masks codes (static unless `epoch` is set) and puts the
-    MLM targets in `labels`, dropping any task label."""
+class Collator:
+    """DataLoader collate_fn: `PatientDataset` items -> the model-input dict, masked, padded or packed.
 
-    pad_to_multiple_of: int | None = 8
-    plos_threshold: int | None = None
-    mlm: bool = False
+    Returns (B, T) long `input_ids, token_type_ids, position_ids, age_ids, sex_ids, attention_mask`,
+    plus `labels` (B, T) (MLM targets, -100 elsewhere) when `mlm` (pretraining), or `labels` (P,) from
+    the items' task labels when not (fine-tuning); `plos_labels` (P,) when `plos_threshold` is set;
+    `seq_ids` (B, T) when packing (patients 0..P-1 row-major, -1 padding). Masks are a hash of (seed,
+    patient row, token position[, epoch]), so packed and padded layouts of the same patients get the same
+    masks. Rows are padded to the next length bucket (`bucket_sizes`).
+
+    Static masking (the default): `epoch` None, the same masks every epoch (an int pins that epoch's masks).
+    Dynamic masking (`dynamic=True`): each batch is masked with the epoch the batch sampler stamped on it
+    (`IndexBatch.epoch`). That stamp travels with the indices into every DataLoader worker, where this
+    collator is a copy made at start-up whose own `epoch` never changes; `set_epoch` keeps `epoch`
+    current for batches without a stamp, built in the main process (item lists, direct calls).
+    """
+
     vocab_size: int = 0
     seed: int = 42
     epoch: int | None = None
+    dynamic: bool = False
+    mlm: bool = True
     mlm_probability: float = 0.15
     max_masked: int | None = None
+    plos_threshold: int | None = None
+    bucket_sizes: Sequence[int] = DEFAULT_BUCKETS
+    pack_length: int | None = None  # set -> pack patients into rows of this many tokens
+    return_index: bool = False
+    mask_fn: Callable = field(default=mask_tokens, repr=False)  # benchmarks/throughput.py times it through this
+    takes_index_batches = True  # class constant: `batched_view` hands it `IndexBatch`es (see ExMedTrainer)
 
-    def __call__(self, items: list[dict]) -> dict:
-        batch = pad_batch(items, self.pad_to_multiple_of, self.plos_threshold)
+    def __call__(self, items: IndexBatch | Sequence[dict]) -> dict[str, torch.Tensor]:
+        need_plos, need_labels = self.plos_threshold is not None, not self.mlm
+        cols = (items.columns(need_plos, need_labels) if isinstance(items, IndexBatch)
+                else _item_columns(items, need_plos, need_labels))
+        lengths = cols["lengths"]  # (P,) in input order
+        p = len(lengths)
+        if self.pack_length:
+            row, off = pack_rows(lengths, max(self.pack_length, int(lengths.max())))
+            order = np.lexsort((off, row))  # output patient order: row-major, by row then offset
+            n_rows = int(row.max()) + 1
+            used = np.bincount(row, weights=lengths, minlength=n_rows).astype(np.int64)  # (R,) tokens per row
+            t = max(int(bucket_lengths([int(self.pack_length)], self.bucket_sizes)[0]), int(used.max()))
+        else:
+            order = np.arange(p)
+            n_rows, used = p, lengths
+            t = int(bucket_lengths([int(lengths.max())], self.bucket_sizes)[0])
+        lengths = lengths[order]
+        # Each row is filled from its start without gaps (a packed row's patients sit back to back), so
+        # the real slots in row-major order are exactly the concatenated tokens in output order.
+        real = np.arange(t)[None, :] < used[:, None]  # (R, T)
+        dest = np.flatnonzero(real)  # (N,) slot of each output token in the row-major (R*T) grid
+        tok_item = np.repeat(np.arange(p), lengths)  # (N,) output patient of each token
+        first = np.cumsum(lengths) - lengths  # (P,) each patient's first token in the output
+        within = np.arange(tok_item.size) - first[tok_item]  # (N,) position in its patient
+        src = cols["starts"][order][tok_item] + within  # (N,) token in the flat source arrays
+        index = cols["index"][order]
+        # Rows of the (F, R*T) grid: 4 token fields, sex, [MLM labels], [seq_ids]. Each token field is one
+        # gather from the flat source and one scatter into the grid (the cast to int64 happens there).
+        n_fields = 5 + int(self.mlm) + int(bool(self.pack_length))
+        grid = np.zeros((n_fields, n_rows * t), dtype=np.int64)
+        for f, col in enumerate(cols["tokens"][1:], start=1):
+            grid[f, dest] = col[src]
+        grid[4, dest] = cols["sex"][order][tok_item]
+        ids = cols["tokens"][0][src].astype(np.int64)  # (N,)
         if self.mlm:
-            ids = batch["input_ids"]
-            position = torch.arange(ids.shape[1]).expand_as(ids)
-            index = torch.tensor([it["index"] for it in items], dtype=torch.long)
-            batch["input_ids"], batch["labels"] = mask_tokens(
-                ids, ids >= FIRST_CODE_ID, index, position, seed=self.seed, epoch=self.epoch,
-                vocab_size=self.vocab_size, mlm_probability=self.mlm_probability, max_masked=self.max_masked)
-        return batch
+            # One (1, N) "packed row" with a per-token patient index: the mask depends only on
+            # (patient, position), never on how the batch is laid out.
+            tids = torch.from_numpy(ids)
+            masked, mlm_labels = self.mask_fn(
+                tids[None], (tids >= FIRST_CODE_ID)[None], torch.from_numpy(index[tok_item])[None],
+                torch.from_numpy(within)[None], seed=self.seed, epoch=self.mask_epoch(items), vocab_size=self.vocab_size,
+                mlm_probability=self.mlm_probability, max_masked=self.max_masked)
+            ids = masked[0].numpy()
+            grid[5] = -100
+            grid[5, dest] = mlm_labels[0].numpy()
+        grid[0, dest] = ids
+        if self.pack_length:
+            grid[-1] = -1
+            grid[-1, dest] = tok_item  # seq_ids: patients are numbered in row-major order
+        grid = torch.from_numpy(grid.reshape(n_fields, n_rows, t))
+        out = dict(zip(SEQ_KEYS, grid[:4]))
+        out["sex_ids"], out["attention_mask"] = grid[4], torch.from_numpy(real.astype(np.int64))
+        if self.mlm:
+            out["labels"] = grid[5]
+        elif cols["label"] is not None:
+            out["labels"] = torch.from_numpy(cols["label"][order].astype(np.int64))
+        if self.pack_length:
+            out["seq_ids"] = grid[-1]
+        if self.plos_threshold is not None:
+            out["plos_labels"] = torch.from_numpy((cols["plos_los"][order] >= self.plos_threshold).astype(np.int64))
+        if self.return_index:
+            out["index"] = torch.from_numpy(index)
+        return out
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch of unstamped batches (dynamic masking only; static masks ignore epochs)."""
+        if self.dynamic:
+            self.epoch = int(epoch)
+
+    def mask_epoch(self, items: IndexBatch | Sequence[dict]) -> int | None:
+        """The epoch in this batch's mask hash: `epoch` (None: static) unless `dynamic`, then the batch's stamp."""
+        if not self.dynamic:
+            return self.epoch
+        stamp = getattr(items, "epoch", None)
+        if stamp is not None:
+            return int(stamp)
+        if torch.utils.data.get_worker_info() is not None:
+            # this copy's `epoch` is whatever it was when the worker started: masks would silently stop changing
+            raise RuntimeError("dynamic masking in a DataLoader worker needs batches stamped with their epoch: "
+                               "use TokenBudgetBatchSampler (EpochBatch) over a PatientDataset, or num_workers=0")
+        return self.epoch or 0

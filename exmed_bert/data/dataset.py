@@ -18,6 +18,7 @@ from exmed_bert.io import save_torch
 FORMAT = "exmed-bert-dataset"
 VERSION = 1
 TOKEN_KEYS = ("input_ids", "token_type_ids", "position_ids", "age_ids", "days")
+SEQ_KEYS = TOKEN_KEYS[:4]  # the per-token model inputs an item carries (`days` stays in the file)
 PATIENT_KEYS = ("sex", "birth_days")
 UNKNOWN_BIRTH = -(2 ** 31)  # birth_days of a patient without a birth date
 REQUIRED = (*TOKEN_KEYS, "offsets", *PATIENT_KEYS, "los_offsets", "los_days", "patient_ids")
@@ -92,7 +93,7 @@ class PatientDataset(torch.utils.data.Dataset):
             i += len(self)
         s, e = int(self.offsets[i]), int(self.offsets[i + 1])
         d = self.data
-        item = {k: d[k][s:e] for k in ("input_ids", "token_type_ids", "position_ids", "age_ids")}
+        item = {k: d[k][s:e] for k in SEQ_KEYS}
         item["sex"] = int(d["sex"][i])
         item["plos_los"] = int(self.plos_los[i])
         item["index"] = i

@@ -1,15 +1,18 @@
-"""Test-set metrics with 95% bootstrap CIs, shared by fine-tuning, RF and XGBoost.
+"""Metrics with 95% bootstrap CIs, shared by fine-tuning, RF, XGBoost, the report and pretraining's PLOS head.
 
-Every metric is written against patient *weights* (how often each test patient was drawn), so one
-vectorised numpy pass over a (B, n) weight matrix scores all bootstrap resamples at once; weight 1
-everywhere is the plain point estimate.
+Point estimates come from scikit-learn. The bootstrap scores every resample at once: each metric is also
+written against patient *weights* (how often each test patient was drawn), so one vectorised numpy pass
+over a (B, n) weight matrix replaces B scikit-learn calls (tests hold the two equal).
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Iterator
 
 import numpy as np
+from sklearn.metrics import (average_precision_score, brier_score_loss, f1_score, precision_score, recall_score,
+                             roc_auc_score)
 
 BINARY_METRICS = ("auroc", "auprc", "f1", "precision", "recall", "brier", "ece")
 MULTICLASS_METRICS = ("macro_auroc", "macro_f1", "accuracy", "brier")
@@ -135,26 +138,47 @@ def choose_threshold(y_val: np.ndarray, p_val: np.ndarray) -> float:
     return float(p_val[order][starts[best]])
 
 
-def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float, n_bootstrap: int = 1000,
-                   seed: int = 42, level: float = 0.95) -> dict:
-    """Point estimates and bootstrap CIs of every binary metric, plus n and prevalence.
+def _point_binary(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
+    """Each binary metric by scikit-learn; NaN where undefined (AUROC without both classes, AUPRC and recall
+    without positives, F1 with neither positives nor positive predictions, Brier and ECE for scores that are
+    not probabilities)."""
+    if not len(y):
+        return dict.fromkeys(BINARY_METRICS, np.nan)
+    positives = y.sum()
+    pred = p >= threshold
+    probabilities = bool(p.min() >= 0.0 and p.max() <= 1.0)
+    return {"auroc": roc_auc_score(y, p) if 0 < positives < len(y) else np.nan,
+            "auprc": average_precision_score(y, p) if positives else np.nan,
+            "f1": f1_score(y, pred, pos_label=1, zero_division=np.nan),
+            "precision": precision_score(y, pred, pos_label=1, zero_division=0.0),
+            "recall": recall_score(y, pred, pos_label=1, zero_division=np.nan),
+            "brier": brier_score_loss(y, p, pos_label=1) if probabilities else np.nan,
+            # scikit-learn has no ECE
+            "ece": weighted_ece(y, p, np.ones((1, len(y))))[0] if probabilities else np.nan}
 
-    y: (n,) 0/1 labels; p: (n,) probability of class 1; threshold: the val-chosen F1 cut.
+
+def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5, n_bootstrap: int = 1000,
+                   seed: int = 42, level: float = 0.95) -> dict:
+    """Point estimates (scikit-learn) and bootstrap CIs of every binary metric, plus n and prevalence.
+
+    y: (n,) 0/1 labels; p: (n,) probability (or any score) of class 1; threshold: the F1 cut (chosen on
+    val for test metrics). `n_bootstrap=0` gives the point estimates alone, with no CI.
     """
     y = np.asarray(y).astype(np.float64)
     p = np.asarray(p, dtype=np.float64)
     if y.shape != p.shape or y.ndim != 1:
         raise ValueError(f"labels {y.shape} and probabilities {p.shape} must be 1-D of equal length")
     n = len(y)
-    point = {k: v[0] for k, v in _binary_all(y, p, np.ones((1, n)), threshold).items()}
+    point = _point_binary(y, p, threshold)
     samples: dict[str, list[np.ndarray]] = {k: [] for k in BINARY_METRICS}
-    if n > 0:
+    if n > 0 and n_bootstrap > 0:
         for W in bootstrap_weights(n, n_bootstrap, seed):
             for k, v in _binary_all(y, p, W, threshold).items():
                 samples[k].append(v)
     metrics = {}
     for k in BINARY_METRICS:
-        lo, hi = _interval(np.concatenate(samples[k]), level) if samples[k] else (None, None)
+        lo, hi = (_interval(np.concatenate(samples[k]), level) if samples[k] and np.isfinite(point[k])
+                  else (None, None))
         metrics[k] = {"value": _finite(point[k]), "ci_low": lo, "ci_high": hi}
     return {"task": "binary", "n": n, "n_positive": int(y.sum()),
             "prevalence": float(y.mean()) if n else None, "threshold": float(threshold),
@@ -240,8 +264,6 @@ def multiclass_metrics(y: np.ndarray, P: np.ndarray, n_bootstrap: int = 1000, se
     y = np.asarray(y).astype(np.int64)
     P = np.asarray(P, dtype=np.float64)
     n = len(y)
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # nanmean over resamples missing a class
         point = {k: v[0] for k, v in _multiclass_all(y, P, np.ones((1, n))).items()}

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from transformers import TrainerCallback
 
+from exmed_bert.data.dataset import SEQ_KEYS
 from exmed_bert.errors import UserError
 from exmed_bert.evaluation import metrics as M
 from exmed_bert.io import write_run_info, write_text
@@ -33,7 +34,10 @@ from exmed_bert.training.teelog import TeeLog
 
 class TruncatedDataset(torch.utils.data.Dataset):
     """A PatientDataset view keeping [CLS] + the most recent `max_length - 1` tokens of each patient,
-    with visit positions renumbered from 1 so they stay inside the model's position table."""
+    with visit positions renumbered from 1 so they stay inside the model's position table.
+
+    It has no `offsets`, so the collator builds batches from these truncated items, never from the flat
+    token arrays of `data` (exmed_bert.data.collate.batched_view)."""
 
     def __init__(self, ds, max_length: int):
         self.ds, self.max_length = ds, int(max_length)
@@ -49,7 +53,7 @@ class TruncatedDataset(torch.utils.data.Dataset):
         if n <= self.max_length:
             return item
         keep = n - (self.max_length - 1)  # first kept token after [CLS]
-        for k in ("input_ids", "token_type_ids", "position_ids", "age_ids"):
+        for k in SEQ_KEYS:
             item[k] = torch.cat([item[k][:1], item[k][keep:]])
         pos = item["position_ids"].long()
         pos[1:] -= int(pos[1]) - 1
@@ -177,10 +181,10 @@ def load_classifier(path: Path, num_labels: int, quiet: bool = False):
 @torch.no_grad()
 def predict_probs(model, ds, batch_size: int, device: str) -> np.ndarray:
     """(N, K) softmax probabilities in dataset order."""
-    from exmed_bert.data.collate import PaddedCollator
+    from exmed_bert.data.collate import Collator
 
     model.to(device).eval()
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=PaddedCollator())
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=Collator(mlm=False))
     out = []
     for batch in loader:
         batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}
@@ -208,12 +212,12 @@ def _run(args: Any, out: Path, model_dir: Path, main: bool) -> dict:
     from transformers import set_seed
     from transformers.utils import logging as hf_logging
 
-    from exmed_bert.data.collate import PaddedCollator
+    from exmed_bert.data.collate import Collator
+    from exmed_bert.data.sampler import make_sampler
     from exmed_bert.data.splits import find_pretraining
     from exmed_bert.data.vocab import Vocab
     from exmed_bert.evaluation.outputs import evaluate_and_write, format_summary
     from exmed_bert.tasks import check_labels, load_task_splits
-    from exmed_bert.training.batching_setup import make_sampler
     from exmed_bert.training.trainer import ExMedTrainer
 
     hf_logging.set_verbosity_warning()
@@ -276,10 +280,11 @@ def _run(args: Any, out: Path, model_dir: Path, main: bool) -> dict:
                                {k: v for k, v in dataclasses.asdict(args).items() if v is not None}, out, enabled=main)
         tracker.start(resume=checkpoint is not None)
         callbacks.append(tracker)
+    batching = dict(batch_size=args.batch_size, max_tokens_per_batch=args.max_tokens_per_batch, seed=args.seed)
     trainer = ExMedTrainer(model=model, args=targs, train_dataset=data["train"], eval_dataset=data["val"],
-                           data_collator=PaddedCollator(), callbacks=callbacks,
-                           train_batch_sampler=make_sampler(data["train"].lengths, args, shuffle=True, seed=args.seed),
-                           eval_batch_sampler=make_sampler(data["val"].lengths, args, shuffle=False, seed=args.seed),
+                           data_collator=Collator(mlm=False), callbacks=callbacks,
+                           train_batch_sampler=make_sampler(data["train"].lengths, shuffle=True, **batching),
+                           eval_batch_sampler=make_sampler(data["val"].lengths, shuffle=False, **batching),
                            make_metrics=ClassificationMetrics)
     if main:
         print(f"Task data: {len(data['train']):,} train / {len(data['val']):,} val / {len(data['test']):,} test "

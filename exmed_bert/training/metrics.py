@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from exmed_bert.data.vocab import FIRST_CODE_ID
+from exmed_bert.evaluation.metrics import binary_metrics
 
 TOP_K = 10
 
@@ -123,7 +124,7 @@ class PretrainMetrics:
         if self.unigram_ids is not None:
             out[f"unigram_top{self.k}_accuracy"] = uni / m if m else float("nan")
         if self.plos:
-            out.update(binary_metrics(self.plos_scores, self.plos_labels))
+            out.update(plos_metrics(self.plos_scores, self.plos_labels))
             if self.plos_reference is not None:
                 out.update({f"reference_{k}": v for k, v in self.plos_reference.items()})
         return {f"{prefix}_{'plos_' if k in _PLOS_KEYS else ''}{k}": v for k, v in out.items()}
@@ -144,7 +145,7 @@ def plos_reference_metrics(los_offsets: torch.Tensor | np.ndarray, labels: Seque
     so "had a stay" alone ranks well (AUROC above 0.9 on generator data, where every stay also bills 99223
     into the codes the model reads). A PLOS head has learned more than "had a stay" only where it beats this.
     """
-    m = binary_metrics(stay_counts(los_offsets).tolist(), [int(y) for y in labels])
+    m = plos_metrics(stay_counts(los_offsets), labels)
     return {"auroc": m["auroc"], "auprc": m["auprc"]}
 
 
@@ -167,18 +168,12 @@ def plos_scores(logits: torch.Tensor | None) -> torch.Tensor | None:
     return torch.sigmoid(logits.reshape(-1)).cpu()
 
 
-def binary_metrics(scores: Sequence[float], labels: Sequence[int], threshold: float = 0.5) -> dict[str, float]:
+def plos_metrics(scores: Sequence[float], labels: Sequence[int], threshold: float = 0.5) -> dict[str, float]:
     """AUROC and AUPRC (nan when only one class is present), F1 at `threshold`, and the prevalence.
 
     Prolonged stays are rare, so F1 at 0.5 is often 0 while the ranking is good: AUPRC (against the
     prevalence, its chance level) says more."""
-    from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
-
-    if not labels:
-        return {"auroc": float("nan"), "auprc": float("nan"), "f1": float("nan"), "prevalence": float("nan")}
-    both = len(set(labels)) == 2
-    auroc = roc_auc_score(labels, scores) if both else math.nan
-    auprc = average_precision_score(labels, scores) if both else math.nan
-    f1 = f1_score(labels, [int(s >= threshold) for s in scores], zero_division=0)
-    return {"auroc": float(auroc), "auprc": float(auprc), "f1": float(f1),
-            "prevalence": float(sum(labels) / len(labels))}
+    m = binary_metrics(np.asarray(labels, dtype=np.float64), np.asarray(scores, dtype=np.float64), threshold,
+                       n_bootstrap=0)
+    values = {k: m["metrics"][k]["value"] for k in ("auroc", "auprc", "f1")} | {"prevalence": m["prevalence"]}
+    return {k: math.nan if v is None else float(v) for k, v in values.items()}

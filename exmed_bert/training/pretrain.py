@@ -229,7 +229,6 @@ def _run(args: Any, out: Path, main: bool, prep: Prepared) -> dict:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from exmed_bert.training.batching_setup import make_batching
     from exmed_bert.training.metrics import PretrainMetrics, code_counts, plos_reference_metrics, unigram_top_ids
     from exmed_bert.training.trainer import ExMedTrainer
 
@@ -351,3 +350,20 @@ def _print_summary(report: dict) -> None:
               f"(prevalence {report['eval_plos_prevalence']:.3f}), F1 at 0.5 {report['eval_plos_f1']:.3f}; "
               f"reference 'number of stays': AUROC {report['eval_plos_reference_auroc']:.3f}, "
               f"AUPRC {report['eval_plos_reference_auprc']:.3f}")
+
+
+def make_batching(args: Any, train_ds: Any, val_ds: Any, vocab_size: int):
+    """(train batch sampler, eval batch sampler, train collator, eval collator) for a pretraining run."""
+    from exmed_bert.data.collate import Collator
+    from exmed_bert.data.sampler import make_sampler
+
+    plos = int(args.plos_threshold) if args.plos else None
+    # dynamic: each batch is masked with the epoch its sampler stamped on it, also inside DataLoader workers
+    train = Collator(vocab_size=vocab_size, seed=args.seed, mlm_probability=args.mlm_probability,
+                     plos_threshold=plos, dynamic=bool(args.dynamic_masking))
+    # validation masks are fixed (and drawn with another seed than training's static masks)
+    evaluate = Collator(vocab_size=vocab_size, seed=args.seed + 1, mlm_probability=args.mlm_probability,
+                        plos_threshold=plos)
+    kw = dict(batch_size=args.batch_size, max_tokens_per_batch=args.max_tokens_per_batch, seed=args.seed)
+    return (make_sampler(train_ds.lengths, shuffle=True, **kw), make_sampler(val_ds.lengths, shuffle=False, **kw),
+            train, evaluate)

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 from transformers import Trainer
 
-from exmed_bert.training.batching import batched_view
+from exmed_bert.data.collate import batched_view
 from exmed_bert.training.callbacks import SamplerEpochCallback
 
 
