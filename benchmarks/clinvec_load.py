@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from exmed_bert.clinvec.demo import write_node_table, write_vector_csv
+from exmed_bert.synthetic.clinvec_demo import write_node_table, write_vector_csv
 from exmed_bert.clinvec.loader import load_clinvec
 
 

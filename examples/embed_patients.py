@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     from exmed_bert.data.dataset import PatientDataset
     from exmed_bert.data.vocab import Vocab
     from exmed_bert.io import atomic_write
-    from exmed_bert.model import ExMedBertModel
+    from exmed_bert.model.modeling import ExMedBertModel
 
     work = Path(args.workdir)
     model_path = Path(args.model_path or work / "model" / "checkpoint-best")

@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     from exmed_bert.data.collate import Collator
     from exmed_bert.data.dataset import PatientDataset
     from exmed_bert.io import atomic_write
-    from exmed_bert.model import ExMedBertForSequenceClassification
+    from exmed_bert.model.modeling import ExMedBertForSequenceClassification
 
     work = Path(args.workdir)
     model_path = Path(args.model_path or work / "finetuned" / "checkpoint-best")

@@ -2,6 +2,8 @@
 
 Precedence is default < config.yaml < flag. Values are converted by the declared type, so `1e-4` is a
 float and the code "401" stays a string. Unknown keys and flags are errors naming the nearest valid one.
+config.yaml is read once (`load_yaml`) and checked against every stage's arguments (`stages.REGISTRY`);
+each stage's dataclass is then filled from those sections (`from_sections`, or `parse_args` with flags).
 """
 
 from __future__ import annotations
@@ -9,28 +11,20 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
-import importlib
 import sys
 import types
 import typing
 from pathlib import Path
 from typing import Any, Sequence, TypeVar
 
+import yaml
+
 from exmed_bert.errors import UserError
+from exmed_bert.stages import REGISTRY
 
 T = TypeVar("T")
+Sections = dict  # {section or None (top level): {key: raw yaml value}}, as load_yaml returns it
 
-# Stage modules whose `Args` dataclass defines the keys config.yaml may hold. An `Args` class with
-# `yaml_section = None` reads top-level keys; one with a section name reads only that mapping.
-STAGE_MODULES = (
-    "exmed_bert.cli.generate",
-    "exmed_bert.cli.convert",
-    "exmed_bert.cli.pretrain",
-    "exmed_bert.cli.finetune",
-    "exmed_bert.cli.baselines",
-    "exmed_bert.cli.compare",
-    "exmed_bert.pipeline",
-)
 # Nested mappings whose keys are read as if they were top-level (the guide's `clinvec_params`).
 FLATTENED_SECTIONS = ("clinvec_params",)
 
@@ -133,26 +127,25 @@ def nearest(name: str, candidates: Sequence[str]) -> str | None:
 
 
 def known_keys() -> dict[str | None, set[str]]:
-    """Every key config.yaml may hold, per section (None = top level), from the stages' Args classes."""
+    """Every key config.yaml may hold, per section (None = top level), from the registry's classes."""
     keys: dict[str | None, set[str]] = {None: {"config"}}
-    for mod_name in STAGE_MODULES:
-        try:
-            mod = importlib.import_module(mod_name)
-        except ModuleNotFoundError:
-            continue  # a stage not built yet knows no keys
-        for cls in getattr(mod, "CONFIG_CLASSES", [getattr(mod, "Args", None)]):
-            if cls is None:
-                continue
-            section = getattr(cls, "yaml_section", None)
-            keys.setdefault(section, set()).update(f.name for f in dataclasses.fields(cls))
+    for _, cls in REGISTRY:
+        keys.setdefault(cls.yaml_section, set()).update(f.name for f in dataclasses.fields(cls))
     return keys
 
 
-def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read and validate config.yaml; returns {section_or_None: {key: raw value}}."""
-    import yaml
+def read_yaml(path: str | Path) -> tuple[dict[str, Any], Sections]:
+    """config.yaml as written (the raw mapping, e.g. to write a copy with changes) and its checked sections."""
+    raw = _read(Path(path))
+    return raw, split_sections(raw, path)
 
-    path = Path(path)
+
+def load_yaml(path: str | Path) -> Sections:
+    """Read and check config.yaml; returns {section_or_None: {key: raw value}}."""
+    return split_sections(_read(Path(path)), path)
+
+
+def _read(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"{path}: config file not found")
     try:
@@ -165,7 +158,11 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise UserError(f"{path}: not valid YAML{at}: {getattr(e, 'problem', e)}") from None
     if not isinstance(raw, dict):
         raise UserError(f"{path}: expected a mapping of key: value at the top level")
+    return raw
 
+
+def split_sections(raw: dict[str, Any], path: str | Path) -> Sections:
+    """A config.yaml mapping as {section_or_None: {key: raw value}}; an unknown key names the nearest one."""
     keys = known_keys()
     sections = {s for s in keys if s is not None}
     out: dict[str | None, dict[str, Any]] = {None: {}}
@@ -237,34 +234,58 @@ def build_parser(cls: type, prog: str | None = None, description: str | None = N
     return parser
 
 
-def parse_args(cls: type[T], argv: Sequence[str] | None = None, prog: str | None = None,
-               description: str | None = None, overrides: dict[str, Any] | None = None) -> T:
-    """Resolve `cls` from defaults, then `--config` YAML, then `overrides`, then flags."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(cls, prog=prog, description=description)
-    ns = vars(parser.parse_args(argv))
-    fields = _fields(cls)
-    values: dict[str, Any] = {}
-    config_path = ns.pop("config", None)
-    if config_path:
-        section = getattr(cls, "yaml_section", None)
-        for key, raw in load_yaml(config_path).get(section, {}).items():
-            if key in fields:
-                try:
-                    values[key] = convert(raw, fields[key].type)
-                except ValueError as e:
-                    raise UserError(f"{config_path}: {key}: {e}") from None
-                _check_choice(key, values[key], fields[key], str(config_path))
-    for key, value in (overrides or {}).items():
-        values[key] = convert(value, fields[key].type)
-    for key, value in ns.items():
-        _check_choice(flag_name(key), value, fields[key], "command line")
-        values[key] = value
+def _yaml_values(cls: type, sections: Sections, where: str) -> dict[str, Any]:
+    """The keys of `cls`'s section, converted by the declared types."""
+    fields, values = _fields(cls), {}
+    for key, raw in sections.get(getattr(cls, "yaml_section", None), {}).items():
+        if key in fields:
+            try:
+                values[key] = convert(raw, fields[key].type)
+            except ValueError as e:
+                raise UserError(f"{where}: {key}: {e}") from None
+            _check_choice(key, values[key], fields[key], where)
+    return values
+
+
+def _build(cls: type[T], values: dict[str, Any]) -> T:
     args = cls(**values)
     validate = getattr(args, "validate", None)
     if callable(validate):
         validate()
     return args
+
+
+def from_sections(cls: type[T], sections: Sections, where: str = "config.yaml",
+                  overrides: dict[str, Any] | None = None) -> T:
+    """`cls` from defaults < its config.yaml section < `overrides` (values of the declared types), validated."""
+    fields = _fields(cls)
+    values = _yaml_values(cls, sections, where)
+    for key, value in (overrides or {}).items():
+        values[key] = convert(value, fields[key].type)
+    return _build(cls, values)
+
+
+def parse_args(cls: type[T], argv: Sequence[str] | None = None, prog: str | None = None,
+               description: str | None = None, sections: Sections | None = None) -> T:
+    """Resolve `cls` from defaults, then `--config` YAML, then flags. `sections`: config.yaml already read
+    (by the caller, who also passed --config), so it is not read again."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(cls, prog=prog, description=description)
+    ns = vars(parser.parse_args(argv))
+    fields = _fields(cls)
+    config = ns.pop("config", None)
+    values: dict[str, Any] = {}
+    if config:
+        values = _yaml_values(cls, load_yaml(config) if sections is None else sections, str(config))
+    for key, value in ns.items():
+        _check_choice(flag_name(key), value, fields[key], "command line")
+        values[key] = value
+    return _build(cls, values)
+
+
+def choices_of(cls: type, name: str) -> tuple:
+    """The allowed values of field `name` (its `choices` metadata), for prompts and help outside argparse."""
+    return tuple(_fields(cls)[name].metadata["choices"])
 
 
 def config_path(argv: Sequence[str], default: str | None = None) -> str | None:
@@ -278,7 +299,8 @@ def config_path(argv: Sequence[str], default: str | None = None) -> str | None:
 
 
 def to_argv(args: Any, only_changed: bool = True) -> list[str]:
-    """Turn an Args instance back into the flags that reproduce it (for logging stage commands)."""
+    """The flags that reproduce an args instance, for printing a command to rerun a stage by hand (never
+    parsed back by the pipeline)."""
     out: list[str] = []
     for name, f in _fields(type(args)).items():
         if f.metadata.get("cli") is False:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 from datetime import datetime, timezone
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -82,6 +83,8 @@ def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2) -> Non
 
 
 def save_torch(obj: Any, path: str | os.PathLike) -> None:
+    # torch (2 s to import, python -X importtime) loads with the first tensor file written: io is also
+    # imported by the light settings modules that read config.yaml
     import torch
 
     with atomic_write(path, "wb") as f:
@@ -114,8 +117,6 @@ def file_fingerprint(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 
 def package_versions() -> dict[str, str]:
-    from importlib import metadata
-
     out = {"python": platform.python_version()}
     for name in ("exmed-bert", "torch", "transformers", "numpy", "pandas", "scikit-learn", "xgboost"):
         with contextlib.suppress(metadata.PackageNotFoundError):

@@ -1,116 +1,92 @@
 """The whole pipeline from one config.yaml: generate -> convert -> pretrain -> fine-tune -> RF -> XGBoost -> report.
 
-Run as `python -m exmed_bert.pipeline --config config.yaml`. Each stage is the same `main(argv)` the
-scripts call, so the command line it logs reruns that stage by hand. A stage whose command and inputs are
-unchanged since its last successful run is skipped (`--force` reruns everything).
+Run as `python -m exmed_bert.pipeline --config config.yaml`. config.yaml is read once into every stage's
+typed arguments (`exmed_bert.stages.REGISTRY`), the stages' paths are wired together, and each stage's
+`run(args)` is called with its object. Each stage logs the equivalent command line, which reruns it by
+hand. A stage whose settings and inputs are unchanged since its last successful run is skipped
+(`--force` reruns everything).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import importlib
 import json
 import shlex
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, ClassVar
+from typing import Any, Callable
 
-from exmed_bert.config import config_path, parse_args, to_argv
+from exmed_bert.config import Sections, config_path, from_sections, load_yaml, parse_args, to_argv
 from exmed_bert.errors import UserError, cli_entry
-
-STAGES = ("generate", "convert", "pretrain", "finetune", "rf", "xgboost", "report")
-
-
-@dataclass
-class Args:
-    """Run every stage of ExMed-BERT from one config.yaml."""
-
-    yaml_section: ClassVar[str | None] = None
-    patients_file: str = field(default="data/synthetic_patients.json",
-                               metadata={"help": "patients JSON/JSONL (generated, or your own extract)"})
-    task_file: str = field(default="data/task_specific.csv", metadata={"help": "task CSV patient_id,label,prediction_date"})
-    dataset_dir: str = field(default="pretrain_stuff", metadata={"help": "folder for the encoded .pt datasets"})
-    output_root: str = field(default="output", metadata={"help": "folder for models, baselines and the report"})
-    generate_data: bool = field(default=True, metadata={"help": "generate synthetic patients (off: use patients_file as is)"})
-    stages: list[str] = field(default_factory=lambda: list(STAGES),
-                              metadata={"help": "stages to run, comma-separated", "choices": list(STAGES)})
-    force: bool = field(default=False, metadata={"help": "rerun stages even when nothing changed"})
-
-    def validate(self) -> None:
-        if self.generate_data is False and "generate" in self.stages and not Path(self.patients_file).exists():
-            raise UserError(f"{self.patients_file}: patients file not found (set generate_data: true to make one)")
+from exmed_bert.io import write_json
+from exmed_bert.stages import REGISTRY, PipelineArgs
 
 
 @dataclass
 class Stage:
     name: str
-    module: str            # exmed_bert.cli.<module> holding Args and main
+    args: Any              # the stage's dataclass (stages.REGISTRY), resolved and wired
     script: str            # the guide's script name, for the logged command line
-    args_class: str = "Args"
-    main: str = "main"
-    overrides: dict = field(default_factory=dict)
     inputs: list[str] = field(default_factory=list)
     outputs: list[str] = field(default_factory=list)
 
 
-def plan(p: Args, config: str | None) -> tuple[list[Stage], dict[str, str]]:
-    """The stages to run, with their paths wired together, and where the results land."""
-    data = Path(p.dataset_dir)
-    out = Path(p.output_root)
-    try:
-        pretrain_args = _resolve("exmed_bert.cli.pretrain", "Args", config, {})
-    except UserError as e:
-        raise UserError(f"stage 'pretrain': {e}") from None
-    model_dir = out / ("with_clinvec" if getattr(pretrain_args, "use_clinvec", False) else "random_init")
+def plan(p: PipelineArgs, sections: Sections, where: str = "config.yaml") -> tuple[list[Stage], dict[str, str]]:
+    """Every stage's settings from config.yaml's sections, with the paths wired from one stage to the next;
+    and where the results land. A bad value names the stage it belongs to."""
+    data, out = Path(p.dataset_dir), Path(p.output_root)
     ft, rf, xgb = out / "finetuned", out / "rf", out / "xgboost"
+    wiring = {
+        "generate": {"output": p.patients_file, "task_output": p.task_file},
+        "convert": {"input": p.patients_file, "output": str(data / "synthetic.pt"), "task_data": p.task_file},
+        "pretrain": {"data_dir": str(data)},
+        "finetune": {"task_data": p.task_file, "data_dir": str(data), "output_dir": str(ft)},
+        "rf": {"data_dir": str(data), "task_data": p.task_file, "output_dir": str(rf)},
+        "xgboost": {"data_dir": str(data), "task_data": p.task_file, "output_dir": str(xgb)},
+        "report": {"runs": [str(ft), str(rf), str(xgb)], "output": str(out / "report.md"),
+                   "metadata": _metadata_path(p.patients_file)},
+    }
+    args = {}
+    for name, cls in REGISTRY:
+        if name in wiring:
+            try:
+                args[name] = from_sections(cls, sections, where, overrides=wiring[name])
+            except UserError as e:
+                raise UserError(f"stage '{name}': {e}") from None
+    # the pretrained model's folder says how its code embeddings started (the guide's two layouts)
+    clinvec = args["pretrain"].use_clinvec
+    model_dir = out / ("with_clinvec" if clinvec else "random_init")
+    args["pretrain"] = dataclasses.replace(args["pretrain"], output_dir=str(model_dir))
+    args["finetune"] = dataclasses.replace(args["finetune"], model_path=str(model_dir / "checkpoint-best"))
     stages = [
-        Stage("generate", "generate", "generate_synthetic_patients.py",
-              overrides={"output": p.patients_file, "task_output": p.task_file},
-              outputs=[p.patients_file, p.task_file]),
-        Stage("convert", "convert", "convert_synthetic_to_dataset.py",
-              overrides={"input": p.patients_file, "output": str(data / "synthetic.pt"), "task_data": p.task_file},
-              inputs=[p.patients_file, p.task_file], outputs=[str(data / "synthetic_train.pt"), str(data / "vocab.json")]),
-        Stage("pretrain", "pretrain",
-              "pretrain-exmed-bert-clinvec.py" if getattr(pretrain_args, "use_clinvec", False) else "pretrain-exmed-bert.py",
-              overrides={"data_dir": str(data), "output_dir": str(model_dir)},
+        Stage("generate", args["generate"], "generate_synthetic_patients.py", outputs=[p.patients_file, p.task_file]),
+        Stage("convert", args["convert"], "convert_synthetic_to_dataset.py", inputs=[p.patients_file, p.task_file],
+              outputs=[str(data / "synthetic_train.pt"), str(data / "vocab.json")]),
+        Stage("pretrain", args["pretrain"], "pretrain-exmed-bert-clinvec.py" if clinvec else "pretrain-exmed-bert.py",
               inputs=[str(data / "synthetic_train.pt"), str(data / "synthetic_val.pt"), str(data / "vocab.json")],
               outputs=[str(model_dir / "checkpoint-best")]),
-        Stage("finetune", "finetune", "finetune-exmed-bert.py",
-              overrides={"model_path": str(model_dir / "checkpoint-best"), "task_data": p.task_file,
-                         "data_dir": str(data), "output_dir": str(ft)},
+        Stage("finetune", args["finetune"], "finetune-exmed-bert.py",
               inputs=[str(model_dir / "checkpoint-best"), p.task_file, str(data)], outputs=[str(ft / "metrics.json")]),
-        Stage("rf", "baselines", "train-rf.py", args_class="RFArgs", main="main_rf",
-              overrides={"data_dir": str(data), "task_data": p.task_file, "output_dir": str(rf)},
-              inputs=[p.task_file, str(data)], outputs=[str(rf / "metrics.json")]),
-        Stage("xgboost", "baselines", "train-xgboost.py", args_class="XGBArgs", main="main_xgboost",
-              overrides={"data_dir": str(data), "task_data": p.task_file, "output_dir": str(xgb)},
-              inputs=[p.task_file, str(data)], outputs=[str(xgb / "metrics.json")]),
-        Stage("report", "compare", "compare-models.py",
-              overrides={"runs": [str(ft), str(rf), str(xgb)], "output": str(out / "report.md"),
-                         "metadata": _metadata_path(p.patients_file)},
+        Stage("rf", args["rf"], "train-rf.py", inputs=[p.task_file, str(data)], outputs=[str(rf / "metrics.json")]),
+        Stage("xgboost", args["xgboost"], "train-xgboost.py", inputs=[p.task_file, str(data)],
+              outputs=[str(xgb / "metrics.json")]),
+        Stage("report", args["report"], "compare-models.py",
               inputs=[str(ft / "predictions.csv"), str(rf / "predictions.csv"), str(xgb / "predictions.csv")],
               outputs=[str(out / "report.md")]),
     ]
     if not p.generate_data:
         stages = [s for s in stages if s.name != "generate"]
-    where = {"report": str(out / "report.md"), "pretrained model": str(model_dir / "checkpoint-best"),
-             "fine-tuned model": str(ft / "checkpoint-best"), "TensorBoard logs": str(out)}
-    return [s for s in stages if s.name in p.stages], where
+    where_to = {"report": str(out / "report.md"), "pretrained model": str(model_dir / "checkpoint-best"),
+                "fine-tuned model": str(ft / "checkpoint-best"), "TensorBoard logs": str(out)}
+    return [s for s in stages if s.name in p.stages], where_to
 
 
 def _metadata_path(patients_file: str) -> str:
     path = Path(patients_file)
     return str(path.with_suffix(".metadata.json")) if path.suffix == ".jsonl" else str(path)
-
-
-def _resolve(module: str, cls_name: str, config: str | None, overrides: dict):
-    mod = importlib.import_module(f"exmed_bert.cli.{module}" if "." not in module else module)
-    cls = getattr(mod, cls_name)
-    known = set(cls.__dataclass_fields__)
-    return parse_args(cls, ["--config", config] if config else [],
-                      overrides={k: v for k, v in overrides.items() if k in known})
 
 
 def fingerprint(paths: list[str]) -> str:
@@ -129,31 +105,41 @@ def fingerprint(paths: list[str]) -> str:
     return h.hexdigest()
 
 
-def resolve_stage(stage: Stage, config: str | None):
-    """The stage's settings, validated; a bad value names the stage it belongs to."""
-    try:
-        return _resolve(stage.module, stage.args_class, config, stage.overrides)
-    except UserError as e:
-        raise UserError(f"stage '{stage.name}': {e}") from None
+def runners() -> dict[str, Callable[[Any], Any]]:
+    """Each stage's run(args). Imported when the stages run, not with this module: together they load torch,
+    transformers, scikit-learn and matplotlib (5 s, `python -X importtime`), which --help and a settings
+    error must not wait for."""
+    from exmed_bert.baselines.runner import run as baseline
+    from exmed_bert.convert.conversion import run as convert
+    from exmed_bert.evaluation.report import run as report
+    from exmed_bert.synthetic.cohort import run as generate
+    from exmed_bert.training.finetune import run as finetune
+    from exmed_bert.training.pretrain import run as pretrain
+
+    return {"generate": generate, "convert": convert, "pretrain": pretrain, "finetune": finetune,
+            "rf": baseline, "xgboost": baseline, "report": report}
 
 
-def run_stage(stage: Stage, args, state_dir: Path, force: bool, log: Callable[[str], None]) -> None:
-    from exmed_bert.io import write_json
+@cli_entry
+def _run_stage(run: Callable[[Any], Any], args: Any) -> None:
+    """One stage; its errors become an exit status as its own script's would (`errors.cli_entry`)."""
+    run(args)
 
-    mod = importlib.import_module(f"exmed_bert.cli.{stage.module}")
-    argv = to_argv(args)
-    log(f"\n=== stage: {stage.name} ===\n$ python scripts/{stage.script} {shlex.join(argv)}")
+
+def run_stage(stage: Stage, run: Callable[[Any], Any], state_dir: Path, force: bool,
+              log: Callable[[str], None]) -> None:
+    log(f"\n=== stage: {stage.name} ===\n$ python scripts/{stage.script} {shlex.join(to_argv(stage.args))}")
     stamp_path = state_dir / f"{stage.name}.json"
-    stamp = {"argv": argv, "inputs": fingerprint(stage.inputs)}
+    stamp = {"args": json.loads(json.dumps(dataclasses.asdict(stage.args))), "inputs": fingerprint(stage.inputs)}
     if not force and stamp_path.exists() and all(Path(o).exists() for o in stage.outputs):
         if json.loads(stamp_path.read_text()) == stamp:
             log(f"[skip] {stage.name}: inputs and settings unchanged since the last successful run (--force reruns)")
             return
     t0 = time.time()
-    rc = getattr(mod, stage.main)(argv)
+    rc = _run_stage(run, stage.args)
     if rc != 0:
         raise StageFailed(stage.name, rc)
-    write_json(state_dir / f"{stage.name}.json", stamp)
+    write_json(stamp_path, stamp)
     log(f"[done] {stage.name} in {time.time() - t0:.1f}s")
 
 
@@ -166,16 +152,17 @@ class StageFailed(Exception):
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    p = parse_args(Args, argv, prog="python -m exmed_bert.pipeline")
     config = config_path(argv)
-    stages, where = plan(p, config)
+    sections = load_yaml(config) if config else {None: {}}  # the one read of config.yaml
+    p = parse_args(PipelineArgs, argv, prog="python -m exmed_bert.pipeline", sections=sections)
+    # Every stage's settings are checked before any runs, so a typo in the last stage costs no training.
+    stages, where = plan(p, sections, config or "config.yaml")
+    run = runners()
     state_dir = Path(p.output_root) / ".pipeline"
-    # Check every stage's settings before running any, so a typo in the last stage costs no training.
-    resolved = [(stage, resolve_stage(stage, config)) for stage in stages]
     t0 = time.time()
-    for stage, args in resolved:
+    for stage in stages:
         try:
-            run_stage(stage, args, state_dir, p.force, log=lambda s: print(s, flush=True))
+            run_stage(stage, run[stage.name], state_dir, p.force, log=lambda s: print(s, flush=True))
         except StageFailed as e:
             print(f"error: pipeline stopped: {e}. Fix the message above, then rerun; finished stages are skipped.",
                   file=sys.stderr)

@@ -22,10 +22,11 @@ import os
 import pytest
 import torch
 
-from exmed_bert.errors import UserError
-from exmed_bert.model import ExMedBertConfig, ExMedBertForPreTraining
-from exmed_bert.training.args import TrainingCommonArgs, build_training_arguments, check_attention, fast_path_kwargs
 from exmed_bert.data.collate import Collator
+from exmed_bert.errors import UserError
+from exmed_bert.model.modeling import ExMedBertConfig, ExMedBertForPreTraining
+from exmed_bert.training.args import PretrainArgs, TrainingCommonArgs, check_attention
+from exmed_bert.training.runtime import build_training_arguments, fast_path_kwargs
 
 V = 100
 DEVICE = os.environ.get("EXMED_TEST_DEVICE", "cpu")
@@ -227,10 +228,9 @@ def test_flex_flag_is_checked_before_training():
 
 
 def test_pretrain_cli_refuses_flex_on_cpu():
-    from exmed_bert.cli.pretrain import Args
     from exmed_bert.config import parse_args
 
     with pytest.raises(UserError, match="--attn-implementation flex_attention trains on CUDA only"):
-        parse_args(Args, ["--device", "cpu", "--attn-implementation", "flex_attention",
-                          "--attention-probs-dropout-prob", "0"])
-    assert parse_args(Args, ["--device", "cpu"]).attn_implementation == "sdpa"
+        parse_args(PretrainArgs, ["--device", "cpu", "--attn-implementation", "flex_attention",
+                                  "--attention-probs-dropout-prob", "0"])
+    assert parse_args(PretrainArgs, ["--device", "cpu"]).attn_implementation == "sdpa"

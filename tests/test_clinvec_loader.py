@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exmed_bert.clinvec.demo import build_demo_clinvec, demo_is_current, write_node_table, write_vector_csv
-from exmed_bert.clinvec.loader import DEMO_MARKER, available_codes, load_clinvec, read_vectors
-from exmed_bert.clinvec.resolve import is_demo, resolve_clinvec_dir
+from exmed_bert.synthetic.clinvec_demo import (build_demo_clinvec, demo_is_current, resolve_clinvec_dir,
+                                               write_node_table, write_vector_csv)
+from exmed_bert.clinvec.loader import available_codes, load_clinvec, read_vectors
+from exmed_bert.clinvec.release import DEMO_MARKER, is_demo
 from exmed_bert.errors import UserError
 
 DIM = 128
@@ -212,7 +213,8 @@ def test_demo_graph_holds_only_hierarchy_and_clinical_links(monkeypatch):
     import subprocess
     import sys
 
-    from exmed_bert.clinvec import demo, demo_knowledge
+    from exmed_bert.synthetic import clinvec_demo as demo
+    from exmed_bert.synthetic import clinvec_knowledge
     from exmed_bert.synthetic import modules as m
 
     tokens = demo.demo_tokens()
@@ -225,9 +227,9 @@ def test_demo_graph_holds_only_hierarchy_and_clinical_links(monkeypatch):
     # a drug's non-hierarchy edges go exactly to the categories it is indicated for
     pos = {n: i for i, n in enumerate(nodes)}
     linked = {nodes[j] for j in np.flatnonzero(adj[pos["atc:C03CA01"]]) if nodes[j].startswith("icd10cm:")}
-    assert linked == {f"icd10cm:{c}" for c in demo_knowledge.indications("C03CA01")}
+    assert linked == {f"icd10cm:{c}" for c in clinvec_knowledge.indications("C03CA01")}
     # building it imports neither the planted task nor the simulator
-    code = ("import sys, tempfile; from exmed_bert.clinvec.demo import build_demo_clinvec; "
+    code = ("import sys, tempfile; from exmed_bert.synthetic.clinvec_demo import build_demo_clinvec; "
             "build_demo_clinvec(tempfile.mkdtemp() + '/d', dim=8); "
             "print(sorted(m for m in sys.modules if m.startswith('exmed_bert.synthetic')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

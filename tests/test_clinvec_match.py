@@ -1,20 +1,19 @@
 """Matching vocabulary tokens to ClinVec codes (normalisation, parent fallback per system) and the
-coverage report written by init_code_embeddings."""
+rows and coverage report init_code_embeddings returns (it writes and prints nothing)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from torch import nn
 
-from exmed_bert.clinvec.demo import write_node_table, write_vector_csv
-from exmed_bert.clinvec.init import init_code_embeddings
-from exmed_bert.clinvec.loader import ClinVecTable
+from exmed_bert.clinvec.init import format_summary, init_code_embeddings
+from exmed_bert.clinvec.loader import ClinVecTable, load_clinvec
 from exmed_bert.clinvec.match import coverage_counts, match_tokens
+from exmed_bert.clinvec.resize import resolve_method
+from exmed_bert.synthetic.clinvec_demo import resolve_clinvec_dir, write_node_table, write_vector_csv
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -82,11 +81,11 @@ def test_coverage_counts():
 # --- init_code_embeddings: rows and the coverage report ------------------------------------------------
 
 class StandIn(nn.Module):
-    """The two things init needs from a model: a config with hidden_size and get_input_embeddings()."""
+    """The two things init needs from a model: a config with the resize method, and get_input_embeddings()."""
 
-    def __init__(self, vocab_size: int, hidden: int):
+    def __init__(self, vocab_size: int, hidden: int, method: str):
         super().__init__()
-        self.config = type("Cfg", (), {"hidden_size": hidden})()
+        self.config = type("Cfg", (), {"hidden_size": hidden, "clinvec_resize_method": method})()
         self.emb = nn.Embedding(vocab_size, hidden)
 
     def get_input_embeddings(self):
@@ -108,41 +107,44 @@ def release(folder: Path) -> dict[str, np.ndarray]:
 TOKENS = SPECIALS + ["atc:N02BE01", "cpt:99213", "icd10cm:E11", "icd10cm:E11.65", "icd10cm:I10"]
 
 
-def test_init_writes_the_coverage_report_and_copies_rows_exactly(tmp_path, capsys):
+def test_init_returns_rows_and_report_and_writes_and_prints_nothing(tmp_path, capsys):
     vecs = release(tmp_path / "ClinVec")
-    model = StandIn(len(TOKENS), 128)
+    model = StandIn(len(TOKENS), 128, resolve_method("auto", 128))
     before = model.emb.weight.detach().clone()
-    report = init_code_embeddings(model, TOKENS, clinvec_dir=tmp_path / "ClinVec", vocab_types=["icd10cm", "atc"],
-                                  use_hierarchical_init=True, resize_method="auto", output_dir=tmp_path / "out",
-                                  seed=0)
-    on_disk = json.loads((tmp_path / "out" / "clinvec_coverage.json").read_text())
-    assert on_disk == report
-    assert report["demo"] is False and report["resize_method_used"] == "identity"
+    tables = load_clinvec(tmp_path / "ClinVec", ["icd10cm", "atc"])
+    rows = init_code_embeddings(model, TOKENS, tables, source=tmp_path / "ClinVec", use_hierarchical_init=True,
+                                seed=0, requested_method="auto")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ClinVec"] and capsys.readouterr() == ("", "")
+    assert torch.equal(model.emb.weight.detach(), before)  # computed, not applied: copy_into does that
+    report = rows.report
+    assert report["demo"] is False and report["resize_method"] == "auto"
+    assert report["resize_method_used"] == "identity"
     assert report["vocabularies"] == {"atc": {"exact": 0, "parent": 1, "random": 0},
                                       "cpt": {"exact": 0, "parent": 0, "random": 1},
                                       "icd10cm": {"exact": 1, "parent": 1, "random": 1}}
     assert report["tokens"]["icd10cm:E11.65"] == {"source": "parent", "matched": "E11.6:icd10cm"}
     assert report["tokens"]["cpt:99213"] == {"source": "random", "matched": None}
     assert "[PAD]" not in report["tokens"]
-    assert report["initialized_row_ids"] == [5, 7, 8]
+    assert report["initialized_row_ids"] == rows.row_ids == [5, 7, 8]
+    rows.copy_into(model)
     w = model.emb.weight.detach()
     assert torch.equal(w[5], torch.from_numpy(vecs["N02BE:atc"]))        # hidden 128: exact ClinVec rows
     assert torch.equal(w[7], torch.from_numpy(vecs["E11:icd10cm"]))
     assert torch.equal(w[8], torch.from_numpy(vecs["E11.6:icd10cm"]))
     assert torch.equal(w[[0, 1, 2, 3, 4, 6, 9]], before[[0, 1, 2, 3, 4, 6, 9]])  # the rest keep the model's init
-    out = capsys.readouterr().out
-    assert "icd10cm" in out and "66.7%" in out
+    summary = format_summary(report)
+    assert "icd10cm" in summary and "66.7%" in summary
 
 
 def test_init_from_an_empty_folder_uses_the_demo_and_says_so(tmp_path, capsys):
     (tmp_path / "ClinVec").mkdir()
     tokens = SPECIALS + ["icd10cm:E11.65", "icd10cm:E11.36", "cpt:99213", "cpt:00000"]
-    model = StandIn(len(tokens), 32)
-    report = init_code_embeddings(model, tokens, clinvec_dir=tmp_path / "ClinVec", vocab_types="icd10cm,atc,cpt",
-                                  use_hierarchical_init=True, resize_method="auto", output_dir=tmp_path / "out",
-                                  seed=0)
+    folder = resolve_clinvec_dir(tmp_path / "ClinVec")  # no release there: the demo, built on demand
+    model = StandIn(len(tokens), 32, resolve_method("auto", 32))
+    rows = init_code_embeddings(model, tokens, load_clinvec(folder, "icd10cm,atc,cpt"), source=folder,
+                                use_hierarchical_init=True, seed=0)
+    report = rows.report
     assert report["demo"] is True and report["resize_method_used"] == "pca"
     assert report["tokens"]["icd10cm:E11.36"]["source"] == "parent"    # the generator's novel sibling
     assert report["tokens"]["cpt:00000"]["source"] == "random"
-    captured = capsys.readouterr()
-    assert "DEMO" in captured.err and "DEMO" in captured.out
+    assert "DEMO" in capsys.readouterr().err and "DEMO" in format_summary(report)

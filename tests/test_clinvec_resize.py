@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from exmed_bert.clinvec.demo import write_node_table, write_vector_csv
 from exmed_bert.clinvec.freeze import freeze_callback
 from exmed_bert.clinvec.init import init_code_embeddings
-from exmed_bert.clinvec.resize import Resizer, code_embedding_size_for, resolve_method
+from exmed_bert.clinvec.loader import load_clinvec
+from exmed_bert.clinvec.resize import Resizer, resolve_method
 from exmed_bert.errors import UserError
+from exmed_bert.synthetic.clinvec_demo import write_node_table, write_vector_csv
 
 RNG = np.random.default_rng(0)
 # Correlated "release" vectors: 300 codes in 128 dims with decaying per-dimension scales.
@@ -37,8 +38,7 @@ def test_hidden_128_is_the_identity(method):
 
 def test_auto_rule_and_code_embedding_size():
     assert [resolve_method("auto", h) for h in (64, 128, 256)] == ["pca", "identity", "pad_smart"]
-    assert code_embedding_size_for("learned_projection", 64) == 128
-    assert code_embedding_size_for("auto", 256) is None and code_embedding_size_for("pca", 64) is None
+    assert resolve_method("learned_projection", 64) == "learned_projection"  # at any width
 
 
 def test_methods_keep_what_they_promise():
@@ -79,18 +79,24 @@ def write_release(folder):
 
 
 def tiny_model(resize_method: str, hidden: int = 32):
-    from exmed_bert.model import ExMedBertConfig, ExMedBertForPreTraining
+    """As pretraining builds it: the method resolved once, stored in the config; learned_projection keeps a
+    128-wide code table behind a trainable map."""
+    from exmed_bert.model.modeling import ExMedBertConfig, ExMedBertForPreTraining
 
     torch.manual_seed(0)
+    method = resolve_method(resize_method, hidden)
     config = ExMedBertConfig(vocab_size=len(TOKENS), hidden_size=hidden, num_hidden_layers=2,
                              num_attention_heads=2, intermediate_size=64, max_position_embeddings=16,
-                             code_embedding_size=code_embedding_size_for(resize_method, hidden))
+                             code_embedding_size=128 if method == "learned_projection" else None,
+                             clinvec_resize_method=method)
     return ExMedBertForPreTraining(config)
 
 
 def init(model, tmp_path, method):
-    return init_code_embeddings(model, TOKENS, clinvec_dir=tmp_path / "cv", vocab_types="icd10cm,atc,cpt",
-                                use_hierarchical_init=True, resize_method=method, output_dir=tmp_path / "out", seed=0)
+    rows = init_code_embeddings(model, TOKENS, load_clinvec(tmp_path / "cv", "icd10cm,atc,cpt"), source=tmp_path / "cv",
+                                use_hierarchical_init=True, seed=0, requested_method=method)
+    rows.copy_into(model)
+    return rows.report
 
 
 def mlm_loss(model):
@@ -103,7 +109,7 @@ def mlm_loss(model):
 
 
 def test_learned_projection_trains_and_survives_save_pretrained(tmp_path):
-    from exmed_bert.model import ExMedBertForPreTraining
+    from exmed_bert.model.modeling import ExMedBertForPreTraining
 
     (tmp_path / "cv").mkdir()
     vecs = write_release(tmp_path / "cv")
@@ -119,6 +125,7 @@ def test_learned_projection_trains_and_survives_save_pretrained(tmp_path):
     assert table.grad[5].abs().sum() > 0
     model.save_pretrained(tmp_path / "ckpt")
     loaded = ExMedBertForPreTraining.from_pretrained(tmp_path / "ckpt")
+    assert loaded.config.clinvec_resize_method == "learned_projection"  # the decision travels in config.json
     assert torch.equal(loaded.get_input_embeddings().weight, table.detach())
     assert torch.equal(loaded.bert.embeddings.code_projection.weight, proj.weight.detach())
     model.eval(), loaded.eval()

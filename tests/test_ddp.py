@@ -32,7 +32,7 @@ def test_torchrun_two_processes_leave_one_complete_best_model(tmp_path):
     best = [p for p in out.iterdir() if "checkpoint-best" in p.name]
     assert [p.name for p in best] == ["checkpoint-best"]  # no temporary or duplicate folders
     assert {"config.json", "model.safetensors", "vocab.json"} <= {p.name for p in best[0].iterdir()}
-    from exmed_bert.model import ExMedBertForPreTraining
+    from exmed_bert.model.modeling import ExMedBertForPreTraining
 
     ExMedBertForPreTraining.from_pretrained(best[0])
     results = json.loads((out / "eval_results.json").read_text())

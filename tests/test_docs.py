@@ -16,7 +16,7 @@ from exmed_bert.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", REPO / "docs" / "TRAINING_GUIDE.md"]
-# main() names whose Args class is not called `Args`
+# main() names of a module that parses two dataclasses: which one each parses
 ARGS_CLASS = {"main_rf": "RFArgs", "main_xgboost": "XGBArgs"}
 MODULES = {"exmed_bert.pipeline": "exmed_bert.pipeline", "exmed_bert.cli.wizard": "exmed_bert.cli.wizard"}
 # Scaled-down settings appended when a command runs for real (a later flag wins).
@@ -113,20 +113,34 @@ def extract(path: Path) -> tuple[list[Command], list[tuple[str, str]]]:
     return commands, yamls
 
 
-def args_class(cmd: Command):
+def parsed_class(module_name: str, main_name: str = "main"):
+    """The typed arguments that `module_name`'s `main_name` parses: the `*Args` dataclass the module defines,
+    else the one it imports, or the one ARGS_CLASS names."""
+    import dataclasses
     import importlib
 
+    module = importlib.import_module(module_name)
+    if main_name in ARGS_CLASS:
+        return getattr(module, ARGS_CLASS[main_name])
+    found = [v for k, v in vars(module).items() if k.endswith("Args") and dataclasses.is_dataclass(v)]
+    own = [c for c in found if c.__module__ == module_name]
+    found = own or found
+    assert len(found) == 1, f"{module_name}: expected one *Args dataclass, found {sorted(c.__name__ for c in found)}"
+    return found[0]
+
+
+def args_class(cmd: Command):
     if cmd.target == "--fragment":
-        from exmed_bert.cli.pretrain import Args
-        return Args
+        from exmed_bert.training.args import PretrainArgs
+        return PretrainArgs
     if cmd.target in MODULES:
-        return importlib.import_module(MODULES[cmd.target]).Args
+        return parsed_class(MODULES[cmd.target])
     script = REPO / cmd.target
     if not script.is_file():
         raise AssertionError(f"{cmd.where}: {cmd.target} does not exist")
     m = re.search(r"from (exmed_bert\.cli\.\w+) import (\w+)", script.read_text())
     assert m, f"{script}: not a thin wrapper around exmed_bert.cli"
-    return getattr(importlib.import_module(m.group(1)), ARGS_CLASS.get(m.group(2), "Args"))
+    return parsed_class(m.group(1), m.group(2))
 
 
 def check(cmd: Command) -> str | None:
@@ -242,15 +256,13 @@ def test_cheap_guide_commands_run_in_document_order(tmp_path, monkeypatch, capsy
 
 def known_flags() -> set[str]:
     """Every option string of the project's commands and of the two launchers."""
-    import importlib
-
     from exmed_bert.config import build_parser
 
-    classes = [importlib.import_module(m).Args for m in MODULES.values()]
+    classes = [parsed_class(m) for m in MODULES.values()]
     for script in sorted((REPO / "scripts").glob("*.py")):
         m = re.search(r"from (exmed_bert\.cli\.\w+) import (\w+)", script.read_text())
         if m:
-            classes.append(getattr(importlib.import_module(m.group(1)), ARGS_CLASS.get(m.group(2), "Args")))
+            classes.append(parsed_class(m.group(1), m.group(2)))
     flags = {o for cls in classes for a in build_parser(cls)._actions for o in a.option_strings}
     from accelerate.commands.launch import launch_command_parser
     from torch.distributed.run import get_args_parser

@@ -83,7 +83,7 @@ def test_embed_patients_gives_one_vector_per_patient(workdir, suffix, pooling):
 
     from exmed_bert.data.collate import Collator
     from exmed_bert.data.dataset import PatientDataset
-    from exmed_bert.model import ExMedBertModel
+    from exmed_bert.model.modeling import ExMedBertModel
 
     out = workdir / f"emb_{pooling}{suffix}"
     assert example_main("embed_patients.py")(["--workdir", str(workdir), "--pooling", pooling,

@@ -10,7 +10,7 @@ from test_baselines import SIGNAL, write_claims_fixture, write_task_csv
 
 
 def tiny_pretrained(folder, vocab):
-    from exmed_bert.model import ExMedBertConfig, ExMedBertForPreTraining
+    from exmed_bert.model.modeling import ExMedBertConfig, ExMedBertForPreTraining
     from exmed_bert.training.callbacks import save_best
 
     torch.manual_seed(0)
@@ -37,7 +37,7 @@ def argv(fx, out, *extra):
 
 def test_finetune_end_to_end(setup, tmp_path):
     from exmed_bert.cli.finetune import main
-    from exmed_bert.model import ExMedBertForSequenceClassification
+    from exmed_bert.model.modeling import ExMedBertForSequenceClassification
 
     out = tmp_path / "ft"
     assert main(argv(setup, out, "--metric-for-best-model", "f1")) == 0
@@ -94,7 +94,7 @@ def test_finetuning_finds_the_planted_code(planted, tmp_path):
 
 def test_freeze_encoder_keeps_encoder_weights(setup, tmp_path):
     from exmed_bert.cli.finetune import main
-    from exmed_bert.model import ExMedBertForSequenceClassification
+    from exmed_bert.model.modeling import ExMedBertForSequenceClassification
     from safetensors.torch import load_file
 
     out = tmp_path / "frozen"

@@ -4,14 +4,14 @@ loader, persistent workers, the epoch callbacks) on a tiny model and records eac
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 
 import pytest
 import torch
 from transformers import TrainerCallback, TrainingArguments
 
 from exmed_bert.data.collate import batched_view
-from exmed_bert.model import ExMedBertConfig, ExMedBertForPreTraining
+from exmed_bert.model.modeling import ExMedBertConfig, ExMedBertForPreTraining
+from exmed_bert.training.args import PretrainArgs
 from exmed_bert.training.pretrain import make_batching
 from exmed_bert.training.trainer import ExMedTrainer
 from test_batching import V, make_dataset
@@ -66,8 +66,7 @@ class _TagWorker:
 def masks_of_a_run(tmp_path, seed: int, workers: int) -> tuple[Masks, list[set[int]]]:
     """Train 2 epochs with dynamic masking through `workers` DataLoader workers; the masks each epoch saw."""
     ds = make_dataset(24, seed=4, labels=False)
-    flags = SimpleNamespace(plos=False, plos_threshold=7, seed=seed, mlm_probability=0.15, dynamic_masking=True,
-                            max_tokens_per_batch=None, batch_size=4)
+    flags = PretrainArgs(seed=seed, dynamic_masking=True, batch_size=4)
     train_sampler, _, collator, _ = make_batching(flags, ds, ds, V)
     collator.return_index = True
     torch.manual_seed(0)
@@ -114,8 +113,7 @@ def test_dynamic_collator_refuses_untagged_batches_in_a_worker():
     """A batch sampler that does not stamp its batches with the epoch would make a worker's masks static
     again without a sound; the collator says so instead."""
     ds = make_dataset(8, seed=4, labels=False)
-    flags = SimpleNamespace(plos=False, plos_threshold=7, seed=3, mlm_probability=0.15, dynamic_masking=True,
-                            max_tokens_per_batch=None, batch_size=4)
+    flags = PretrainArgs(seed=3, dynamic_masking=True, batch_size=4)
     _, _, collator, _ = make_batching(flags, ds, ds, V)
     plain = torch.utils.data.BatchSampler(torch.utils.data.SequentialSampler(ds), batch_size=4, drop_last=False)
     loader = torch.utils.data.DataLoader(batched_view(ds, collator), batch_sampler=plain, collate_fn=collator,

@@ -6,10 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from exmed_bert.errors import UserError
-from exmed_bert.model import (ExMedBertConfig, ExMedBertForPreTraining, ExMedBertForSequenceClassification,
-                              ExMedBertModel, count_parameters, resolve_architecture, validate_architecture)
 from exmed_bert.data.collate import Collator
+from exmed_bert.errors import UserError
+from exmed_bert.model.architecture import check_sizes, resolve_architecture
+from exmed_bert.model.modeling import (ExMedBertConfig, ExMedBertForPreTraining, ExMedBertForSequenceClassification,
+                                       ExMedBertModel, count_parameters)
 
 V = 100
 
@@ -129,7 +130,7 @@ def test_packed_patient_never_attends_to_another(model):
 
 
 @pytest.mark.parametrize("kw", [{}, {"position_embedding_type": "sinusoidal"}, {"code_embedding_size": 16},
-                                {"region_vocab_size": 5}])
+                                {"plos_pooling": "mean", "clinvec_resize_method": "pca"}])
 def test_save_load_round_trip_gives_identical_logits(tmp_path, kw):
     from transformers import AutoModel, AutoModelForPreTraining, AutoModelForSequenceClassification
 
@@ -140,6 +141,7 @@ def test_save_load_round_trip_gives_identical_logits(tmp_path, kw):
     assert (tmp_path / "config.json").exists() and (tmp_path / "model.safetensors").exists()
     loaded = AutoModelForPreTraining.from_pretrained(tmp_path).eval()
     assert type(loaded) is ExMedBertForPreTraining
+    assert all(getattr(loaded.config, k) == v for k, v in kw.items())  # config.json carries every setting
     assert torch.equal(m(**batch).mlm_logits, loaded(**batch).mlm_logits)
     encoder = AutoModel.from_pretrained(tmp_path).eval()
     assert type(encoder) is ExMedBertModel
@@ -194,25 +196,18 @@ def test_class_weights_change_classification_loss():
     assert torch.allclose(clf(**batch, labels=labels).loss, weighted)
 
 
-def test_region_embedding_is_used_when_configured():
-    torch.manual_seed(0)
-    m = ExMedBertModel(tiny_config(region_vocab_size=4)).eval()
-    batch = {k: v for k, v in collate(make_items()).items() if k not in ("labels", "plos_labels")}
-    a = m(**batch, region_ids=torch.zeros_like(batch["input_ids"])).last_hidden_state
-    b = m(**batch, region_ids=torch.full_like(batch["input_ids"], 2)).last_hidden_state
-    assert not torch.allclose(a, b)
-
-
 def test_presets_overrides_and_validation():
     assert resolve_architecture("large") == dict(num_hidden_layers=6, hidden_size=288, intermediate_size=576,
                                                  num_attention_heads=6)
     small = resolve_architecture("small", hidden_size=96, num_attention_heads=None)
     assert small["hidden_size"] == 96 and small["num_attention_heads"] == 2
-    with pytest.raises(UserError, match="not divisible"):
-        validate_architecture(hidden_size=64, num_attention_heads=3)
+    with pytest.raises(UserError, match="64 is not divisible by --num-attention-heads 3; use e.g. --num-attention-heads 2"):
+        resolve_architecture("small", num_attention_heads=3)
+    with pytest.raises(ValueError, match="not divisible"):
+        check_sizes(hidden_size=64, num_attention_heads=3)
     with pytest.raises(UserError, match="unknown model size"):
         resolve_architecture("huge")
-    with pytest.raises(ValueError, match="divisible"):
+    with pytest.raises(ValueError, match="divisible"):  # the config checks its sizes with the same function
         tiny_config(num_attention_heads=3)
 
 

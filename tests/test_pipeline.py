@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from exmed_bert import pipeline
+from exmed_bert.stages import STAGES
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,7 +32,7 @@ def test_pipeline_end_to_end_skip_force_and_failure(tmp_path, monkeypatch, capsy
     cfg = tiny_config(tmp_path / "config.yaml")
     assert pipeline.main(["--config", str(cfg)]) == 0
     out = capsys.readouterr().out
-    for stage in pipeline.STAGES:
+    for stage in STAGES:
         assert f"=== stage: {stage} ===" in out
     assert "Pipeline finished" in out and "tensorboard --logdir output" in out
     for path in ["data/synthetic_patients.json", "data/task_specific.csv", "pretrain_stuff/synthetic_train.pt",
@@ -53,7 +54,7 @@ def test_pipeline_end_to_end_skip_force_and_failure(tmp_path, monkeypatch, capsy
     # Nothing changed: every stage is skipped.
     assert pipeline.main(["--config", str(cfg)]) == 0
     out = capsys.readouterr().out
-    assert out.count("[skip]") == len(pipeline.STAGES)
+    assert out.count("[skip]") == len(STAGES)
 
     # --force reruns, here limited to one cheap stage.
     assert pipeline.main(["--config", str(cfg), "--stages", "rf", "--force"]) == 0
@@ -91,3 +92,41 @@ def test_every_default_config_key_is_known():
     sections = load_yaml(ROOT / "config.yaml")
     assert sections[None]["num_patients"] == 1000
     assert json.dumps(sections)  # plain data, all keys valid (load_yaml raises on any unknown key)
+
+
+def test_config_is_read_once_into_typed_stage_arguments(tmp_path, monkeypatch, capsys):
+    """One read of config.yaml; every stage gets its dataclass (paths wired, architecture resolved) through
+    run(args), never a command line to re-parse; unchanged stages are skipped on the next run."""
+    import exmed_bert.config as config
+    from exmed_bert.training.args import FinetuneArgs, PretrainArgs
+
+    monkeypatch.chdir(tmp_path)
+    cfg = tiny_config(tmp_path / "config.yaml", model_size="medium", learning_rate=0.002)
+    for key in ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads"):
+        cfg.write_text(cfg.read_text().replace(f"{key}:", f"# {key}:"))
+    reads, seen = [], {}
+    real_read = config._read
+    monkeypatch.setattr(config, "_read", lambda path: reads.append(path) or real_read(path))
+
+    def fake(name):
+        def run(args):
+            seen[name] = args
+            for out in {"generate": [args.output, args.task_output] if name == "generate" else []}.get(name, []):
+                Path(out).parent.mkdir(parents=True, exist_ok=True)
+                Path(out).write_text("x")
+        return run
+
+    monkeypatch.setattr(pipeline, "runners", lambda: {s: fake(s) for s in STAGES})
+    assert pipeline.main(["--config", str(cfg), "--stages", "generate,pretrain,finetune"]) == 0
+    assert len(reads) == 1
+    pre, ft = seen["pretrain"], seen["finetune"]
+    assert isinstance(pre, PretrainArgs) and isinstance(ft, FinetuneArgs)
+    assert pre.learning_rate == 0.002 and isinstance(pre.learning_rate, float)
+    assert (pre.num_hidden_layers, pre.hidden_size, pre.intermediate_size, pre.num_attention_heads) == (4, 128, 256, 4)
+    assert pre.output_dir == str(Path("output") / "with_clinvec") and pre.data_dir == "pretrain_stuff"
+    assert ft.model_path == str(Path("output") / "with_clinvec" / "checkpoint-best")
+    out = capsys.readouterr().out
+    assert "--learning-rate 0.002" in out and "--hidden-size 128" in out  # the command that reruns it by hand
+    assert "[done] generate" in out
+    assert pipeline.main(["--config", str(cfg), "--stages", "generate"]) == 0
+    assert "[skip] generate" in capsys.readouterr().out

@@ -14,6 +14,7 @@ import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from exmed_bert.cli.pretrain import main
+from exmed_bert.errors import UserError
 
 # Codes in three "disease clusters": a patient draws mostly from one, so masked codes are predictable.
 CLUSTERS = [
@@ -128,7 +129,7 @@ def test_two_step_run_writes_the_guide_layout(data_dir, tmp_path, capsys):
     assert results["eval_plos_reference_auprc"] == pytest.approx(average_precision_score(y, stays))
 
     from exmed_bert.data.vocab import Vocab
-    from exmed_bert.model import ExMedBertForPreTraining
+    from exmed_bert.model.modeling import ExMedBertForPreTraining
 
     best = out / "checkpoint-best"
     assert {"config.json", "model.safetensors", "vocab.json"} <= {p.name for p in best.iterdir()}
@@ -136,6 +137,25 @@ def test_two_step_run_writes_the_guide_layout(data_dir, tmp_path, capsys):
     assert model.config.num_hidden_layers == 2 and model.config.hidden_size == 32
     assert len(Vocab.load(best / "vocab.json")) == model.config.vocab_size
     assert not list(out.glob(".checkpoint-best*")), "temporary folders left behind"
+
+
+def test_preset_sizes_and_model_flags_are_decided_once_and_stored(data_dir, tmp_path):
+    """--model-size alone gives the preset's sizes, recorded in run_config.json; --position-embedding-type
+    and --pooling reach the model's config.json (and through it fine-tuning's classifier pooling)."""
+    from exmed_bert.model.architecture import PRESETS
+
+    out = tmp_path / "m"
+    rc = main(["--data-dir", str(data_dir), "--output-dir", str(out), "--model-size", "tiny", "--device", "cpu",
+               "--max-position-embeddings", "64", "--max-steps", "1", "--save-steps", "1", "--eval-steps", "1",
+               "--position-embedding-type", "sinusoidal", "--pooling", "mean"])
+    assert rc == 0
+    args = json.loads((out / "run_config.json").read_text())["args"]
+    assert {k: args[k] for k in PRESETS["tiny"]} == PRESETS["tiny"]
+    config = json.loads((out / "checkpoint-best" / "config.json").read_text())
+    assert {k: config[k] for k in PRESETS["tiny"]} == PRESETS["tiny"]
+    assert config["position_embedding_type"] == "sinusoidal"
+    assert config["plos_pooling"] == config["classifier_pooling"] == "mean"
+    assert config["clinvec_resize_method"] is None  # no ClinVec: nothing was resized
 
 
 # 20 pairs of diagnosis codes that always share a visit; each patient keeps to two pairs. A masked code is
@@ -271,16 +291,14 @@ def test_plos_reference_scores_patients_by_their_number_of_stays():
 
 
 def test_dynamic_masking_changes_masks_by_epoch_static_does_not(data_dir):
-    from types import SimpleNamespace
-
     from exmed_bert.data.dataset import PatientDataset
+    from exmed_bert.training.args import PretrainArgs
     from exmed_bert.training.pretrain import make_batching
 
     ds = PatientDataset.load(data_dir / "synthetic_train.pt")
     items = [ds[i] for i in range(8)]
     for dynamic in (False, True):
-        args = SimpleNamespace(plos=False, plos_threshold=7, seed=3, mlm_probability=0.3, dynamic_masking=dynamic,
-                               max_tokens_per_batch=None, batch_size=4)
+        args = PretrainArgs(seed=3, mlm_probability=0.3, dynamic_masking=dynamic, batch_size=4)
         _, _, collate, _ = make_batching(args, ds, ds, 40)
         collate.set_epoch(0)
         first = collate(items)["labels"]
@@ -290,15 +308,13 @@ def test_dynamic_masking_changes_masks_by_epoch_static_does_not(data_dir):
 
 
 def test_token_budget_batches_stay_under_budget(data_dir):
-    from types import SimpleNamespace
-
     from exmed_bert.data.dataset import PatientDataset
     from exmed_bert.data.sampler import bucket_lengths
+    from exmed_bert.training.args import PretrainArgs
     from exmed_bert.training.pretrain import make_batching
 
     ds = PatientDataset.load(data_dir / "synthetic_train.pt")
-    args = SimpleNamespace(plos=False, plos_threshold=7, seed=3, mlm_probability=0.15, dynamic_masking=False,
-                           max_tokens_per_batch=64, batch_size=2)
+    args = PretrainArgs(seed=3, max_tokens_per_batch=64, batch_size=2)
     sampler, _, _, _ = make_batching(args, ds, ds, 40)
     batches = list(sampler)
     assert sorted(i for b in batches for i in b) == list(range(len(ds)))
@@ -307,6 +323,27 @@ def test_token_budget_batches_stay_under_budget(data_dir):
     args.max_tokens_per_batch = None  # patients per batch
     sampler, _, _, _ = make_batching(args, ds, ds, 40)
     assert max(len(b) for b in sampler) == 2
+
+
+def test_packing_flag_packs_patients_into_rows_under_the_budget(data_dir):
+    """--packing: random patients up to the token budget, packed into rows with seq_ids (each patient once)."""
+    from exmed_bert.config import parse_args
+    from exmed_bert.data.dataset import PatientDataset
+    from exmed_bert.training.args import PretrainArgs
+    from exmed_bert.training.pretrain import make_batching
+
+    with pytest.raises(UserError, match="--max-tokens-per-batch"):
+        parse_args(PretrainArgs, ["--packing"])
+    args = parse_args(PretrainArgs, ["--packing", "--max-tokens-per-batch", "512", "--plos"])
+    ds = PatientDataset.load(data_dir / "synthetic_train.pt")
+    sampler, _, collate, _ = make_batching(args, ds, ds, 40)
+    batches = list(sampler)
+    assert sorted(i for b in batches for i in b) == list(range(len(ds)))
+    batch = collate([ds[i] for i in batches[0]])
+    seq = batch["seq_ids"]
+    assert int(seq.max()) + 1 == len(batches[0]) == len(batch["plos_labels"])
+    assert batch["input_ids"].shape[0] < len(batches[0])  # several patients share a row
+    assert batch["attention_mask"].sum() == int(ds.lengths[batches[0]].sum())
 
 
 def test_clinvec_run_initialises_and_reports_coverage(data_dir, tmp_path):
@@ -319,14 +356,18 @@ def test_clinvec_run_initialises_and_reports_coverage(data_dir, tmp_path):
     assert coverage["initialized_row_ids"] and coverage["demo"]
     log = (out / "training.log").read_text()
     used = tmp_path / "ClinVec_demo"  # no release in no_release/, so the demo folder beside it is used
-    assert f"code rows from {used}" in log and "DEMO" in log and "ClinVec coverage" in log
+    assert f"code rows from {used}" in log and "DEMO" in log and log.count("ClinVec coverage") == 1
     assert (out / "checkpoint-best" / "model.safetensors").is_file()
+    # the resize method was decided once (hidden 32 < ClinVec's 128: auto -> pca) and travels in config.json
+    config = json.loads((out / "checkpoint-best" / "config.json").read_text())
+    assert config["clinvec_resize_method"] == coverage["resize_method_used"] == "pca"
+    assert coverage["resize_method"] == "auto"
 
 
 def broken_clinvec(folder: Path, case: str) -> Path:
     """A copy of the demo ClinVec folder with one defect."""
-    from exmed_bert.clinvec import build_demo_clinvec
-    from exmed_bert.clinvec.loader import DEMO_MARKER, NODE_TABLE
+    from exmed_bert.clinvec.release import DEMO_MARKER, NODE_TABLE
+    from exmed_bert.synthetic.clinvec_demo import build_demo_clinvec
 
     build_demo_clinvec(folder)
     (folder / DEMO_MARKER).unlink()

@@ -89,7 +89,7 @@ def test_resume_from_checkpoint_without_weights_is_a_user_error(data_dir, tmp_pa
 
 
 def code_rows(checkpoint: Path, rows: list[int]):
-    from exmed_bert.model import ExMedBertForPreTraining
+    from exmed_bert.model.modeling import ExMedBertForPreTraining
 
     return ExMedBertForPreTraining.from_pretrained(checkpoint).get_input_embeddings().weight.detach()[rows]
 

@@ -105,7 +105,7 @@ def test_finetune_cli_refuses_a_pickled_checkpoint(tiny_model, tiny_data, tiny_c
 @pytest.mark.parametrize("use_safetensors", [True, None])
 def test_model_from_pretrained_refuses_a_pickled_checkpoint(use_safetensors, tiny_model, tmp_path, marker):
     """Also the plain `from_pretrained` a user would call: a .bin is read with weights_only=True."""
-    from exmed_bert.model import ExMedBertForSequenceClassification
+    from exmed_bert.model.modeling import ExMedBertForSequenceClassification
 
     model = poisoned_model_folder(tiny_model, tmp_path / "model", marker)
     with pytest.raises(Exception):  # noqa: B017 - OSError or UnpicklingError, depending on the path taken

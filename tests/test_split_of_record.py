@@ -174,7 +174,7 @@ def test_leak_check_names_the_split_the_count_and_an_example():
 
 def splits_of_run(monkeypatch, argv) -> dict:
     """The task splits a fine-tuning run reads; it stops right after loading them (no training)."""
-    import exmed_bert.tasks as tasks
+    import exmed_bert.training.finetune as finetune
     from exmed_bert.cli.finetune import main
 
     seen = {}
@@ -184,7 +184,7 @@ def splits_of_run(monkeypatch, argv) -> dict:
         seen.update({s: set(ds.patient_ids) for s, ds in splits.items()}, source=source)
         raise UserError("stopped after the split")
 
-    monkeypatch.setattr(tasks, "load_task_splits", capture)
+    monkeypatch.setattr(finetune, "load_task_splits", capture)  # the name the run calls
     assert main(argv) == 2
     return seen
 

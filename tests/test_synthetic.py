@@ -242,11 +242,11 @@ def test_unwritable_output_exits_2(tmp_path, capsys):
 
 
 def test_clinvec_vocabulary_drives_the_novel_rate(tmp_path, monkeypatch):
-    from exmed_bert.synthetic import embedding_vocab
+    from exmed_bert.clinvec import loader
 
     vocab = demo_codes() - {"icd10cm:E11.9", "atc:C09AA03"}     # frequent codes this release lacks
-    # patch the name the generator calls (bound at import in embedding_vocab), not the clinvec package's
-    monkeypatch.setattr(embedding_vocab, "available_codes", lambda d, vocab_types=None: set(vocab))
+    # the generator reads a release's codes through the loader (imported when a release is given)
+    monkeypatch.setattr(loader, "available_codes", lambda d, vocab_types=None: set(vocab))
     (tmp_path / "ClinGraph_nodes.csv").write_text("node_id\tnode_name\tntype\tnode_index\n")  # a release folder
     out, _ = _gen(tmp_path, 2000, "--novel-prob", "0.05", "--clinvec-dir", str(tmp_path))
     patients, meta = _load(out)

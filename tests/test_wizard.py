@@ -94,6 +94,7 @@ def test_missing_clinvec_offers_demo(tmp_path):
     answer(child, "Generate new synthetic data? (y/n) [y]: ", "")
     answer(child, "Number of patients to generate [60]: ", "")
     answer(child, "Novel code probability (0.0-1.0) [0.01]: ", "")
+    answer(child, "Planted task (hf, temporal) [hf]: ", "")
     answer(child, "Maximum sequence length [64]: ", "")
     answer(child, "Training set ratio (0.0-1.0) [0.8]: ", "")
     answer(child, "Use ClinVec pre-trained embeddings? (y/n) [y]: ", "y")
@@ -139,3 +140,16 @@ def test_wizard_runs_tiny_pipeline_to_the_end(tmp_path):
     assert child.exitstatus == 0, log.getvalue()[-3000:]
     assert (tmp_path / "output" / "report.md").is_file()
     assert (tmp_path / "output" / "random_init" / "checkpoint-best" / "model.safetensors").is_file()
+
+
+def test_summary_shows_the_architecture_the_preset_resolves_to(capsys):
+    """The wizard's summary reads the stages' resolved arguments: a preset alone gives its sizes; an
+    explicit size overrides only itself."""
+    from exmed_bert.cli.wizard import print_summary, settings
+
+    print_summary(settings({"model_size": "medium"}, "config.yaml"))
+    out = capsys.readouterr().out
+    assert "- Layers: 4" in out and "- Hidden size: 128" in out and "- Attention heads: 4" in out
+    print_summary(settings({"model_size": "small", "hidden_size": 96}, "config.yaml"))
+    out = capsys.readouterr().out
+    assert "- Layers: 2" in out and "- Hidden size: 96" in out and "- Intermediate size: 128" in out

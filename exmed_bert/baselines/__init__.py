@@ -1,4 +1,1 @@
-"""Baselines: sparse code features and RF / XGBoost through one shared runner."""
-
-# The featurisations (`--features`), defined here so the command line knows them without importing scipy.
-FEATURE_SETS = ("counts", "windows")
+"""Baselines: sparse code features and RF / XGBoost through one shared runner (`runner.run(args)`)."""

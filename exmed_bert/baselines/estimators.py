@@ -20,14 +20,18 @@ DISPLAY_NAMES = {"rf": "Random Forest", "xgboost": "XGBoost"}
 
 def build_estimator(name: str, params: dict[str, Any], class_balance: np.ndarray | None = None):
     """A fresh sklearn-API classifier. `class_balance`: (K,) train class counts when weighting is on."""
+    # Each library loads only for its own estimator: xgboost takes 1.8 s to import (python -X importtime),
+    # which an RF run need not pay, and the reverse for scikit-learn's forest modules.
     if name == "rf":
         from sklearn.ensemble import RandomForestClassifier
         from sklearn.impute import SimpleImputer
         from sklearn.pipeline import Pipeline
 
+        max_features = params.get("max_features", "sqrt")
         forest = RandomForestClassifier(
             n_estimators=params["n_estimators"], max_depth=params.get("max_depth"),
-            min_samples_leaf=params.get("min_samples_leaf", 1), max_features=params.get("max_features", "sqrt"),
+            min_samples_leaf=params.get("min_samples_leaf", 1),
+            max_features=None if max_features == "all" else max_features,
             class_weight="balanced" if class_balance is not None else None,
             n_jobs=params.get("n_jobs", 1), random_state=params.get("seed", 42))
         # sklearn's forests take NaN only in dense input; the features are sparse, and an unknown age is

@@ -17,7 +17,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from exmed_bert.baselines import FEATURE_SETS
+from exmed_bert.baselines.args import FEATURE_SETS
 from exmed_bert.data.dataset import UNKNOWN_BIRTH
 
 # Token ids below this are [PAD] [UNK] [CLS] [SEP] [MASK]; only [UNK] (id 1) carries information.

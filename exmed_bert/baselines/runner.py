@@ -1,6 +1,7 @@
 """Shared baseline run: featurise the task splits, fit on train, pick the F1 cut on val, score test.
 
 RF and XGBoost go through exactly this code; `estimators.build_estimator` is the only fork.
+`run(RFArgs | XGBArgs)` is the stage for both.
 """
 
 from __future__ import annotations
@@ -13,23 +14,21 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from exmed_bert.baselines import estimators
+from exmed_bert.baselines.args import BaselineArgs
 from exmed_bert.baselines.features import DESCRIPTIONS, feature_names, featurize, labels_of
+from exmed_bert.codes import describe
 from exmed_bert.errors import UserError
 from exmed_bert.evaluation import plots
-from exmed_bert.evaluation.outputs import evaluate_and_write
-from exmed_bert.io import write_json
-from exmed_bert.tasks import check_labels
+from exmed_bert.evaluation.outputs import evaluate_and_write, format_summary
+from exmed_bert.io import file_fingerprint, write_json, write_run_info
+from exmed_bert.tasks import check_labels, load_task_splits
 
 
 def describe_token(token: str) -> str | None:
-    """Human name of a vocabulary token such as "icd10cm:E11.65" (None when unknown or no codes module)."""
+    """Human name of a vocabulary token such as "icd10cm:E11.65" (None when unknown)."""
     if ":" not in token:
         return None
     system, code = token.split(":", 1)
-    try:
-        from exmed_bert.codes import describe
-    except ImportError:
-        return None
     try:
         return describe(code, system)
     except Exception:  # noqa: BLE001 - a name is a nicety; an odd code must not sink the run
@@ -87,4 +86,21 @@ def run_baseline(name: str, splits: Mapping[str, Mapping], vocab_tokens: Sequenc
                                 [t["importance"] for t in shown], out / "top_features.png",
                                 title=f"{estimators.DISPLAY_NAMES[name]}: top features")
     estimators.save_model(name, model, out)
+    return doc
+
+
+def run(args: BaselineArgs) -> dict:
+    """The RF or XGBoost stage (`args.estimator`): task splits, fit, test metrics, run_config beside them;
+    returns the metrics document."""
+    splits, vocab, source = load_task_splits(
+        args.data_dir, args.task_data, num_labels=args.num_labels, output_dir=args.output_dir,
+        on_error=args.on_task_error)
+    data = {s: ds.data for s, ds in splits.items()}
+    fingerprint = {s: file_fingerprint(ds.path) for s, ds in splits.items() if ds.path is not None}
+    write_run_info(args.output_dir, args, extra={"data": source, "data_fingerprint": fingerprint})
+    doc = run_baseline(args.estimator, data, vocab.tokens, args.estimator_params(), args.output_dir,
+                       num_labels=args.num_labels, class_weights=args.class_weights, n_bootstrap=args.n_bootstrap,
+                       seed=args.seed, extra={"data": source}, features=args.features)
+    print(format_summary(doc))
+    print(f"wrote {args.output_dir}/metrics.json, predictions.csv and plots")
     return doc

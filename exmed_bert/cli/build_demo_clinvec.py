@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 from exmed_bert.config import parse_args
 from exmed_bert.errors import cli_entry
+from exmed_bert.synthetic.clinvec_demo import build_demo_clinvec
 
 
 @dataclass
-class Args:
+class BuildDemoArgs:
     """Build DEMO ClinVec embeddings from the project's code hierarchies and disease modules (not the real
     release; see ClinVec/README.md for that)."""
 
@@ -22,10 +24,7 @@ class Args:
 
 @cli_entry
 def main(argv=None) -> int:
-    args = parse_args(Args, argv, prog="build_demo_clinvec.py")
-    import logging
-
-    from exmed_bert.clinvec.demo import build_demo_clinvec
+    args = parse_args(BuildDemoArgs, argv, prog="build_demo_clinvec.py")
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     out = build_demo_clinvec(args.output, dim=args.dim, seed=args.seed)

@@ -1,5 +1,5 @@
 """`example_load_synthetic_data.py`: load a converted split, print counts and length statistics, and
-decode one patient back to codes, dates and visits (lossless apart from truncation)."""
+decode one patient back to codes, dates and visits (exmed_bert.data.inspect)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from exmed_bert.errors import UserError, cli_entry
 
 
 @dataclass
-class Args:
+class ExampleLoadArgs:
     """Inspect an encoded dataset: counts, length statistics and one decoded patient."""
 
     yaml_section: ClassVar[Optional[str]] = "example_load"
@@ -24,38 +24,12 @@ class Args:
     patient: int = field(default=0, metadata={"help": "row of the patient to decode"})
 
 
-def describe_patient(ds, vocab, i: int) -> list[str]:
-    """Lines showing patient i as visits: date, age, then its codes."""
-    from exmed_bert.convert.validate import UNKNOWN_BIRTH, day_to_iso
-    from exmed_bert.data.vocab import SEP_ID
-
-    item = ds[i]
-    d = ds.data
-    s = int(ds.offsets[i])
-    ids, pos, ages = item["input_ids"].tolist(), item["position_ids"].tolist(), item["age_ids"].tolist()
-    days = d["days"][s:s + len(ids)].tolist()
-    birth = int(d["birth_days"][i])
-    sex = {0: "unknown", 1: "F", 2: "M"}[item["sex"]]
-    lines = [f"patient {ds.patient_ids[i]} (row {i}): sex {sex}, born "
-             f"{'unknown' if birth == UNKNOWN_BIRTH else day_to_iso(birth)}, {len(ids)} tokens, "
-             f"{max(pos)} visits, longest stay {item['plos_los']} days"
-             + (f", label {item['label']}" if "label" in item else "")]
-    codes: list[str] = []
-    for tok, p, age, day in zip(ids[1:], pos[1:], ages[1:], days[1:]):
-        if tok == SEP_ID:
-            lines.append(f"  visit {p:3d}  {day_to_iso(day)}  age {age:3d}  {' '.join(codes)}")
-            codes = []
-        else:
-            codes.append(vocab.token(tok))
-    return lines
-
-
 @cli_entry
 def main(argv=None) -> int:
-    args = parse_args(Args, argv, prog="example_load_synthetic_data.py")
-    import numpy as np
-
+    args = parse_args(ExampleLoadArgs, argv, prog="example_load_synthetic_data.py")
+    # torch loads here, after parsing: 1.0 s to import (python -X importtime), --help 0.1 s
     from exmed_bert.data.dataset import PatientDataset
+    from exmed_bert.data.inspect import describe_patient, summary_lines
     from exmed_bert.data.vocab import Vocab
 
     ds = PatientDataset.load(args.data)
@@ -66,13 +40,7 @@ def main(argv=None) -> int:
         raise UserError(f"{args.data}: the dataset has no patients")
     if not 0 <= args.patient < len(ds):
         raise UserError(f"--patient must be between 0 and {len(ds) - 1}, got {args.patient}")
-    n = ds.lengths
-    print(f"{args.data}: {len(ds)} patients, {int(n.sum())} tokens, vocabulary {len(vocab)} tokens")
-    print("tokens per patient: min {} / median {:.0f} / mean {:.1f} / p95 {:.0f} / max {}".format(
-        int(n.min()), float(np.median(n)), float(n.mean()), float(np.percentile(n, 95)), int(n.max())))
-    if ds.has_labels:
-        labels, counts = np.unique(ds.data["labels"].numpy(), return_counts=True)
-        print("labels: " + ", ".join(f"{int(a)}: {int(b)}" for a, b in zip(labels, counts)))
+    print("\n".join(summary_lines(ds, vocab, args.data)))
     print("\n".join(describe_patient(ds, vocab, args.patient)))
     return 0
 

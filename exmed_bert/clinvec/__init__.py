@@ -1,32 +1,7 @@
-"""ClinVec code embeddings: release loader, code matching with hierarchical fallback, resizing, demo files.
+"""ClinVec code embeddings, a pure core: the release's layout (`release`), its reader (`loader`), code
+matching with hierarchical fallback (`match`), resizing to the code table's width (`resize`), the rows and
+coverage report of an initialisation (`init`), and freezing those rows for a while (`freeze`).
 
-The public functions are the contract in docs/ARCHITECTURE.md. They are imported lazily so that
-`available_codes` (used by the generator) does not pull in torch or transformers.
+Nothing here writes a file or prints: pretraining does (clinvec_coverage.json, the summary). The demo
+embeddings and the choice of folder (real release or demo) are `exmed_bert.synthetic.clinvec_demo`.
 """
-
-from __future__ import annotations
-
-import importlib
-
-_EXPORTS = {
-    "available_codes": "exmed_bert.clinvec.loader",
-    "load_clinvec": "exmed_bert.clinvec.loader",
-    "ClinVecTable": "exmed_bert.clinvec.loader",
-    "match_tokens": "exmed_bert.clinvec.match",
-    "code_embedding_size_for": "exmed_bert.clinvec.resize",
-    "resolve_method": "exmed_bert.clinvec.resize",
-    "Resizer": "exmed_bert.clinvec.resize",
-    "init_code_embeddings": "exmed_bert.clinvec.init",
-    "freeze_callback": "exmed_bert.clinvec.freeze",
-    "resolve_clinvec_dir": "exmed_bert.clinvec.resolve",
-    "is_demo": "exmed_bert.clinvec.resolve",
-    "build_demo_clinvec": "exmed_bert.clinvec.demo",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'exmed_bert.clinvec' has no attribute {name!r}")

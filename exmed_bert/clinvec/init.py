@@ -1,76 +1,80 @@
-"""Initialise a model's code-embedding rows from ClinVec and write the coverage report.
+"""The ClinVec rows of a model's code table, and the coverage report: computed, never written or printed.
 
 Rows with an exact or ancestor match get the (resized) ClinVec vector; all other rows keep the model's
-own `--initialization`. Nothing is rescaled by default, so with hidden size 128 (or learned_projection)
-the initialised rows equal the release's vectors exactly; `rescale=True` matches the model's row norm.
+own `--initialization`. The resize method is the one the model's config records (decided once, when the
+model was built). Nothing is rescaled by default, so with hidden size 128 (or learned_projection) the
+initialised rows equal the release's vectors exactly; `rescale=True` matches the model's row norm.
 """
 
 from __future__ import annotations
 
-import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
+import torch
 
-from exmed_bert.clinvec.loader import check_vocab_types, load_clinvec
+from exmed_bert.clinvec.loader import ClinVecTable
 from exmed_bert.clinvec.match import SOURCES, Match, coverage_counts, match_tokens
-from exmed_bert.clinvec.resize import Resizer, resolve_method
-from exmed_bert.clinvec.resolve import is_demo, resolve_clinvec_dir
-from exmed_bert.io import write_json
-
-log = logging.getLogger("exmed_bert.clinvec")
+from exmed_bert.clinvec.release import is_demo
+from exmed_bert.clinvec.resize import Resizer
 
 COVERAGE_FILE = "clinvec_coverage.json"
 
 
-def init_code_embeddings(model, vocab, *, clinvec_dir, vocab_types, use_hierarchical_init: bool,
-                         resize_method: str, output_dir, seed: int, rescale: bool = False) -> dict:
-    """Copy ClinVec vectors into `model.get_input_embeddings()`; returns (and writes) the coverage report.
+@dataclass
+class ClinVecRows:
+    """What ClinVec sets in a code table: `values[k]` goes to row `row_ids[k]`; `report` is the coverage."""
 
-    `vocab` is a `Vocab` (or any object with `tokens`, or a token list) whose ids are the table's rows.
-    The report's `initialized_row_ids` are the rows set from ClinVec (for `freeze_callback`).
+    row_ids: list[int]
+    values: torch.Tensor  # (M, E) in the table's dtype, E = the table's width
+    report: dict
+
+    def copy_into(self, model) -> None:
+        """Write the rows into `model.get_input_embeddings()`."""
+        weight = model.get_input_embeddings().weight
+        if self.row_ids:
+            with torch.no_grad():
+                weight[torch.tensor(self.row_ids, dtype=torch.long)] = self.values.to(weight.device, weight.dtype)
+
+
+def init_code_embeddings(model, tokens: Sequence[str], tables: dict[str, ClinVecTable], *, source: str | Path,
+                         use_hierarchical_init: bool, seed: int, requested_method: str | None = None,
+                         rescale: bool = False) -> ClinVecRows:
+    """The ClinVec rows for `model`'s code table (row i is `tokens[i]`) and the coverage report.
+
+    `tables` come from `source` (loader.load_clinvec). The resize method is `model.config.clinvec_resize_method`
+    (`requested_method`, e.g. "auto", is only recorded). Reads the model, changes nothing: `ClinVecRows.copy_into`
+    does. The report's `initialized_row_ids` are the rows set from ClinVec (for `freeze_callback`).
     """
-    import torch
-
-    folder = resolve_clinvec_dir(clinvec_dir)
-    demo = is_demo(folder)
-    vocabs = check_vocab_types(vocab_types)
-    tables = load_clinvec(folder, vocabs)
-    tokens = list(getattr(vocab, "tokens", vocab))
-    weight = model.get_input_embeddings().weight          # (V, E), E = code_embedding_size or hidden
+    tokens = list(tokens)
+    weight = model.get_input_embeddings().weight.detach()    # (V, E), E = code_embedding_size or hidden
     if weight.shape[0] != len(tokens):
         raise ValueError(f"code table has {weight.shape[0]} rows but the vocabulary {len(tokens)} tokens")
     width = weight.shape[1]
     dim = next(iter(tables.values())).vectors.shape[1]
-    hidden = getattr(getattr(model, "config", None), "hidden_size", width)
-    used = resolve_method(resize_method, hidden, dim)
-    if width == dim:
-        used = "identity" if used != "learned_projection" else used
-    elif used in ("learned_projection", "identity"):
-        # The table is not dim-wide (the config was built without code_embedding_size): fall back.
-        used = resolve_method("auto", width, dim)
-        log.warning("ClinVec: code table is %d-d, not %d-d; resizing with %s instead", width, dim, used)
+    method = model.config.clinvec_resize_method
+    if method is None or (method in ("identity", "learned_projection") and width != dim):
+        raise ValueError(f"the model's config records resize method {method!r} for a {width}-wide code table and "
+                         f"{dim}-d ClinVec vectors; build it with the method resolve_method chose")
 
     matches = match_tokens(tokens, tables, use_hierarchical_init=use_hierarchical_init)
     hits = [(i, m) for i, m in _rows(tokens, matches) if m.source != "random"]
-    resizer = Resizer(used, width, seed=seed).fit(np.concatenate([t.vectors for t in tables.values()]))
+    resizer = Resizer(method, width, seed=seed).fit(np.concatenate([t.vectors for t in tables.values()]))
+    values = weight.new_zeros((0, width))
     if hits:
         rows = np.stack([tables[m.vocab].vectors[m.row] for _, m in hits])   # (M, dim)
-        new = resizer.transform(rows)                                          # (M, width)
-        ids = torch.tensor([i for i, _ in hits], dtype=torch.long)
-        with torch.no_grad():
-            values = torch.from_numpy(new).to(weight.dtype)
-            if rescale:
-                values = values * _scale(weight, ids, values)
-            weight[ids] = values.to(weight.device)
-
+        values = torch.from_numpy(resizer.transform(rows)).to(weight.dtype)  # (M, width)
+        if rescale:
+            values = values * _scale(weight, torch.tensor([i for i, _ in hits]), values)
     report = {
-        "demo": demo,
-        "clinvec_dir": str(folder),
-        "vocab_types": vocabs,
+        "demo": is_demo(source),
+        "clinvec_dir": str(source),
+        "vocab_types": list(tables),
         "use_hierarchical_init": bool(use_hierarchical_init),
-        "resize_method": resize_method,
-        "resize_method_used": used,
+        "resize_method": requested_method or method,
+        "resize_method_used": method,
         "clinvec_dim": int(dim),
         "code_table_dim": int(width),
         "rescaled": bool(rescale),
@@ -78,13 +82,7 @@ def init_code_embeddings(model, vocab, *, clinvec_dir, vocab_types, use_hierarch
         "tokens": {m.token: {"source": m.source, "matched": m.matched} for m in matches},
         "initialized_row_ids": [i for i, _ in hits],
     }
-    out = Path(output_dir) / COVERAGE_FILE
-    write_json(out, report)
-    table = format_summary(report)
-    print(table)
-    if log.hasHandlers():  # print() already reaches the console and training.log's tee
-        log.info("%s\ncoverage report: %s", table, out)
-    return report
+    return ClinVecRows([i for i, _ in hits], values, report)
 
 
 def _rows(tokens: list[str], matches: list[Match]):
@@ -93,13 +91,11 @@ def _rows(tokens: list[str], matches: list[Match]):
     return [(ids[m.token], m) for m in matches]
 
 
-def _scale(weight, ids, values) -> float:
+def _scale(weight: torch.Tensor, ids: torch.Tensor, values: torch.Tensor) -> float:
     """Factor giving the ClinVec rows the mean row norm of the model's own (non-ClinVec) rows."""
-    import torch
-
     keep = torch.ones(weight.shape[0], dtype=torch.bool)
     keep[ids] = False
-    own = weight.detach()[keep].norm(dim=1)
+    own = weight[keep].norm(dim=1)
     own = own[own > 0]  # the padding row is zero
     target = float(own.mean()) if len(own) else 1.0
     return target / max(float(values.norm(dim=1).mean()), 1e-12)

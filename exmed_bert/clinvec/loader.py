@@ -1,4 +1,5 @@
-"""Reader for the ClinVec release: the tab-separated node table plus one `ClinVec_<vocab>.csv` per vocabulary.
+"""Reader for the ClinVec release: the tab-separated node table plus one `ClinVec_<vocab>.csv` per vocabulary
+(file names and vocabularies: clinvec/release.py).
 
 Rows of a vector file are joined to `ClinGraph_nodes.csv` by their `node_index` column, never by row
 position, and everything read is checked: one bad file is one `UserError` line naming it.
@@ -11,20 +12,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+from tqdm import tqdm
 
+from exmed_bert.clinvec.release import (DIM, NODE_TABLE, NTYPE_ALIASES, README_HINT, VOCAB_TYPES,
+                                        check_vocab_types, code_of, expected_dim, files_found, ntype_matches,
+                                        vocab_file)
+from exmed_bert.codes import normalize
 from exmed_bert.errors import UserError
 
 log = logging.getLogger("exmed_bert.clinvec")
 
-NODE_TABLE = "ClinGraph_nodes.csv"
-VOCABS = ("icd10cm", "icd9cm", "atc", "cpt", "rxnorm", "phecode", "lnc", "snomedct", "umls")
-DIM = 128  # width of the released vectors
-DEMO_MARKER = "DEMO_EMBEDDINGS.txt"
-# `ntype` spellings in the release (ClinVec tutorials use ICD10CM, ATC, CPT, PHECODE, RXNORM, LNC,
-# SNOMEDCT_US, UMLS_CUI). Matching is case-insensitive; these are the extra aliases.
-_NTYPE_ALIASES = {"snomedct": {"snomedct_us"}, "umls": {"umls_cui", "cui"}, "lnc": {"loinc"}}
 _INDEX_HEADERS = {"", "node_index", "unnamed: 0", "index"}
-README_HINT = "see ClinVec/README.md"
 
 
 @dataclass
@@ -41,61 +40,8 @@ class ClinVecTable:
         return [code_of(n) for n in self.node_ids]
 
 
-def vocab_file(vocab: str) -> str:
-    return f"ClinVec_{vocab}.csv"
-
-
-def code_of(node_id: str) -> str:
-    """'E11.65:icd10cm' -> 'E11.65' (the vocabulary suffix follows the last colon)."""
-    return node_id.rsplit(":", 1)[0] if ":" in node_id else node_id
-
-
-def ntype_matches(ntype: str, vocab: str) -> bool:
-    n = str(ntype).strip().lower()
-    return n == vocab or n in _NTYPE_ALIASES.get(vocab, ())
-
-
-def files_found(clinvec_dir: str | Path) -> list[str]:
-    d = Path(clinvec_dir)
-    return sorted(p.name for p in d.glob("*.csv")) if d.is_dir() else []
-
-
-def has_clinvec_files(folder: str | Path) -> bool:
-    """Does `folder` hold any ClinVec file (the node table or a ClinVec_<vocab>.csv)?"""
-    folder = Path(folder)
-    return folder.is_dir() and ((folder / NODE_TABLE).is_file() or any(folder.glob("ClinVec_*.csv")))
-
-
-def check_vocab_types(vocab_types) -> list[str]:
-    """Validate `--vocab-types` (a list or a comma-separated string); returns lower-case names."""
-    if isinstance(vocab_types, str):
-        vocab_types = vocab_types.split(",")
-    out = [str(v).strip().lower() for v in vocab_types if str(v).strip()]
-    for v in out:
-        if v not in VOCABS:
-            raise UserError(f"--vocab-types: unknown ClinVec vocabulary '{v}'; choose from {', '.join(VOCABS)}")
-    if not out:
-        raise UserError("--vocab-types: name at least one vocabulary, e.g. icd10cm,atc,cpt")
-    return list(dict.fromkeys(out))
-
-
-def expected_dim(clinvec_dir: str | Path) -> int:
-    """128 for the release; a demo folder may declare another width in its marker (`dim=N`)."""
-    marker = Path(clinvec_dir) / DEMO_MARKER
-    if marker.is_file():
-        for line in marker.read_text(encoding="utf-8", errors="replace").splitlines():
-            if line.startswith("dim="):
-                try:
-                    return int(line[4:])
-                except ValueError:
-                    break
-    return DIM
-
-
 def read_node_table(clinvec_dir: str | Path):
     """ClinGraph_nodes.csv -> DataFrame(node_id, ntype) indexed by unique int64 node_index."""
-    import pandas as pd
-
     path = Path(clinvec_dir) / NODE_TABLE
     if not path.is_file():
         raise UserError(f"{path}: ClinVec node table not found; copy {NODE_TABLE} from the release next to "
@@ -151,8 +97,6 @@ def _sniff_layout(path: Path, dim: int) -> bool:
 
 def read_vectors(path: str | Path, dim: int = DIM) -> tuple[np.ndarray, np.ndarray]:
     """One ClinVec_<vocab>.csv -> (node_index int64 (N,), vectors float32 (N, dim)), fully checked."""
-    import pandas as pd
-
     path = Path(path)
     _sniff_layout(path, dim)
     names = ["node_index", *range(dim)]
@@ -185,8 +129,6 @@ def read_vectors(path: str | Path, dim: int = DIM) -> tuple[np.ndarray, np.ndarr
 
 def _find_non_numeric(path: Path, dim: int) -> str:
     """Slow path, only after the fast parser failed: say which line and column is not a number."""
-    import pandas as pd
-
     df = pd.read_csv(path, header=None, skiprows=1, dtype=str, keep_default_na=False, engine="c",
                      names=["node_index", *range(dim)], index_col=False)
     for col in df.columns:
@@ -222,8 +164,6 @@ def join_vectors(path: Path, vocab: str, nodes, index: np.ndarray, vectors: np.n
 
 def load_clinvec(clinvec_dir: str | Path, vocab_types) -> dict[str, ClinVecTable]:
     """Load and validate the requested vocabularies from a release (or demo) folder."""
-    from tqdm import tqdm
-
     clinvec_dir = Path(clinvec_dir)
     vocabs = check_vocab_types(vocab_types)
     paths = {v: clinvec_dir / vocab_file(v) for v in vocabs}
@@ -248,19 +188,17 @@ def available_codes(clinvec_dir: str | Path, vocab_types=None) -> set[str]:
     `vocab_types=None` means every code system whose ClinVec_<vocab>.csv is present. Reads only the
     node table, so it is fast; codes the code-system module rejects are skipped.
     """
-    from exmed_bert.codes import SYSTEMS, normalize
-
     clinvec_dir = Path(clinvec_dir)
     if vocab_types is None:
-        vocabs = [v for v in SYSTEMS if (clinvec_dir / vocab_file(v)).is_file()]
+        vocabs = [v for v in VOCAB_TYPES if (clinvec_dir / vocab_file(v)).is_file()]
     else:
-        vocabs = [v for v in check_vocab_types(vocab_types) if v in SYSTEMS]
+        vocabs = check_vocab_types(vocab_types)
     nodes = read_node_table(clinvec_dir)
     out: set[str] = set()
     skipped = 0
     types = nodes["ntype"].str.strip().str.lower()
     for v in vocabs:
-        sel = types.isin({v, *_NTYPE_ALIASES.get(v, ())})
+        sel = types.isin({v, *NTYPE_ALIASES.get(v, ())})
         for node_id in nodes.loc[sel.to_numpy(), "node_id"]:
             try:
                 out.add(f"{v}:{normalize(code_of(node_id), v)}")

@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from exmed_bert.clinvec.loader import ClinVecTable, code_of
+from exmed_bert import codes
+from exmed_bert.clinvec.loader import ClinVecTable
+from exmed_bert.clinvec.release import code_of
 
 SOURCES = ("exact", "parent", "random")
 
@@ -55,11 +57,8 @@ def match_tokens(tokens: Iterable[str], tables: dict[str, ClinVecTable], *, use_
     Tokens of a system that was not loaded, or whose code is malformed, become "random": the model keeps
     its own initialisation for them.
     """
-    if normalize is None or parents is None:
-        from exmed_bert import codes
-
-        normalize = normalize or codes.normalize
-        parents = parents or codes.parents
+    normalize = normalize or codes.normalize
+    parents = parents or codes.parents
     index = index_tables(tables, normalize)
     out = []
     for token in tokens:

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from exmed_bert.clinvec.release import DIM
 from exmed_bert.errors import UserError
 
 METHODS = ("auto", "truncate", "pca", "pad_random", "pad_smart", "learned_projection")
 
 
-def resolve_method(method: str, hidden_size: int, dim: int = 128) -> str:
-    """The method actually applied. `auto`: equal -> identity; smaller -> pca; larger -> pad_smart.
+def resolve_method(method: str, hidden_size: int, dim: int = DIM) -> str:
+    """The method actually applied, decided once per model (pretraining stores it in config.json as
+    `clinvec_resize_method`). `auto`: equal -> identity; smaller -> pca; larger -> pad_smart.
 
     Why: PCA keeps the directions of largest variance, whereas truncate drops arbitrary dimensions.
     For a larger model, pad_smart keeps the 128 ClinVec values verbatim and leaves the architecture a
@@ -37,11 +39,6 @@ def resolve_method(method: str, hidden_size: int, dim: int = 128) -> str:
         raise UserError(f"--resize-method {method} cannot shrink {dim} -> {hidden_size} dimensions; use "
                         "truncate, pca or auto")
     return method
-
-
-def code_embedding_size_for(resize_method: str, hidden_size: int, dim: int = 128) -> int | None:
-    """`ExMedBertConfig.code_embedding_size`: `dim` for learned_projection (a dim-wide table + a Linear), else None."""
-    return dim if resolve_method(resize_method, hidden_size, dim) == "learned_projection" else None
 
 
 class Resizer:

@@ -2,11 +2,13 @@
 
 One streaming pass: validate each record, encode chunks with provisional token ids, count codes of
 the training split, then build the vocabulary and remap ids with a numpy lookup when writing.
+`run(ConvertArgs)` is the stage.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import json
 import os
@@ -18,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from exmed_bert.convert.args import ON_ERROR, SPLIT_SOURCES, ConvertArgs
 from exmed_bert.convert.family import Family
 from exmed_bert.convert.fastpath import fast_block, read_table
 from exmed_bert.convert.intake import Intake
@@ -29,7 +32,7 @@ from exmed_bert.convert.validate import RecordParser
 from exmed_bert.data.splits import SPLITS, read_split_record
 from exmed_bert.data.vocab import FIRST_CODE_ID, UNK_ID, Vocab
 from exmed_bert.errors import UserError
-from exmed_bert.io import atomic_write, file_fingerprint, output_set, write_json
+from exmed_bert.io import atomic_write, file_fingerprint, output_set, write_json, write_run_info
 
 
 def output_paths(output: str | os.PathLike, task: bool = False) -> dict[str, Path]:
@@ -50,7 +53,6 @@ def is_meds(input: str | os.PathLike) -> bool:
 
 
 MEDS_SPLITS = {"train": 0, "tuning": 1, "held_out": 2}   # MEDS split name -> our split index
-SPLIT_SOURCES = ("auto", "meds", "hash")
 
 
 def meds_splitter(reader, split_source: str, input) -> tuple:
@@ -119,7 +121,7 @@ def convert_patients(input: str | os.PathLike, output: str | os.PathLike, *, spl
     pretraining=False with a fixed `vocab` builds only the task datasets (build_task_datasets).
     `task_data` is a task CSV (any bad row stops the conversion) or the accepted rows of one (`TaskTable`).
     """
-    if on_error not in ("skip", "fail"):
+    if on_error not in ON_ERROR:
         raise UserError(f"--on-error must be skip or fail, got {on_error!r}")
     paths = output_paths(output, task=not pretraining)
     task_paths = output_paths(output, task=True)
@@ -294,3 +296,39 @@ def _read_json(path: Path) -> dict | None:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+def run(args: ConvertArgs) -> dict:
+    """The conversion stage: datasets, vocab.json, manifest and rejects, run_config beside them; returns
+    the manifest."""
+    manifest = convert_patients(args.input, args.output, split=args.split, max_length=args.max_length,
+                                train_ratio=args.train_ratio, seed=args.seed, min_code_count=args.min_code_count,
+                                task_data=args.task_data, on_error=args.on_error, args=dataclasses.asdict(args),
+                                split_source=args.split_source)
+    out = Path(args.output)
+    write_run_info(out.parent, args, extra={"data_fingerprint": manifest["input_fingerprint"]},
+                   name=f"{out.stem}_run_config.json")
+    print(summary_line(manifest, output_paths(args.output)))
+    return manifest
+
+
+def summary_line(manifest: dict, paths: dict) -> str:
+    splits = ", ".join(f"{k} {v['patients']}" for k, v in manifest["splits"].items())
+    unk = sum(v["unk_tokens"] for k, v in manifest["splits"].items() if k != "train")
+    line = (f"converted {manifest['records'] - manifest['rejected']} of {manifest['records']} patients ({splits}); "
+            f"vocabulary {manifest['vocab_size']} tokens; [UNK] in val/test {unk}; ")
+    if manifest.get("split_source") == "meds":
+        line += (f"splits from MEDS subject_splits.parquet ({manifest.get('patients_outside_the_meds_splits', 0)} "
+                 "patients outside train/tuning/held_out left out); ")
+    if manifest["rejected"]:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(manifest["reject_reasons"].items(), key=lambda x: -x[1]))
+        line += f"rejected {manifest['rejected']} ({reasons}; see {paths['rejected']})"
+    else:
+        line += "rejected 0"
+    if "task" in manifest:
+        t = manifest["task"]
+        task_splits = ", ".join(f"{k} {v['patients']}" for k, v in t["splits"].items())
+        line += (f"; task: {task_splits}"
+                 f" ({t['unlabelled_patients']} unlabelled, {t['no_events_before_prediction_date']} without events "
+                 f"before the prediction date, {t['labels_without_patient']} labels without a patient)")
+    return line + f"; written to {paths['vocab'].parent}"

@@ -11,10 +11,9 @@ import datetime as _dt
 from dataclasses import dataclass, field
 
 from exmed_bert.codes import CodeError, normalize, token_type
-from exmed_bert.data.dataset import UNKNOWN_BIRTH
+from exmed_bert.data.dataset import EPOCH_ORDINAL, UNKNOWN_BIRTH, day_to_iso
 from exmed_bert.data.vocab import FIRST_CODE_ID, SPECIAL_TOKENS, SYSTEM_TYPES
 
-EPOCH_ORDINAL = _dt.date(1970, 1, 1).toordinal()
 MAX_CODE_LENGTH = 32
 CATEGORIES = (("diagnoses", "icd10cm"), ("prescriptions", "atc"), ("procedures", "cpt"))
 _SEX = {"f": 1, "female": 1, "w": 1, "m": 2, "male": 2, "u": 0, "unknown": 0, "": 0}
@@ -31,10 +30,6 @@ def parse_day(s: str) -> int:
     if len(s) != 10:
         raise ValueError(s)
     return _dt.date.fromisoformat(s).toordinal() - EPOCH_ORDINAL
-
-
-def day_to_iso(day: int) -> str:
-    return _dt.date.fromordinal(int(day) + EPOCH_ORDINAL).isoformat()
 
 
 def code_sort_key(code: str) -> int:

@@ -6,6 +6,7 @@ arrays stay on disk until touched. `ds[i]` slices views, never copies whole tens
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
 
@@ -21,10 +22,16 @@ TOKEN_KEYS = ("input_ids", "token_type_ids", "position_ids", "age_ids", "days")
 SEQ_KEYS = TOKEN_KEYS[:4]  # the per-token model inputs an item carries (`days` stays in the file)
 PATIENT_KEYS = ("sex", "birth_days")
 UNKNOWN_BIRTH = -(2 ** 31)  # birth_days of a patient without a birth date
+EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()  # days and birth_days count days since 1970-01-01
 REQUIRED = (*TOKEN_KEYS, "offsets", *PATIENT_KEYS, "los_offsets", "los_days", "patient_ids")
 # `los_start_days` (each stay's admission day) came later without a version bump: a pretraining dataset
 # converted before it loads (stay dates unknown, `stay_starts` is None); a task dataset from then is
 # refused, since its stays were not cut at the prediction date (they leak the outcome).
+
+
+def day_to_iso(day: int) -> str:
+    """A `days` / `birth_days` value as YYYY-MM-DD."""
+    return dt.date.fromordinal(int(day) + EPOCH_ORDINAL).isoformat()
 
 
 class PatientDataset(torch.utils.data.Dataset):
@@ -138,8 +145,8 @@ def build_dataset_dict(parts: dict, patient_ids: list[str], labels=None, predict
     dtypes = {"input_ids": np.int32, "token_type_ids": np.int8, "position_ids": np.int16, "age_ids": np.int16,
               "days": np.int32, "offsets": np.int64, "sex": np.int8, "birth_days": np.int32,
               "los_offsets": np.int64, "los_days": np.int16}
-    for k, dt in dtypes.items():
-        data[k] = torch.from_numpy(np.ascontiguousarray(parts[k], dtype=dt))
+    for k, dtype in dtypes.items():
+        data[k] = torch.from_numpy(np.ascontiguousarray(parts[k], dtype=dtype))
     if "los_start_days" in parts:
         data["los_start_days"] = torch.from_numpy(np.ascontiguousarray(parts["los_start_days"], dtype=np.int32))
     if labels is not None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Iterable, Sequence
+
+import torch
 
 from exmed_bert.codes import SYSTEMS, token_type
 from exmed_bert.errors import UserError
@@ -65,14 +68,10 @@ class Vocab:
 
     def fingerprint(self) -> str:
         """Short content hash of the token list; datasets record the one they were encoded with."""
-        import hashlib
-
         return hashlib.sha256("\n".join(self.tokens).encode()).hexdigest()[:16]
 
     def token_types(self):
         """LongTensor [V]: 0 special, 1 diagnosis, 2 drug, 3 procedure."""
-        import torch
-
         return torch.tensor([type_of_token(t) for t in self.tokens], dtype=torch.long)
 
     def save(self, path: str | os.PathLike) -> None:

@@ -1,1 +1,1 @@
-"""Evaluation: metrics with bootstrap CIs, per-run outputs, plots and the comparison report."""
+"""Evaluation: metrics with bootstrap CIs, plots, model outputs and the comparison report (`report.run(args)`)."""

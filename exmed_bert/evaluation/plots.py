@@ -10,19 +10,19 @@ import io
 import os
 from typing import Mapping, Sequence
 
+import matplotlib
 import numpy as np
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
-from exmed_bert.io import atomic_write
+matplotlib.use("Agg")  # no display on servers; must precede pyplot
+import matplotlib.pyplot as plt  # noqa: E402
+
+from exmed_bert.io import atomic_write  # noqa: E402
 
 Curves = Mapping[str, tuple[np.ndarray, np.ndarray]]
 
 
 def _figure(title: str, xlabel: str, ylabel: str, size: tuple[float, float] = (5.5, 5.0)):
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on servers; must precede pyplot
-    import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots(figsize=size)
     ax.set_title(title)
     ax.set_xlabel(xlabel)
@@ -32,8 +32,6 @@ def _figure(title: str, xlabel: str, ylabel: str, size: tuple[float, float] = (5
 
 
 def _save(fig, path: str | os.PathLike) -> None:
-    import matplotlib.pyplot as plt
-
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png", dpi=120)
@@ -47,8 +45,6 @@ def _both_classes(y: np.ndarray) -> bool:
 
 
 def plot_roc(curves: Curves, path: str | os.PathLike, title: str = "ROC curve") -> None:
-    from sklearn.metrics import roc_auc_score, roc_curve
-
     fig, ax = _figure(title, "False positive rate", "True positive rate")
     ax.plot([0, 1], [0, 1], "k--", lw=0.8, label="chance")
     for name, (y, p) in curves.items():
@@ -61,8 +57,6 @@ def plot_roc(curves: Curves, path: str | os.PathLike, title: str = "ROC curve") 
 
 
 def plot_pr(curves: Curves, path: str | os.PathLike, title: str = "Precision-recall curve") -> None:
-    from sklearn.metrics import average_precision_score, precision_recall_curve
-
     fig, ax = _figure(title, "Recall", "Precision")
     for name, (y, p) in curves.items():
         if not _both_classes(y):

@@ -1,6 +1,6 @@
 """The comparison report: every run's test metrics, paired bootstrap ΔAUROC on the same patients, the
 oracle AUROC (the generator's true risk) on those same test patients with each model's gap to it, ROC and
-calibration plots, and a plain statement of who wins.
+calibration plots, and a plain statement of who wins. `run(CompareArgs)` is the stage.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import numpy as np
 from exmed_bert.errors import UserError
 from exmed_bert.evaluation import metrics as M
 from exmed_bert.evaluation import plots
+from exmed_bert.evaluation.args import CompareArgs
 from exmed_bert.evaluation.oracle import find_risk_file, oracle_on_test_split
 from exmed_bert.io import write_json, write_text
 
@@ -164,6 +165,16 @@ def compare(run_dirs: Sequence[str | os.PathLike], output: str | os.PathLike, *,
                "n_bootstrap": n_bootstrap, "seed": seed}
     write_text(out, render(summary, runs))
     write_json(out.with_suffix(".json"), summary)
+    return summary
+
+
+def run(args: CompareArgs) -> dict:
+    """The report stage: report.md, report.json and the plots beside `args.output`; prints the verdict."""
+    summary = compare(args.runs, args.output, metadata=args.metadata, risk_file=args.risk_file,
+                      task_data=args.task_data, n_bootstrap=args.n_bootstrap, seed=args.seed)
+    for line in summary["verdict"] + ([summary["oracle_note"]] if summary["oracle_note"] else []):
+        print(line)
+    print(f"wrote {args.output} (+ {Path(args.output).with_suffix('.json').name}, roc_all.png, calibration_all.png)")
     return summary
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from transformers import BertConfig
 
-POSITION_TYPES = ("learned", "sinusoidal")
-POOLING_TYPES = ("cls", "mean")
-INITIALIZATIONS = ("orthogonal", "xavier", "kaiming")
-# transformers' names; "eager" (what transformers falls back to) runs the same SDPA path
-ATTN_IMPLEMENTATIONS = ("sdpa", "flex_attention", "eager")
+from exmed_bert.model.architecture import (ATTN_IMPLEMENTATIONS, INITIALIZATIONS, POOLING_TYPES, POSITION_TYPES,
+                                           check_sizes)
+
+# "eager" (what transformers falls back to) runs the same SDPA path
+ACCEPTED_ATTN = (*ATTN_IMPLEMENTATIONS, "eager")
 
 
 class ExMedBertConfig(BertConfig):
@@ -38,9 +38,9 @@ class ExMedBertConfig(BertConfig):
         type_vocab_size: int = 4,
         age_vocab_size: int = 121,
         sex_vocab_size: int = 3,
-        region_vocab_size: int = 0,
         position_embedding_type: str = "learned",
         code_embedding_size: int | None = None,
+        clinvec_resize_method: str | None = None,
         plos_pooling: str = "cls",
         plos_weight: float = 1.0,
         classifier_pooling: str | None = None,
@@ -65,8 +65,10 @@ class ExMedBertConfig(BertConfig):
         self.position_embedding_type = position_embedding_type
         self.age_vocab_size = age_vocab_size
         self.sex_vocab_size = sex_vocab_size
-        self.region_vocab_size = region_vocab_size
         self.code_embedding_size = code_embedding_size
+        # how ClinVec's vectors were brought to the code table's width, decided once when pretraining built
+        # the model (clinvec.resize.resolve_method); None when the table did not start from ClinVec
+        self.clinvec_resize_method = clinvec_resize_method
         self.plos_pooling = plos_pooling
         self.plos_weight = plos_weight
         self.classifier_pooling = classifier_pooling or plos_pooling  # fine-tuning pools like PLOS unless set
@@ -77,11 +79,8 @@ class ExMedBertConfig(BertConfig):
 
     def _check(self) -> None:
         """Raise ValueError on settings the model cannot be built from (the CLI maps it to UserError)."""
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(
-                f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
-                f"({self.num_attention_heads}); e.g. use --num-attention-heads "
-                f"{_nearest_divisor(self.hidden_size, self.num_attention_heads)}")
+        check_sizes(hidden_size=self.hidden_size, num_attention_heads=self.num_attention_heads,
+                    num_hidden_layers=self.num_hidden_layers, intermediate_size=self.intermediate_size)
         for name, value, allowed in (("position_embedding_type", self.position_embedding_type, POSITION_TYPES),
                                      ("plos_pooling", self.plos_pooling, POOLING_TYPES),
                                      ("classifier_pooling", self.classifier_pooling, POOLING_TYPES),
@@ -89,13 +88,7 @@ class ExMedBertConfig(BertConfig):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
         impl = getattr(self, "_attn_implementation", None)
-        if impl is not None and impl not in ATTN_IMPLEMENTATIONS:
-            raise ValueError(f"attn_implementation must be one of {', '.join(ATTN_IMPLEMENTATIONS[:2])}, got {impl!r}")
+        if impl is not None and impl not in ACCEPTED_ATTN:
+            raise ValueError(f"attn_implementation must be one of {', '.join(ATTN_IMPLEMENTATIONS)}, got {impl!r}")
         if self.code_embedding_size is not None and self.code_embedding_size <= 0:
             raise ValueError(f"code_embedding_size must be positive or None, got {self.code_embedding_size}")
-
-
-def _nearest_divisor(n: int, k: int) -> int:
-    """The divisor of n closest to k (ties to the smaller), for the error hint."""
-    divisors = [d for d in range(1, n + 1) if n % d == 0]
-    return min(divisors, key=lambda d: (abs(d - k), d))

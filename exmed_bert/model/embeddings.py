@@ -1,4 +1,4 @@
-"""Input embeddings: code + token type + age + sex + visit position (+ region), then LayerNorm and dropout."""
+"""Input embeddings: code + token type + age + sex + visit position, then LayerNorm and dropout."""
 
 from __future__ import annotations
 
@@ -32,7 +32,6 @@ class ExMedBertEmbeddings(nn.Module):
         self.token_type_embeddings = nn.Embedding(config.type_vocab_size, h)
         self.age_embeddings = nn.Embedding(config.age_vocab_size, h)
         self.sex_embeddings = nn.Embedding(config.sex_vocab_size, h)
-        self.region_embeddings = nn.Embedding(config.region_vocab_size, h) if config.region_vocab_size > 0 else None
         self.max_positions = config.max_position_embeddings
         if config.position_embedding_type == "learned":
             self.position_embeddings = nn.Embedding(config.max_position_embeddings, h)
@@ -46,7 +45,7 @@ class ExMedBertEmbeddings(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, age_ids: torch.Tensor | None = None,
-                sex_ids: torch.Tensor | None = None, region_ids: torch.Tensor | None = None) -> torch.Tensor:
+                sex_ids: torch.Tensor | None = None) -> torch.Tensor:
         """All inputs (B, T) long; returns (B, T, H). Missing optional inputs count as 0 (special/unknown)."""
         x = self.word_embeddings(input_ids)  # (B, T, E)
         if self.code_projection is not None:
@@ -66,6 +65,4 @@ class ExMedBertEmbeddings(nn.Module):
             x = x + self.position_embeddings(position_ids)
         else:
             x = x + self.sinusoid.to(x.dtype)[position_ids]
-        if self.region_embeddings is not None and region_ids is not None:
-            x = x + self.region_embeddings(region_ids)
         return self.dropout(self.LayerNorm(x))

@@ -1,8 +1,9 @@
 """ExMed-BERT models: the encoder (ExMedBertModel), pretraining (MLM + PLOS) and sequence classification.
+Importing this module registers them with transformers' Auto* factories (model_type "exmedbert").
 
 Inputs (all (B, T) long): input_ids, token_type_ids, position_ids (visit index), age_ids, sex_ids
-(or (B,)), optional region_ids; attention_mask (B, T) for padded rows, or seq_ids (B, T) for packed
-rows (patients 0..P-1 row-major, -1 = padding; attention is block-diagonal over it).
+(or (B,)); attention_mask (B, T) for padded rows, or seq_ids (B, T) for packed rows (patients 0..P-1
+row-major, -1 = padding; attention is block-diagonal over it).
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import (AutoConfig, AutoModel, AutoModelForMaskedLM, AutoModelForPreTraining,
+                          AutoModelForSequenceClassification, PreTrainedModel)
 from transformers import initialization as init
 from transformers.modeling_outputs import SequenceClassifierOutput
 
@@ -60,12 +62,12 @@ class ExMedBertModel(ExMedBertPreTrainedModel):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
                 age_ids: torch.Tensor | None = None, sex_ids: torch.Tensor | None = None,
-                region_ids: torch.Tensor | None = None, seq_ids: torch.Tensor | None = None,
+                seq_ids: torch.Tensor | None = None,
                 pooling: str | None = None, num_sequences: int | None = None,
                 **_unused) -> ExMedBertModelOutput:
         if attention_mask is None and seq_ids is None:
             attention_mask = (input_ids != self.config.pad_token_id).long()
-        x = self.embeddings(input_ids, token_type_ids, position_ids, age_ids, sex_ids, region_ids)  # (B, T, H)
+        x = self.embeddings(input_ids, token_type_ids, position_ids, age_ids, sex_ids)  # (B, T, H)
         # one mask (a bool tensor for SDPA, a BlockMask for FlexAttention) shared by all layers
         x = self.encoder(x, build_attention_mask(attention_mask, seq_ids, self.config._attn_implementation))
         pooled = pool(x, pooling or self.config.plos_pooling, attention_mask, seq_ids, num_sequences)
@@ -93,11 +95,11 @@ class ExMedBertForPreTraining(ExMedBertPreTrainedModel):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
                 age_ids: torch.Tensor | None = None, sex_ids: torch.Tensor | None = None,
-                region_ids: torch.Tensor | None = None, seq_ids: torch.Tensor | None = None,
+                seq_ids: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, plos_labels: torch.Tensor | None = None,
                 return_hidden: bool = False, **_unused) -> ExMedBertPreTrainingOutput:
-        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, age_ids, sex_ids, region_ids,
-                        seq_ids, num_sequences=None if plos_labels is None else plos_labels.shape[0])
+        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, age_ids, sex_ids, seq_ids,
+                        num_sequences=None if plos_labels is None else plos_labels.shape[0])
         hidden = out.last_hidden_state  # (B, T, H)
         loss = mlm_loss = plos_loss = mlm_labels = None
         if labels is not None:
@@ -137,11 +139,11 @@ class ExMedBertForSequenceClassification(ExMedBertPreTrainedModel):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None,
                 age_ids: torch.Tensor | None = None, sex_ids: torch.Tensor | None = None,
-                region_ids: torch.Tensor | None = None, seq_ids: torch.Tensor | None = None,
+                seq_ids: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, class_weights: torch.Tensor | None = None,
                 **_unused) -> SequenceClassifierOutput:
-        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, age_ids, sex_ids, region_ids,
-                        seq_ids, pooling=self.config.classifier_pooling,
+        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, age_ids, sex_ids, seq_ids,
+                        pooling=self.config.classifier_pooling,
                         num_sequences=None if labels is None else labels.shape[0])
         logits = self.classifier(out.pooled_output)  # (P, num_labels)
         loss = None
@@ -154,3 +156,34 @@ class ExMedBertForSequenceClassification(ExMedBertPreTrainedModel):
                 weight = None if class_weights is None else class_weights.float().to(logits.device)
                 loss = F.cross_entropy(logits.float(), labels.long(), weight=weight)
         return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+def count_parameters(model: nn.Module, exclude_embeddings: bool = False, trainable_only: bool = False) -> int:
+    """Number of parameters, each shared tensor counted once.
+
+    `exclude_embeddings=True` drops every embedding table (code, type, age, sex, position) and the untied
+    MLM decoder over the vocabulary, matching how the guide's preset table counts.
+    """
+    seen: set[int] = set()
+    skip: set[int] = set()
+    if exclude_embeddings:
+        for module in model.modules():
+            if isinstance(module, nn.Embedding):
+                skip.add(id(module.weight))
+        out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+        if out is not None:
+            skip.update({id(out.weight)} | ({id(out.bias)} if getattr(out, "bias", None) is not None else set()))
+    total = 0
+    for p in model.parameters():
+        if id(p) in seen or id(p) in skip or (trainable_only and not p.requires_grad):
+            continue
+        seen.add(id(p))
+        total += p.numel()
+    return total
+
+
+AutoConfig.register("exmedbert", ExMedBertConfig, exist_ok=True)
+AutoModel.register(ExMedBertConfig, ExMedBertModel, exist_ok=True)
+AutoModelForPreTraining.register(ExMedBertConfig, ExMedBertForPreTraining, exist_ok=True)
+AutoModelForMaskedLM.register(ExMedBertConfig, ExMedBertForPreTraining, exist_ok=True)
+AutoModelForSequenceClassification.register(ExMedBertConfig, ExMedBertForSequenceClassification, exist_ok=True)

@@ -1,21 +1,28 @@
 """Generate a whole cohort: chunks of simulated patients streamed to disk (patients, task CSV, per-patient
 true risk), and the metadata that describes them (parameters, counts, history-length distribution, novel
-rate, task prevalence, whole-cohort oracle).
+rate, task prevalence, whole-cohort oracle). `run(GenerateArgs)` is the stage.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+import tempfile
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
+from exmed_bert.errors import UserError
+from exmed_bert.io import write_run_info
 from exmed_bert.synthetic import modules as m
 from exmed_bert.synthetic import task
+from exmed_bert.synthetic.args import GenerateArgs
 from exmed_bert.synthetic.embedding_vocab import embedding_vocabulary
 from exmed_bert.synthetic.generator import CHUNK_SIZE, LOS_CAP_DAYS, NovelController, Window, simulate_chunk
 from exmed_bert.synthetic.tables import CodeTables
-from exmed_bert.synthetic.writer import ChunkFormatter, PatientStream
+from exmed_bert.synthetic.writer import ChunkFormatter, PatientStream, metadata_path, risk_path
 
 GENERATOR_VERSION = "1.0"
 MUST_NOT_SEE = ("Any event on or after the patient's prediction_date: histories continue past it and "
@@ -51,8 +58,6 @@ def window_for(p: Params) -> Window:
 def generate(p: Params, output: str, task_output: str, progress: bool = True) -> dict:
     """Simulate `p.num_patients` patients into `output` (+ `task_output` and its `<stem>_risk.csv`);
     returns the metadata."""
-    from tqdm import tqdm
-
     vocab, source = embedding_vocabulary(p.clinvec_dir)
     tables = CodeTables(vocab)
     win = window_for(p)
@@ -150,3 +155,46 @@ def _metadata(p, source, vocab_size, novel, lengths, kind_counts, prob, label, l
         },
         "condition_prevalence": {c.name: round(float(k) / N, 6) for c, k in zip(m.CONDITIONS, cond_counts)},
     }
+
+
+def check_writable(path: str, flag: str) -> None:
+    """Fail fast, before minutes of generation, when `path` cannot be written."""
+    p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{flag} {path} is a folder; give a file path such as {p / 'synthetic_patients.json'}")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=p.parent):
+            pass
+    except OSError as e:
+        raise UserError(f"{flag} {path}: cannot write there ({e.strerror or e}); choose another path") from None
+    if p.exists() and not os.access(p, os.W_OK):
+        raise UserError(f"{flag} {path}: the file exists and is read-only; choose another path")
+
+
+def run(args: GenerateArgs) -> dict:
+    """The generator stage: patients, task CSV and true risks written, run_config beside them; returns
+    the metadata."""
+    if Path(args.output).resolve() == risk_path(args.task_output).resolve():
+        raise UserError(f"--output {args.output} is where the true risks of --task-output {args.task_output} "
+                        "go; give another --output")
+    check_writable(args.output, "--output")
+    check_writable(args.task_output, "--task-output")
+    params = Params(num_patients=args.num_patients, novel_prob=args.novel_prob, seed=args.seed,
+                    start_date=args.start_date, end_date=args.end_date,
+                    task_horizon_days=args.task_horizon_days, clinvec_dir=args.clinvec_dir, task=args.task)
+    try:
+        meta = generate(params, args.output, args.task_output)
+    except OSError as e:  # disk full, path vanished mid-run: the atomic writes left nothing partial
+        raise UserError(f"{e.filename or args.output}: write failed ({e.strerror or e})") from None
+    out = Path(args.output)
+    # versions and git commit live beside the data, not in it, so the data stays byte-identical per seed
+    write_run_info(out.parent, args, name=f"{out.stem}_run_config.json")
+    t, nc, cp = meta["task"], meta["novel_codes"], meta["codes_per_patient"]
+    where = f"{args.output}" + (f" (+ {metadata_path(args.output)})" if args.output.lower().endswith(".jsonl") else "")
+    print(f"wrote {args.num_patients} patients to {where}: median {cp['p50']:g} codes per patient "
+          f"(p95 {cp['p95']:g}); novel codes {nc['realised_rate']:.2%} (target {nc['target']:.2%}); "
+          f"task {args.task_output}: prevalence {t['prevalence']:.1%}, whole-cohort oracle AUROC "
+          f"{'n/a' if t['oracle_auroc'] is None else format(t['oracle_auroc'], '.3f')}; "
+          f"true risk per patient in {risk_path(args.task_output)}")
+    return meta

@@ -1,20 +1,27 @@
-"""Settings shared by pretraining and fine-tuning, and the one place they become `TrainingArguments`.
+"""The typed settings of the two training stages: `PretrainArgs` (`pretrain-exmed-bert[-clinvec].py`, the
+top level of config.yaml) and `FinetuneArgs` (`finetune-exmed-bert.py`, config.yaml's `finetune:`), both
+built on `TrainingCommonArgs` (optimisation, device, checkpointing, tracking: one name and help text).
 
-`TrainingCommonArgs` is a dataclass mixin: a CLI's `Args` inherits it to get the optimisation, device,
-checkpointing and tracking flags with identical names and help text in every stage.
+Light to import (no torch): config.yaml and --help read it. The stages are `training.pretrain.run(args)`
+and `training.finetune.run(args)`; `training.runtime` turns the settings into `TrainingArguments`.
 """
 
 from __future__ import annotations
 
-import os
+import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Optional
+from typing import ClassVar, Optional
 
+from exmed_bert.clinvec.release import VOCAB_TYPES
+from exmed_bert.clinvec.resize import METHODS as RESIZE_METHODS
 from exmed_bert.errors import UserError
+from exmed_bert.model.architecture import (ARCH_KEYS, ATTN_IMPLEMENTATIONS, INITIALIZATIONS, POOLING_TYPES,
+                                           POSITION_TYPES, PRESETS, resolve_architecture)
 
-RUNS_DIR = "runs"  # TensorBoard event files, as the guide shows (output/runs)
-ATTN_CHOICES = ("sdpa", "flex_attention")  # transformers' `attn_implementation` names (exmed_bert/model/encoder.py)
+DEVICES = ("auto", "cpu", "cuda")
+SELECTION_METRICS = ("f1", "auroc", "auprc", "loss")  # fine-tuning's --metric-for-best-model
+CLASS_WEIGHTS = ("none", "auto")
+ON_TASK_ERROR = ("skip", "fail")
 
 
 @dataclass
@@ -34,7 +41,7 @@ class TrainingCommonArgs:
     resume_from_checkpoint: Optional[str] = field(
         default=None, metadata={"help": "a checkpoint-N folder to continue from, or 'auto' for the latest one "
                                          "in --output-dir"})
-    device: str = field(default="auto", metadata={"help": "where to train", "choices": ["auto", "cpu", "cuda"]})
+    device: str = field(default="auto", metadata={"help": "where to train", "choices": list(DEVICES)})
     bf16: Optional[bool] = field(default=None, metadata={"help": "bfloat16 mixed precision (default: on with CUDA)"})
     tf32: Optional[bool] = field(default=None, metadata={
         "help": "TF32 tensor cores for the fp32 matmuls (all of them with --no-bf16) (default: on with an Ampere or "
@@ -42,7 +49,7 @@ class TrainingCommonArgs:
     attn_implementation: str = field(default="sdpa", metadata={
         "help": "attention kernel: sdpa, or flex_attention (FlexAttention with a block mask per batch; trains on "
                 "CUDA only and without attention dropout, so pretraining needs --attention-probs-dropout-prob 0)",
-        "choices": list(ATTN_CHOICES)})
+        "choices": list(ATTN_IMPLEMENTATIONS)})
     compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
     max_tokens_per_batch: Optional[int] = field(
         default=None, metadata={"help": "pack batches up to this many tokens instead of --batch-size patients"})
@@ -66,8 +73,14 @@ class TrainingCommonArgs:
         if self.tf32 and self.device == "cpu":
             raise UserError("--tf32 applies to CUDA GPUs only; drop it with --device cpu")
         if self.attn_implementation == "flex_attention":
-            check_attention(self.attn_implementation, resolve_device(self.device),
-                            getattr(self, "attention_probs_dropout_prob", 0.0))
+            device = self.device
+            if device == "auto":
+                # torch (2 s to import) loads only to see whether a GPU is there: reading config.yaml or
+                # --help must not pay it for the default sdpa
+                import torch
+
+                device = "cuda" if torch.cuda.is_available() else "cpu"
+            check_attention(self.attn_implementation, device, getattr(self, "attention_probs_dropout_prob", 0.0))
 
 
 def check_attention(attn_implementation: str, device: str, attention_dropout: float = 0.0) -> None:
@@ -82,141 +95,133 @@ def check_attention(attn_implementation: str, device: str, attention_dropout: fl
                         f"--attention-probs-dropout-prob 0 (now {attention_dropout}) or use --attn-implementation sdpa")
 
 
-def fast_path_kwargs(device: str, bf16: bool | None = None, tf32: bool | None = None,
-                     tf32_capable: bool = False) -> dict[str, Any]:
-    """Precision and optimizer `TrainingArguments` for a device; `None` flags take the device's default.
+@dataclass
+class PretrainArgs(TrainingCommonArgs):
+    """Pretrain ExMed-BERT (masked-code prediction, optional PLOS head) on a converted dataset."""
 
-    CUDA: bf16 autocast on; TF32 for the fp32 matmuls left outside autocast (every matmul with --no-bf16)
-    when the GPU has it (`tf32_capable`: compute capability 8.0+); fused AdamW (one kernel for all
-    parameters instead of a loop of small ones). CPU: bf16 only when asked, TF32 and the optimizer left
-    to transformers' defaults, so CPU runs are unchanged.
-    """
-    if device == "cuda":
-        if tf32 and not tf32_capable:
-            raise UserError("--tf32 needs an Ampere or newer CUDA GPU (compute capability 8.0+); drop the flag")
-        return dict(bf16=True if bf16 is None else bool(bf16), tf32=tf32_capable if tf32 is None else bool(tf32),
-                    optim="adamw_torch_fused")
-    if tf32:
-        raise UserError(f"--tf32 applies to CUDA GPUs only; drop it with --device {device}")
-    return dict(bf16=bool(bf16))
+    yaml_section: ClassVar[Optional[str]] = None
 
+    # data
+    data_dir: str = field(default="pretrain_stuff", metadata={
+        "help": "folder with <dataset-name>_train.pt, <dataset-name>_val.pt and vocab.json (the converter's output)"})
+    dataset_name: str = field(default="synthetic", metadata={"help": "file stem of the converted datasets"})
+    packing: bool = field(default=False, metadata={
+        "help": "with --max-tokens-per-batch: pack several patients into each row (attention stays within a "
+                "patient) instead of padding each batch to its length bucket"})
+    # architecture: a preset, then explicit flags override it; `validate` resolves the four sizes
+    model_size: str = field(default="small", metadata={
+        "help": "size preset (explicit architecture flags override it)", "choices": list(PRESETS)})
+    num_hidden_layers: Optional[int] = field(default=None, metadata={"help": "transformer layers (default: preset)"})
+    hidden_size: Optional[int] = field(default=None, metadata={"help": "hidden size (default: preset)"})
+    intermediate_size: Optional[int] = field(default=None, metadata={"help": "feed-forward size (default: preset)"})
+    num_attention_heads: Optional[int] = field(default=None, metadata={"help": "attention heads (default: preset)"})
+    max_position_embeddings: int = field(default=512, metadata={"help": "largest visit index + 1 the model can see"})
+    position_embedding_type: str = field(default="learned", metadata={
+        "help": "visit positions: a learned table, or the fixed sin/cos table", "choices": list(POSITION_TYPES)})
+    pooling: str = field(default="cls", metadata={
+        "help": "one vector per patient for the PLOS head (and, by default, fine-tuning's classifier): the [CLS] "
+                "token or the mean of the patient's tokens", "choices": list(POOLING_TYPES)})
+    hidden_dropout_prob: float = field(default=0.1, metadata={"help": "dropout on embeddings and hidden states"})
+    attention_probs_dropout_prob: float = field(default=0.1, metadata={"help": "dropout on attention weights"})
+    initialization: str = field(default="orthogonal", metadata={
+        "help": "weight initialisation", "choices": list(INITIALIZATIONS)})
+    # objectives
+    dynamic_masking: bool = field(default=False, metadata={"help": "mask different codes each epoch"})
+    mlm_probability: float = field(default=0.15, metadata={"help": "share of codes masked per patient"})
+    plos: bool = field(default=False, metadata={"help": "also predict a prolonged length of stay"})
+    plos_threshold: int = field(default=7, metadata={"help": "a stay of this many days or more is prolonged"})
+    plos_weight: float = field(default=1.0, metadata={"help": "loss = MLM + plos_weight x PLOS"})
+    # ClinVec (config.yaml: the clinvec_params mapping)
+    use_clinvec: bool = field(default=False, metadata={"help": "initialise code embeddings from ClinVec"})
+    clinvec_dir: str = field(default="ClinVec", metadata={"help": "folder with the ClinVec release files"})
+    vocab_types: list[str] = field(default_factory=lambda: ["icd10cm", "atc", "cpt"], metadata={
+        "help": "ClinVec vocabularies to use, comma-separated", "choices": list(VOCAB_TYPES)})
+    use_hierarchical_init: bool = field(default=True, metadata={
+        "help": "initialise codes missing from ClinVec from their nearest ancestor"})
+    resize_method: str = field(default="auto", metadata={
+        "help": "how ClinVec's 128-d vectors meet the hidden size", "choices": list(RESIZE_METHODS)})
+    freeze_clinvec_steps: int = field(default=0, metadata={
+        "help": "keep ClinVec-initialised rows fixed for this many updates"})
 
-def resolve_device(device: str) -> str:
-    """'auto' -> 'cuda' when a GPU is visible else 'cpu'; 'cuda' without a GPU is a UserError."""
-    import torch
-
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA GPU is visible to PyTorch "
-                        "(check `nvidia-smi` and that the CUDA build of torch is installed), or use --device cpu")
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
-def resolve_checkpoint(resume: str | None, output_dir: str | os.PathLike, quiet: bool = False) -> str | None:
-    """The checkpoint folder to resume from: None, an explicit folder (checked), or the latest for 'auto'."""
-    if resume is None or resume == "":
-        return None
-    if resume == "auto":
-        from transformers.trainer_utils import get_last_checkpoint
-
-        last = get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
-        if last is None:
-            if not quiet:
-                print(f"--resume-from-checkpoint auto: no checkpoint-N in {output_dir}; starting from scratch")
-            return None
-        check_checkpoint(last)
-        return last
-    check_checkpoint(resume)
-    return resume
-
-
-def check_checkpoint(path: str | os.PathLike) -> None:
-    """A resumable checkpoint has the trainer state and the weights; say what is missing otherwise."""
-    path = Path(path)
-    if not path.is_dir():
-        raise UserError(f"{path}: checkpoint folder not found; pass an existing checkpoint-N folder or 'auto'")
-    if not (path / "trainer_state.json").is_file():
-        raise UserError(f"{path}: not a training checkpoint (no trainer_state.json); pass a checkpoint-N folder")
-    if not any((path / name).is_file() for name in ("model.safetensors", "model.safetensors.index.json")):
-        raise UserError(f"{path}: checkpoint has no model.safetensors (incomplete or corrupted); "
-                        "resume from an earlier checkpoint-N")
-    check_trainer_state_files(path)
-
-
-def check_trainer_state_files(path: Path) -> None:
-    """The Trainer's own .pt/.pth files (optimizer, scheduler, RNG) must load as plain tensors.
-
-    A file that needs unpickling of arbitrary objects is refused here, by name, before the Trainer
-    touches it; nothing in it runs.
-    """
-    import pickle
-
-    import torch
-    from transformers.trainer_pt_utils import safe_globals  # numpy arrays in rng_state, as the Trainer allows
-
-    for f in sorted([*path.glob("*.pt"), *path.glob("*.pth")]):
-        try:
-            with safe_globals():
-                torch.load(f, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
-            reason = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
-            raise UserError(f"{f}: refused to load this checkpoint file (not plain tensors, or damaged: "
-                            f"{reason}); resume only from checkpoints this tool wrote, or an earlier "
-                            "checkpoint-N") from None
+    def validate(self) -> None:
+        self.validate_common()
+        if not 0.0 < self.mlm_probability < 1.0:
+            raise UserError(f"--mlm-probability must be between 0 and 1, got {self.mlm_probability}")
+        if self.plos_threshold < 1:
+            raise UserError(f"--plos-threshold must be at least 1 day, got {self.plos_threshold}")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise UserError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(self, name)}")
+        if self.max_position_embeddings < 2:
+            raise UserError(f"--max-position-embeddings must be at least 2, got {self.max_position_embeddings}")
+        if self.freeze_clinvec_steps < 0:
+            raise UserError(f"--freeze-clinvec-steps must be 0 or more, got {self.freeze_clinvec_steps}")
+        if self.packing and not self.max_tokens_per_batch:
+            raise UserError("--packing fills rows up to a token budget; add --max-tokens-per-batch (e.g. 16384)")
+        # The architecture is decided here, once: the preset's sizes with the explicit ones over them. The
+        # resolved numbers are what the run records (run_config.json) and the model is built from.
+        arch = resolve_architecture(self.model_size, **{k: getattr(self, k) for k in ARCH_KEYS})
+        for key, value in arch.items():
+            setattr(self, key, value)
 
 
-def build_training_arguments(args: TrainingCommonArgs, *, device: str, metric_for_best_model: str = "eval_loss",
-                             greater_is_better: bool = False, **overrides: Any):
-    """`TrainingArguments` from the common flags: TensorBoard in output/runs, safetensors checkpoints.
+@dataclass
+class FinetuneArgs(TrainingCommonArgs):
+    """Fine-tune ExMed-BERT on a labelled task: train on train, select on val, report on test."""
 
-    MLflow is never in `report_to`: `MlflowLogger` (an explicit client) is added only when a tracking URI
-    is given, so the stock integration can't fall back to ./mlruns. Evaluation and saving are step-based.
-    """
-    from transformers import TrainingArguments
-    from transformers.utils import is_torch_tf32_available
+    yaml_section: ClassVar[Optional[str]] = "finetune"
 
-    check_attention(args.attn_implementation, device, getattr(args, "attention_probs_dropout_prob", 0.0))
-    fast = fast_path_kwargs(device, args.bf16, args.tf32, tf32_capable=device == "cuda" and is_torch_tf32_available())
-    if fast["bf16"] and device == "cpu":
-        print("note: --bf16 on CPU is slow on most CPUs; pass --no-bf16 if training crawls")
-    os.environ["TENSORBOARD_LOGGING_DIR"] = str(Path(args.output_dir) / RUNS_DIR)
-    kwargs: dict[str, Any] = dict(
-        output_dir=str(args.output_dir),
-        num_train_epochs=float(args.num_epochs),
-        max_steps=int(args.max_steps),
-        per_device_train_batch_size=int(args.batch_size),
-        per_device_eval_batch_size=int(args.batch_size),
-        learning_rate=float(args.learning_rate),
-        warmup_steps=float(args.warmup_ratio),  # transformers 5: a value < 1 is a fraction of the steps
-        weight_decay=float(args.weight_decay),
-        lr_scheduler_type="linear",
-        gradient_accumulation_steps=int(args.gradient_accumulation_steps),
-        eval_strategy="steps",
-        eval_steps=int(args.eval_steps),
-        save_strategy="steps",
-        save_steps=int(args.save_steps),
-        logging_strategy="steps",
-        logging_steps=int(args.logging_steps),
-        logging_first_step=True,
-        metric_for_best_model=metric_for_best_model,
-        greater_is_better=greater_is_better,
-        report_to=["tensorboard"],
-        seed=int(args.seed),
-        data_seed=int(args.seed),
-        use_cpu=device == "cpu",
-        torch_compile=bool(args.compile),
-        dataloader_num_workers=int(args.dataloader_num_workers),
-        remove_unused_columns=False,  # our batches are dicts of the model's inputs already
-        ddp_find_unused_parameters=False,
-        ddp_backend="gloo" if device == "cpu" and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
-        disable_tqdm=False,
-    )
-    kwargs.update(fast)
-    kwargs.update(overrides)
-    return TrainingArguments(**kwargs)
+    model_path: str = field(default="output/with_clinvec/checkpoint-best", metadata={
+        "help": "pretrained model folder (config.json, model.safetensors, vocab.json), or the pretraining "
+                "run folder holding checkpoint-best"})
+    task_data: str = field(default="data/task_specific.csv", metadata={
+        "help": "task CSV patient_id,label[,prediction_date]; histories are cut before the prediction date"})
+    output_dir: str = field(default="output/finetuned", metadata={
+        "help": "checkpoints, TensorBoard logs, checkpoint-best/, metrics.json, predictions.csv, plots"})
+    data_dir: str = field(default="pretrain_stuff", metadata={
+        "help": "folder of the conversion the model was pretrained on; task datasets are built beside it"})
+    input: str = field(default="data/synthetic_patients.json", metadata={
+        "help": "patients JSON/JSONL, encoded with the model's vocabulary when --data-dir has no conversion"})
+    split_seed: Optional[int] = field(default=None, metadata={
+        "help": "seed of the patient-id hash that assigns train/val/test, separate from --seed (training); "
+                "unset: the split of record, i.e. the --seed of the conversion in --data-dir or, when --input is "
+                "encoded here, of the conversion the model was pretrained on; 42 when neither is known"})
+    train_ratio: Optional[float] = field(default=None, metadata={
+        "help": "share of patients in train (the rest is halved into val and test); unset: the conversion's "
+                "--train-ratio as for --split-seed, 0.8 when none is known"})
+    num_labels: int = field(default=2, metadata={"help": "2 for a binary task; more for multi-class"})
+    metric_for_best_model: str = field(default="auroc", metadata={
+        "help": "validation metric that picks checkpoint-best", "choices": list(SELECTION_METRICS)})
+    learning_rate: float = field(default=1e-5, metadata={"help": "peak learning rate (AdamW, linear decay)"})
+    num_epochs: float = field(default=10.0, metadata={"help": "passes over the training patients"})
+    batch_size: int = field(default=16, metadata={"help": "patients per batch and per device"})
+    eval_steps: int = field(default=0, metadata={"help": "evaluate on val every N updates (0: once per epoch)"})
+    save_steps: int = field(default=0, metadata={"help": "write checkpoint-N every N updates (0: once per epoch)"})
+    logging_steps: int = field(default=10, metadata={"help": "log the training loss every N updates"})
+    early_stopping_patience: int = field(default=3, metadata={
+        "help": "stop after this many evaluations without improvement (0: never)"})
+    class_weights: str = field(default="none", metadata={
+        "help": "weight the loss by inverse class frequency", "choices": list(CLASS_WEIGHTS)})
+    freeze_encoder_epochs: int = field(default=0, metadata={
+        "help": "train only the classifier head for this many epochs first"})
+    max_length: int = field(default=512, metadata={"help": "keep each patient's most recent tokens up to this"})
+    on_task_error: str = field(default="skip", metadata={
+        "help": "bad task CSV rows: skip them into task_rejected.csv, or stop", "choices": list(ON_TASK_ERROR)})
+    n_bootstrap: int = field(default=1000, metadata={"help": "bootstrap resamples for the 95% CIs"})
 
-
-def effective_batch_size(args: TrainingCommonArgs, world_size: int) -> int:
-    """Patients per optimiser update: per-device batch x accumulation x processes."""
-    return int(args.batch_size) * int(args.gradient_accumulation_steps) * int(world_size)
+    def validate(self) -> None:
+        # 0 steps means "per epoch" here; the shared checks want positive numbers
+        dataclasses.replace(self, eval_steps=max(self.eval_steps, 1),
+                            save_steps=max(self.save_steps, 1)).validate_common()
+        if self.eval_steps < 0 or self.save_steps < 0:
+            raise UserError("--eval-steps and --save-steps must be 0 (per epoch) or positive")
+        if self.num_labels < 2:
+            raise UserError(f"--num-labels must be at least 2 (2 = binary), got {self.num_labels}")
+        if self.max_length < 3:
+            raise UserError(f"--max-length must be at least 3, got {self.max_length}")
+        if self.early_stopping_patience < 0 or self.freeze_encoder_epochs < 0:
+            raise UserError("--early-stopping-patience and --freeze-encoder-epochs must be 0 or more")
+        if self.train_ratio is not None and not 0.0 < self.train_ratio < 1.0:
+            raise UserError(f"--train-ratio must be between 0 and 1 (exclusive), got {self.train_ratio}")
+        if self.n_bootstrap < 1:
+            raise UserError(f"--n-bootstrap must be at least 1, got {self.n_bootstrap}")

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import os
 
+import torch.distributed as dist
+
 
 def rank() -> int:
     return int(os.environ.get("RANK", "0"))
-
-
-def local_rank() -> int:
-    return int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def world_size() -> int:
@@ -24,7 +22,5 @@ def is_main_process() -> bool:
 
 def barrier() -> None:
     """Wait for every rank (no-op in a single process)."""
-    import torch.distributed as dist
-
     if dist.is_available() and dist.is_initialized():
         dist.barrier()

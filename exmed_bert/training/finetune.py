@@ -1,7 +1,7 @@
 """Fine-tuning run, top to bottom: task splits -> pretrained encoder + new head -> Trainer on train,
 model selection on val -> checkpoint-best/ -> metrics, predictions and plots on TEST only.
 
-`run_finetuning(args)` takes the CLI's `Args` (exmed_bert.cli.finetune). Under torchrun every rank
+`run(args)` takes the stage's `FinetuneArgs`. Under torchrun every rank
 trains; only rank 0 writes files and scores the test split.
 """
 
@@ -16,16 +16,29 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import TrainerCallback
+import torch.distributed as dist
+from transformers import TrainerCallback, set_seed
+from transformers.utils import logging as hf_logging
 
+from exmed_bert.clinvec.init import COVERAGE_FILE
+from exmed_bert.data.collate import Collator
 from exmed_bert.data.dataset import SEQ_KEYS
+from exmed_bert.data.sampler import make_sampler
+from exmed_bert.data.splits import find_pretraining
+from exmed_bert.data.vocab import Vocab
 from exmed_bert.errors import UserError
 from exmed_bert.evaluation import metrics as M
+from exmed_bert.evaluation.outputs import evaluate_and_write, format_summary
 from exmed_bert.io import write_run_info, write_text
+from exmed_bert.model.modeling import ExMedBertForSequenceClassification
+from exmed_bert.tasks import check_labels, load_task_splits
 from exmed_bert.training import distributed
-from exmed_bert.training.args import build_training_arguments, resolve_checkpoint, resolve_device
+from exmed_bert.training.args import FinetuneArgs
 from exmed_bert.training.callbacks import BEST_DIR, BestModelCallback, VocabCallback
+from exmed_bert.training.mlflow_tracking import MlflowLogger
+from exmed_bert.training.runtime import build_training_arguments, resolve_checkpoint, resolve_device
 from exmed_bert.training.teelog import TeeLog
+from exmed_bert.training.trainer import ExMedTrainer
 
 
 # ---------------------------------------------------------------------------------------------
@@ -77,8 +90,6 @@ class ClassificationMetrics:
         self.n += b
 
     def reduce(self) -> None:
-        import torch.distributed as dist
-
         if dist.is_available() and dist.is_initialized():
             parts: list = [None] * dist.get_world_size()
             dist.all_gather_object(parts, (self.probs, self.labels, self.loss, self.n))
@@ -149,19 +160,16 @@ def check_model_folder(path: str | Path) -> Path:
     return path
 
 
-def load_classifier(path: Path, num_labels: int, quiet: bool = False):
+def load_classifier(path: Path, num_labels: int, quiet: bool = False, attn_implementation: str = "sdpa"):
     """The classifier with the checkpoint's encoder. Instead of transformers' key-by-key load report, one
     note: a pretraining checkpoint lacks exactly the new head (and has MLM/PLOS heads it drops). A
     checkpoint missing anything else (encoder weights) is refused."""
-    from transformers.utils import logging as hf_logging
-
-    from exmed_bert.model import ExMedBertForSequenceClassification
-
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
         model, info = ExMedBertForSequenceClassification.from_pretrained(
-            path, num_labels=num_labels, use_safetensors=True, output_loading_info=True)
+            path, num_labels=num_labels, use_safetensors=True, output_loading_info=True,
+            attn_implementation=attn_implementation)
     except (OSError, ValueError, RuntimeError, KeyError) as e:
         raise UserError(f"{path}: cannot load the model ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
     finally:
@@ -181,8 +189,6 @@ def load_classifier(path: Path, num_labels: int, quiet: bool = False):
 @torch.no_grad()
 def predict_probs(model, ds, batch_size: int, device: str) -> np.ndarray:
     """(N, K) softmax probabilities in dataset order."""
-    from exmed_bert.data.collate import Collator
-
     model.to(device).eval()
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=Collator(mlm=False))
     out = []
@@ -196,7 +202,7 @@ def predict_probs(model, ds, batch_size: int, device: str) -> np.ndarray:
 # the run
 
 
-def run_finetuning(args: Any) -> dict:
+def run(args: FinetuneArgs) -> dict:
     """The whole run; returns the test metrics document (rank 0) or {} (other ranks)."""
     main = distributed.is_main_process()
     out = Path(args.output_dir)
@@ -208,18 +214,7 @@ def run_finetuning(args: Any) -> dict:
         return _run(args, out, model_dir, main)
 
 
-def _run(args: Any, out: Path, model_dir: Path, main: bool) -> dict:
-    from transformers import set_seed
-    from transformers.utils import logging as hf_logging
-
-    from exmed_bert.data.collate import Collator
-    from exmed_bert.data.sampler import make_sampler
-    from exmed_bert.data.splits import find_pretraining
-    from exmed_bert.data.vocab import Vocab
-    from exmed_bert.evaluation.outputs import evaluate_and_write, format_summary
-    from exmed_bert.tasks import check_labels, load_task_splits
-    from exmed_bert.training.trainer import ExMedTrainer
-
+def _run(args: FinetuneArgs, out: Path, model_dir: Path, main: bool) -> dict:
     hf_logging.set_verbosity_warning()
     device = resolve_device(args.device)
     checkpoint = resolve_checkpoint(args.resume_from_checkpoint, out)
@@ -240,7 +235,7 @@ def _run(args: Any, out: Path, model_dir: Path, main: bool) -> dict:
     data = {s: TruncatedDataset(ds, args.max_length) for s, ds in splits.items()}
 
     set_seed(args.seed)
-    model = load_classifier(model_dir, args.num_labels)
+    model = load_classifier(model_dir, args.num_labels, attn_implementation=args.attn_implementation)
     if model.config.vocab_size != len(vocab):
         raise UserError(f"{model_dir}: config.json has vocab_size {model.config.vocab_size} but vocab.json has "
                         f"{len(vocab)} tokens; the folder mixes two models")
@@ -274,8 +269,6 @@ def _run(args: Any, out: Path, model_dir: Path, main: bool) -> dict:
     if args.freeze_encoder_epochs > 0:
         callbacks.append(FreezeEncoder(model, args.freeze_encoder_epochs))
     if args.mlflow_tracking_uri:
-        from exmed_bert.training.mlflow_tracking import MlflowLogger
-
         tracker = MlflowLogger(args.mlflow_tracking_uri, args.mlflow_experiment_name,
                                {k: v for k, v in dataclasses.asdict(args).items() if v is not None}, out, enabled=main)
         tracker.start(resume=checkpoint is not None)
@@ -324,7 +317,7 @@ def _run(args: Any, out: Path, model_dir: Path, main: bool) -> dict:
 def describe_inputs(model_dir: Path) -> str:
     """What the model saw and how its code embeddings started, for the comparison report."""
     for folder in (Path(model_dir), Path(model_dir).parent):
-        coverage = folder / "clinvec_coverage.json"
+        coverage = folder / COVERAGE_FILE
         if coverage.is_file():
             try:
                 demo = bool(json.loads(coverage.read_text(encoding="utf-8")).get("demo"))

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
 from exmed_bert.data.vocab import FIRST_CODE_ID
@@ -98,8 +99,6 @@ class PretrainMetrics:
 
     def reduce(self) -> None:
         """Sum counts and concatenate PLOS scores over all processes (no-op without torch.distributed)."""
-        import torch.distributed as dist
-
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return
         sums = self.sums.to(collective_device())
@@ -151,8 +150,6 @@ def plos_reference_metrics(los_offsets: torch.Tensor | np.ndarray, labels: Seque
 
 def collective_device() -> torch.device:
     """NCCL reduces only GPU tensors; gloo takes CPU ones."""
-    import torch.distributed as dist
-
     if dist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")

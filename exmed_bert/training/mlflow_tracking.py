@@ -2,13 +2,19 @@
 
 We never use mlflow's global fluent state or transformers' MLflowCallback: without a tracking URI nothing
 is created (no ./mlruns), and with one everything goes to that server only. Rank 0 logs; others no-op.
+mlflow itself is imported inside the methods: 1.0 s to import (python -X importtime), paid only by runs
+given a tracking URI.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import socket
+import time
 from pathlib import Path
+from urllib.parse import urlparse
 from typing import Any
 
 from transformers import TrainerCallback
@@ -59,9 +65,6 @@ class MlflowLogger(TrainerCallback):
 
     def _check_reachable(self, timeout: float = 5.0) -> None:
         """Fail in seconds, not after the client's minutes of retries, when nothing listens there."""
-        import socket
-        from urllib.parse import urlparse
-
         url = urlparse(self.tracking_uri)
         if url.scheme not in ("http", "https"):
             return  # a local file or database URI: the client reports its own problems
@@ -83,7 +86,6 @@ class MlflowLogger(TrainerCallback):
 
     def log_metrics(self, metrics: dict[str, Any], step: int) -> None:
         from mlflow.entities import Metric
-        import time
 
         if self.client is None:
             return
@@ -119,8 +121,6 @@ def _metric_name(key: str) -> str:
 
 
 def _read_run_id(output_dir: Path) -> str | None:
-    import json
-
     path = output_dir / RUN_ID_FILE
     try:
         return json.loads(path.read_text(encoding="utf-8")).get("run_id")

@@ -1,26 +1,48 @@
 """Pretraining run, top to bottom: load data -> build model (+ ClinVec) -> Trainer -> best model + reports.
 
-`run_pretraining(args)` takes the CLI's `Args` (exmed_bert.cli.pretrain) and returns the final metrics.
-Under torchrun every rank runs this; only rank 0 writes files.
+`run(args)` takes the stage's `PretrainArgs` and returns the final metrics. Under torchrun every rank
+runs this; only rank 0 writes files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
+import json
 import os
 import re
 import sys
 from pathlib import Path
-from typing import Any
 
+import torch
+from transformers import set_seed
+from transformers.utils import logging as hf_logging
+
+from exmed_bert.clinvec.freeze import freeze_callback
+from exmed_bert.clinvec.init import COVERAGE_FILE, format_summary, init_code_embeddings
+from exmed_bert.clinvec.loader import ClinVecTable, load_clinvec
+from exmed_bert.clinvec.match import match_tokens
+from exmed_bert.clinvec.release import expected_dim
+from exmed_bert.clinvec.resize import resolve_method
+from exmed_bert.data.collate import Collator
+from exmed_bert.data.dataset import PatientDataset
+from exmed_bert.data.sampler import make_sampler
+from exmed_bert.data.vocab import Vocab
 from exmed_bert.errors import UserError
 from exmed_bert.io import file_fingerprint, write_json, write_run_info, write_text
+from exmed_bert.model.architecture import ARCH_KEYS
+from exmed_bert.model.modeling import ExMedBertConfig, ExMedBertForPreTraining, count_parameters
+from exmed_bert.synthetic.clinvec_demo import resolve_clinvec_dir
 from exmed_bert.training import distributed
-from exmed_bert.training.args import (build_training_arguments, effective_batch_size, resolve_checkpoint,
-                                      resolve_device)
+from exmed_bert.training.args import PretrainArgs
 from exmed_bert.training.callbacks import BEST_DIR, BestModelCallback, VocabCallback
+from exmed_bert.training.metrics import PretrainMetrics, code_counts, plos_reference_metrics, unigram_top_ids
+from exmed_bert.training.mlflow_tracking import MlflowLogger
+from exmed_bert.training.runtime import (build_training_arguments, effective_batch_size, resolve_checkpoint,
+                                         resolve_device)
 from exmed_bert.training.teelog import TeeLog
+from exmed_bert.training.trainer import ExMedTrainer
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # cursor moves of progress bars, kept out of the log
 CONVERT_HINT = ("run `python scripts/convert_synthetic_to_dataset.py --input data/synthetic_patients.json "
@@ -46,9 +68,6 @@ def check_data_paths(data_dir: str | os.PathLike, name: str) -> dict[str, Path]:
 
 def load_data(data_dir: str | os.PathLike, name: str):
     """(train, val, vocab), checked to exist and to agree with each other."""
-    from exmed_bert.data.dataset import PatientDataset
-    from exmed_bert.data.vocab import Vocab
-
     paths = check_data_paths(data_dir, name)
     vocab = Vocab.load(paths["vocab"])
     train, val = PatientDataset.load(paths["train"]), PatientDataset.load(paths["val"])
@@ -65,66 +84,72 @@ def load_data(data_dir: str | os.PathLike, name: str):
     return train, val, vocab
 
 
-def build_model(args: Any, vocab_size: int, max_visit: int):
-    """ExMedBertForPreTraining from the preset + explicit flags (seeded before the weights are drawn)."""
-    from transformers import set_seed
+@dataclasses.dataclass
+class ClinVecSource:
+    """Where a run's ClinVec vectors come from, their width, and the resize method decided for them."""
 
-    from exmed_bert.model import ExMedBertConfig, ExMedBertForPreTraining, resolve_architecture
+    folder: Path
+    dim: int
+    method: str                                # resolve_method's choice, stored in the model's config.json
+    tables: dict[str, ClinVecTable] | None    # the vectors of a fresh run (the run's one load); None on resume
 
-    arch = resolve_architecture(args.model_size, num_hidden_layers=args.num_hidden_layers,
-                                hidden_size=args.hidden_size, intermediate_size=args.intermediate_size,
-                                num_attention_heads=args.num_attention_heads)
+
+def clinvec_source(args: PretrainArgs, fresh: bool) -> ClinVecSource | None:
+    """The ClinVec folder (the demo, built on demand, when no release is there), the vectors' width and the
+    resize method: decided here, once, before the model is built. A fresh run loads the vectors; a resumed
+    one keeps its checkpoint's weights and reads only the width.
+
+    Runs before --output-dir exists, so a bad ClinVec folder (127 columns, NaN, wrong ntype, no node table:
+    a UserError from the loader) leaves nothing behind.
+    """
+    if not args.use_clinvec:
+        return None
+    folder = resolve_clinvec_dir(args.clinvec_dir)
+    tables = load_clinvec(folder, args.vocab_types) if fresh else None
+    dim = next(iter(tables.values())).vectors.shape[1] if tables else expected_dim(folder)
+    return ClinVecSource(folder, dim, resolve_method(args.resize_method, args.hidden_size, dim), tables)
+
+
+def build_model(args: PretrainArgs, vocab_size: int, max_visit: int, clinvec: ClinVecSource | None = None):
+    """ExMedBertForPreTraining with the architecture `args` resolved (seeded before the weights are drawn)."""
     if max_visit >= args.max_position_embeddings:
         raise UserError(f"a patient has {max_visit} visits but --max-position-embeddings is "
                         f"{args.max_position_embeddings}; raise it to at least {max_visit + 1} "
                         "or convert with a smaller --max-length")
-    code_embedding_size = None
-    if args.use_clinvec:
-        from exmed_bert.clinvec import code_embedding_size_for
-
-        code_embedding_size = code_embedding_size_for(args.resize_method, arch["hidden_size"])
+    method = clinvec.method if clinvec is not None else None
     try:
         config = ExMedBertConfig(
             vocab_size=vocab_size, max_position_embeddings=args.max_position_embeddings,
             hidden_dropout_prob=args.hidden_dropout_prob, attention_probs_dropout_prob=args.attention_probs_dropout_prob,
             plos_weight=args.plos_weight if args.plos else 0.0, initialization=args.initialization,
-            code_embedding_size=code_embedding_size, **arch)
+            position_embedding_type=args.position_embedding_type, plos_pooling=args.pooling,
+            # learned_projection: a ClinVec-wide code table and a trainable map to the hidden size
+            code_embedding_size=clinvec.dim if method == "learned_projection" else None,
+            clinvec_resize_method=method, attn_implementation=args.attn_implementation,
+            **{k: getattr(args, k) for k in ARCH_KEYS})
     except ValueError as e:
         raise UserError(str(e)) from None
     set_seed(args.seed)
     return ExMedBertForPreTraining(config)
 
 
-def init_from_clinvec(args: Any, model, vocab) -> dict:
-    """Copy ClinVec vectors into the code table (the one ClinVec load of the run); returns the coverage report.
-
-    Runs before --output-dir exists, so a bad ClinVec folder (127 columns, NaN, wrong ntype, no node table:
-    a UserError from the loader) leaves nothing behind. The report is written to a scratch folder here
-    and re-written into --output-dir by `_run`.
-    """
-    import tempfile
-
-    from exmed_bert.clinvec import init_code_embeddings
-
-    with tempfile.TemporaryDirectory(prefix="exmed-clinvec-") as scratch:
-        report = init_code_embeddings(model, vocab, clinvec_dir=args.clinvec_dir, vocab_types=args.vocab_types,
-                                      use_hierarchical_init=args.use_hierarchical_init,
-                                      resize_method=args.resize_method, output_dir=scratch, seed=args.seed)
-    rows = report.get("initialized_row_ids", [])
-    print(f"ClinVec: initialised {len(rows)} of {len(vocab)} code rows from {report.get('clinvec_dir', args.clinvec_dir)}")
-    return report
+def init_from_clinvec(args: PretrainArgs, model, vocab: Vocab, clinvec: ClinVecSource) -> dict:
+    """Copy ClinVec vectors into the code table; returns the coverage report (written by `_run`)."""
+    rows = init_code_embeddings(model, vocab.tokens, clinvec.tables, source=clinvec.folder,
+                                use_hierarchical_init=args.use_hierarchical_init, seed=args.seed,
+                                requested_method=args.resize_method)
+    rows.copy_into(model)
+    print(format_summary(rows.report))
+    print(f"ClinVec: initialised {len(rows.row_ids)} of {len(vocab)} code rows from {clinvec.folder}")
+    return rows.report
 
 
-def clinvec_rows_on_resume(args: Any, out: Path, vocab) -> list[int]:
+def clinvec_rows_on_resume(args: PretrainArgs, out: Path, vocab: Vocab) -> list[int]:
     """The ClinVec-initialised row ids of the run being resumed, for `--freeze-clinvec-steps`.
 
     Read from the run's clinvec_coverage.json (`initialized_row_ids`); when that file is missing or does not
     fit the vocabulary, re-match the vocabulary against ClinVec (no weights are touched: the checkpoint's win).
     """
-    import json
-
-    from exmed_bert.clinvec.init import COVERAGE_FILE
-
     path = out / COVERAGE_FILE
     try:
         rows = json.loads(path.read_text(encoding="utf-8"))["initialized_row_ids"]
@@ -133,18 +158,13 @@ def clinvec_rows_on_resume(args: Any, out: Path, vocab) -> list[int]:
         print(f"{path}: initialized_row_ids do not fit the vocabulary; re-matching ClinVec", file=sys.stderr)
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    from exmed_bert.clinvec import load_clinvec, match_tokens, resolve_clinvec_dir
-    from exmed_bert.clinvec.loader import check_vocab_types
-
-    tables = load_clinvec(resolve_clinvec_dir(args.clinvec_dir), check_vocab_types(args.vocab_types))
+    tables = load_clinvec(resolve_clinvec_dir(args.clinvec_dir), args.vocab_types)
     ids = {t: i for i, t in enumerate(vocab.tokens)}
     matches = match_tokens(list(vocab.tokens), tables, use_hierarchical_init=args.use_hierarchical_init)
     return [ids[m.token] for m in matches if m.source != "random"]
 
 
 def describe_model(model) -> str:
-    from exmed_bert.model import count_parameters
-
     c = model.config
     total = count_parameters(model)
     core = count_parameters(model, exclude_embeddings=True)
@@ -159,15 +179,15 @@ class Prepared:
 
     device: str
     checkpoint: str | None
-    train: Any
-    val: Any
-    vocab: Any
-    model: Any
+    train: PatientDataset
+    val: PatientDataset
+    vocab: Vocab
+    model: ExMedBertForPreTraining
     clinvec: dict | None  # the coverage report of a fresh ClinVec initialisation
     console: str  # what was printed while preparing (already on the console), for training.log
 
 
-def run_pretraining(args: Any) -> dict:
+def run(args: PretrainArgs) -> dict:
     """The whole run; returns the final evaluation metrics."""
     main = distributed.is_main_process()
     out = Path(args.output_dir)
@@ -188,14 +208,12 @@ def _append_log(path: Path, text: str) -> None:
             f.write("\n".join(lines) + "\n")
 
 
-def prepare(args: Any, out: Path) -> Prepared:
+def prepare(args: PretrainArgs, out: Path) -> Prepared:
     """Validate and load all inputs; raises UserError before anything exists in --output-dir.
 
     What this prints (ClinVec's demo warning and coverage table) is shown at once and kept, so it can be
     copied into training.log once that exists.
     """
-    import contextlib
-
     check_data_paths(args.data_dir, args.dataset_name)
     device = resolve_device(args.device)
     checkpoint = resolve_checkpoint(args.resume_from_checkpoint, out, quiet=True)
@@ -204,10 +222,9 @@ def prepare(args: Any, out: Path) -> Prepared:
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
         train_ds, val_ds, vocab = load_data(args.data_dir, args.dataset_name)
         max_visit = int(max(train_ds.data["position_ids"].max(), val_ds.data["position_ids"].max()))
-        model = build_model(args, len(vocab), max_visit)
-        report = None
-        if args.use_clinvec and checkpoint is None:  # on resume the checkpoint's weights win
-            report = init_from_clinvec(args, model, vocab)
+        clinvec = clinvec_source(args, fresh=checkpoint is None)  # on resume the checkpoint's weights win
+        model = build_model(args, len(vocab), max_visit, clinvec)
+        report = init_from_clinvec(args, model, vocab, clinvec) if clinvec and clinvec.tables else None
     return Prepared(device, checkpoint, train_ds, val_ds, vocab, model, report, kept.getvalue())
 
 
@@ -225,13 +242,7 @@ class _Echo:
         return getattr(self.console, name)
 
 
-def _run(args: Any, out: Path, main: bool, prep: Prepared) -> dict:
-    import torch
-    from transformers.utils import logging as hf_logging
-
-    from exmed_bert.training.metrics import PretrainMetrics, code_counts, plos_reference_metrics, unigram_top_ids
-    from exmed_bert.training.trainer import ExMedTrainer
-
+def _run(args: PretrainArgs, out: Path, main: bool, prep: Prepared) -> dict:
     hf_logging.set_verbosity_info() if main else hf_logging.set_verbosity_warning()
     hf_logging.disable_progress_bar()  # hub download bars; the Trainer's own bar stays
     device, checkpoint, model, vocab = prep.device, prep.checkpoint, prep.model, prep.vocab
@@ -301,7 +312,7 @@ def _run(args: Any, out: Path, main: bool, prep: Prepared) -> dict:
     return report
 
 
-def _clinvec_callbacks(args: Any, out: Path, main: bool, prep: Prepared) -> list:
+def _clinvec_callbacks(args: PretrainArgs, out: Path, main: bool, prep: Prepared) -> list:
     """Write the coverage report of a fresh ClinVec run; the freeze callback, fresh or resumed.
 
     On resume the callback keys on `state.global_step` (restored from the checkpoint), so rows stay frozen
@@ -309,9 +320,6 @@ def _clinvec_callbacks(args: Any, out: Path, main: bool, prep: Prepared) -> list
     """
     if not args.use_clinvec:
         return []
-    from exmed_bert.clinvec import freeze_callback
-    from exmed_bert.clinvec.init import COVERAGE_FILE
-
     if prep.clinvec is not None:
         if main:
             write_json(out / COVERAGE_FILE, prep.clinvec)
@@ -327,11 +335,9 @@ def _clinvec_callbacks(args: Any, out: Path, main: bool, prep: Prepared) -> list
     return [freeze_callback(prep.model, rows, args.freeze_clinvec_steps)]
 
 
-def _mlflow(args: Any, out: Path, main: bool, resume: bool):
+def _mlflow(args: PretrainArgs, out: Path, main: bool, resume: bool):
     if not args.mlflow_tracking_uri:
         return None
-    from exmed_bert.training.mlflow_tracking import MlflowLogger
-
     params = {k: v for k, v in dataclasses.asdict(args).items() if v is not None}
     tracker = MlflowLogger(args.mlflow_tracking_uri, args.mlflow_experiment_name, params, out, enabled=main)
     tracker.start(resume=resume)
@@ -352,18 +358,21 @@ def _print_summary(report: dict) -> None:
               f"AUPRC {report['eval_plos_reference_auprc']:.3f}")
 
 
-def make_batching(args: Any, train_ds: Any, val_ds: Any, vocab_size: int):
-    """(train batch sampler, eval batch sampler, train collator, eval collator) for a pretraining run."""
-    from exmed_bert.data.collate import Collator
-    from exmed_bert.data.sampler import make_sampler
+def make_batching(args: PretrainArgs, train_ds: PatientDataset, val_ds: PatientDataset, vocab_size: int):
+    """(train batch sampler, eval batch sampler, train collator, eval collator) for a pretraining run.
 
+    With --packing, batches are random patients up to the token budget, packed into rows as long as the
+    longest patient (seq_ids; attention stays within a patient); else each batch is one length bucket.
+    """
     plos = int(args.plos_threshold) if args.plos else None
+    pack = int(max(train_ds.lengths.max(), val_ds.lengths.max())) if args.packing else None
     # dynamic: each batch is masked with the epoch its sampler stamped on it, also inside DataLoader workers
     train = Collator(vocab_size=vocab_size, seed=args.seed, mlm_probability=args.mlm_probability,
-                     plos_threshold=plos, dynamic=bool(args.dynamic_masking))
+                     plos_threshold=plos, dynamic=bool(args.dynamic_masking), pack_length=pack)
     # validation masks are fixed (and drawn with another seed than training's static masks)
     evaluate = Collator(vocab_size=vocab_size, seed=args.seed + 1, mlm_probability=args.mlm_probability,
-                        plos_threshold=plos)
-    kw = dict(batch_size=args.batch_size, max_tokens_per_batch=args.max_tokens_per_batch, seed=args.seed)
+                        plos_threshold=plos, pack_length=pack)
+    kw = dict(batch_size=args.batch_size, max_tokens_per_batch=args.max_tokens_per_batch, seed=args.seed,
+              packing=bool(args.packing))
     return (make_sampler(train_ds.lengths, shuffle=True, **kw), make_sampler(val_ds.lengths, shuffle=False, **kw),
             train, evaluate)

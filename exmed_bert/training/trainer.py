@@ -8,11 +8,13 @@ import math
 from typing import Any, Callable
 
 import torch
+import torch.distributed as dist
 from torch.utils.data import DataLoader
 from transformers import Trainer
 
 from exmed_bert.data.collate import batched_view
 from exmed_bert.training.callbacks import SamplerEpochCallback
+from exmed_bert.training.metrics import collective_device
 
 
 class ExMedTrainer(Trainer):
@@ -124,11 +126,7 @@ class _LossOnly:
             self.n += 1
 
     def reduce(self) -> None:
-        import torch.distributed as dist
-
         if dist.is_available() and dist.is_initialized():
-            from exmed_bert.training.metrics import collective_device
-
             t = torch.tensor([self.total, self.n], dtype=torch.float64, device=collective_device())
             dist.all_reduce(t)
             self.total, self.n = float(t[0]), int(t[1])

@@ -1,7 +1,7 @@
 """Clinical knowledge for the demo ClinVec graph: what a real clinical knowledge graph also knows.
 
 Two kinds of links, both textbook pharmacology and billing practice, written down here independently
-of the synthetic generator (this module imports nothing from `exmed_bert.synthetic`):
+of the synthetic generator (this module imports nothing, least of all the generator's modules):
 
 - drug indications: an ATC group treats diagnoses of some ICD-10-CM categories;
 - procedure-diagnosis links: a CPT code is the usual test, imaging or therapy for some categories.

@@ -1,10 +1,11 @@
-"""Demo ClinVec embeddings, written in exactly the release format, so the pipeline runs offline.
+"""Demo ClinVec embeddings, written in exactly the release format, so the pipeline runs offline; and which
+folder ClinVec vectors come from (`resolve_clinvec_dir`: real files win, else the demo, built on demand).
 
 Vectors are a spectral (diffusion-map) embedding of a graph built from knowledge a real clinical graph
-also has (`demo_knowledge`): the code hierarchies, drug indications and procedure-diagnosis links; never
-the generator's risk links or its outcome. The covered codes are
-`exmed_bert.synthetic.embedding_vocab.demo_codes()`, which leaves out the generator's novel siblings,
-so exact matches, parent fallback and random init all happen. These are NOT the real ClinVec vectors.
+also has (`clinvec_knowledge`): the code hierarchies, drug indications and procedure-diagnosis links;
+never the generator's risk links or its outcome. The covered codes are `embedding_vocab.demo_codes()`,
+which leaves out the generator's novel siblings, so exact matches, parent fallback and random init all
+happen. These are NOT the real ClinVec vectors.
 """
 
 from __future__ import annotations
@@ -13,15 +14,16 @@ import csv
 import hashlib
 import io
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from exmed_bert import codes
-from exmed_bert.clinvec import demo_knowledge
-from exmed_bert.clinvec.loader import DEMO_MARKER, NODE_TABLE, vocab_file
+from exmed_bert.clinvec.release import DEMO_MARKER, NODE_TABLE, has_clinvec_files, is_demo, vocab_file
 from exmed_bert.errors import UserError
 from exmed_bert.io import atomic_write, write_text
+from exmed_bert.synthetic import clinvec_knowledge
 from exmed_bert.synthetic.embedding_vocab import demo_codes
 
 log = logging.getLogger("exmed_bert.clinvec")
@@ -44,7 +46,7 @@ def demo_fingerprint(dim: int, seed: int, tokens: list[str] | None = None) -> st
 def code_graph(tokens: list[str]) -> tuple[list[str], np.ndarray]:
     """Nodes (the tokens, then group nodes) and a symmetric weighted adjacency (n, n).
 
-    Edges hold only what a real clinical knowledge graph also holds (`demo_knowledge`): each code links
+    Edges hold only what a real clinical knowledge graph also holds (`clinvec_knowledge`): each code links
     to its nearest present ancestor (ICD-10-CM, ATC) or its CPT range groups; drugs link to the ICD-10-CM
     categories they are indicated for; procedures to the categories they usually test or treat. Nothing
     comes from the synthetic generator's risk links or its planted outcome.
@@ -66,9 +68,9 @@ def code_graph(tokens: list[str]) -> tuple[list[str], np.ndarray]:
             parent = f"cpt-group:{groups[0]}" if groups else None
         edges.append((tok, parent or f"root:{system}", 1.0 if parent else 0.3))
         if system == "atc":
-            targets = demo_knowledge.indications(code)
+            targets = clinvec_knowledge.indications(code)
         elif system == "cpt":
-            targets = demo_knowledge.PROCEDURE_FOR.get(code, ())
+            targets = clinvec_knowledge.PROCEDURE_FOR.get(code, ())
         else:
             targets = ()
         edges.extend((tok, f"icd10cm:{category}", 0.5) for category in targets)
@@ -184,3 +186,42 @@ def demo_is_current(folder: str | Path) -> bool:
         return False
     files = fields.get("files", "").split(",")
     return all((Path(folder) / f).is_file() for f in files if f) and fields.get("fingerprint") == demo_fingerprint(dim, seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# which folder ClinVec vectors come from
+
+DEMO_DIR_NAME = "ClinVec_demo"
+
+
+def demo_dir_for(clinvec_dir: str | Path) -> Path:
+    """The demo folder sits beside the requested one: `ClinVec` -> `ClinVec_demo` (git-ignored)."""
+    return Path(clinvec_dir).parent / DEMO_DIR_NAME
+
+
+def resolve_clinvec_dir(clinvec_dir: str | Path) -> Path:
+    """`clinvec_dir` when it holds any ClinVec file (a partial release then fails loudly in the loader);
+    else the demo folder, built if missing or stale."""
+    clinvec_dir = Path(clinvec_dir)
+    if has_clinvec_files(clinvec_dir):
+        if is_demo(clinvec_dir):
+            _warn_demo(clinvec_dir, clinvec_dir)
+        return clinvec_dir
+    demo = demo_dir_for(clinvec_dir)
+    if not demo_is_current(demo):
+        log.info("building demo ClinVec embeddings in %s", demo)
+        build_demo_clinvec(demo)
+    _warn_demo(clinvec_dir, demo)
+    return demo
+
+
+def _warn_demo(requested: Path, demo: Path) -> None:
+    msg = (f"WARNING: using DEMO ClinVec embeddings from {demo}/ -- synthetic vectors built from this "
+           f"project's code hierarchies, NOT the real ClinVec release. No ClinVec files in {requested}/; "
+           "download them as described in ClinVec/README.md.")
+    if requested == demo:
+        msg = (f"WARNING: {demo}/ holds DEMO ClinVec embeddings (synthetic, NOT the real release); "
+               "see ClinVec/README.md for the real files.")
+    print(msg, file=sys.stderr)
+    if log.hasHandlers():  # else logging's last-resort handler would print it a second time
+        log.warning(msg)

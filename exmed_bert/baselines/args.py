@@ -1,0 +1,81 @@
+"""`RFArgs` and `XGBArgs`: the baseline stages' settings (`train-rf.py` / `train-xgboost.py`, config.yaml's
+`rf:` and `xgboost:`). They share every field but the estimator's own; `baselines.runner.run(args)` is the
+stage for both. Light to import (no scikit-learn, scipy or xgboost): config.yaml is read against it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Optional
+
+from exmed_bert.errors import UserError
+
+FEATURE_SETS = ("counts", "windows")  # `--features`: the featurisations of baselines/features.py
+CLASS_WEIGHTS = ("none", "auto")
+ON_TASK_ERROR = ("skip", "fail")
+
+
+@dataclass
+class BaselineArgs:
+    estimator: ClassVar[str]  # "rf" | "xgboost": which estimator baselines.estimators builds
+    data_dir: str = field(default="pretrain_stuff", metadata={
+        "help": "folder of a conversion (dataset_manifest.json, vocab.json); its task datasets "
+                "<stem>_task_{train,val,test}.pt are built from --task-data when missing"})
+    output_dir: str = field(default="output/rf", metadata={"help": "where metrics, predictions and plots go"})
+    task_data: str = field(default="data/task_specific.csv", metadata={
+        "help": "task CSV patient_id,label[,prediction_date]; checked against the task datasets"})
+    num_labels: int = field(default=2, metadata={"help": "2 for a binary task; more for multi-class"})
+    class_weights: str = field(default="none", metadata={
+        "help": "weight classes by inverse frequency", "choices": list(CLASS_WEIGHTS)})
+    on_task_error: str = field(default="skip", metadata={
+        "help": "bad task CSV rows: skip them into task_rejected.csv, or stop", "choices": list(ON_TASK_ERROR)})
+    features: str = field(default="counts", metadata={
+        "help": "counts = how often each code occurs before the prediction date; windows = per code, the "
+                "counts in the last 30/90/365 days and ever and the days since its last occurrence "
+                "(both + age + sex)", "choices": list(FEATURE_SETS)})
+    n_estimators: int = field(default=500, metadata={"help": "number of trees"})
+    max_depth: Optional[int] = field(default=None, metadata={"help": "maximum tree depth (none: unlimited)"})
+    n_jobs: int = field(default=-1, metadata={"help": "CPU threads (-1: all)"})
+    n_bootstrap: int = field(default=1000, metadata={"help": "bootstrap resamples for the 95% CIs"})
+    seed: int = field(default=42, metadata={"help": "random seed (model and bootstrap)"})
+
+    def validate(self) -> None:
+        for name in ("n_estimators", "num_labels", "n_bootstrap"):
+            if getattr(self, name) < (2 if name == "num_labels" else 1):
+                raise UserError(f"--{name.replace('_', '-')} must be at least "
+                                f"{2 if name == 'num_labels' else 1}, got {getattr(self, name)}")
+        if self.max_depth is not None and self.max_depth < 1:
+            raise UserError(f"--max-depth must be positive or none, got {self.max_depth}")
+
+    def estimator_params(self) -> dict:
+        """The estimator's own settings (what `baselines.estimators.build_estimator` takes)."""
+        shared = {f for f in BaselineArgs.__dataclass_fields__} - {"n_estimators", "max_depth", "n_jobs"}
+        return {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in shared}
+
+
+@dataclass
+class RFArgs(BaselineArgs):
+    """Train a Random Forest on code counts (or time-windowed counts) + age + sex and score it on the test split."""
+
+    yaml_section: ClassVar[str] = "rf"
+    estimator: ClassVar[str] = "rf"
+    output_dir: str = field(default="output/rf", metadata={"help": "where metrics, predictions and plots go"})
+    min_samples_leaf: int = field(default=5, metadata={
+        "help": "minimum patients per leaf (larger: smoother probabilities)"})
+    max_features: str = field(default="sqrt", metadata={
+        "help": "features tried per split", "choices": ["sqrt", "log2", "all"]})
+
+
+@dataclass
+class XGBArgs(BaselineArgs):
+    """Train XGBoost on code counts (or time-windowed counts) + age + sex and score it on the test split."""
+
+    yaml_section: ClassVar[str] = "xgboost"
+    estimator: ClassVar[str] = "xgboost"
+    output_dir: str = field(default="output/xgboost", metadata={"help": "where metrics, predictions and plots go"})
+    n_estimators: int = field(default=300, metadata={"help": "number of boosting rounds"})
+    # depth 3 / eta 0.05: better validation AUROC than depth 6 / 0.1 on the generator's data (docs/EVALUATION.md)
+    max_depth: Optional[int] = field(default=3, metadata={"help": "maximum tree depth"})
+    learning_rate: float = field(default=0.05, metadata={"help": "boosting step size (eta)"})
+    subsample: float = field(default=0.8, metadata={"help": "share of patients per tree"})
+    colsample_bytree: float = field(default=0.8, metadata={"help": "share of features per tree"})

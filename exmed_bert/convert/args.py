@@ -1,0 +1,55 @@
+"""`ConvertArgs`: the conversion stage's settings (`convert_synthetic_to_dataset.py`, config.yaml's top level).
+
+Light to import (no torch): config.yaml is read against it. The stage is
+`exmed_bert.convert.conversion.run(args)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Optional
+
+from exmed_bert.data.splits import SPLITS
+from exmed_bert.errors import UserError
+
+SPLIT_SOURCES = ("auto", "meds", "hash")  # where a patient's split comes from (--split-source)
+ON_ERROR = ("skip", "fail")
+
+
+@dataclass
+class ConvertArgs:
+    """Convert patient records to encoded PyTorch datasets (train/val/test), vocab.json and a manifest."""
+
+    yaml_section: ClassVar[Optional[str]] = None
+
+    input: str = field(default="data/synthetic_patients.json", metadata={
+        "help": "patients as JSON ({\"patients\": [...]}), JSONL, or a MEDS folder of Parquet files"})
+    output: str = field(default="pretrain_stuff/synthetic.pt", metadata={
+        "help": "output path; writes <stem>_train.pt, <stem>_val.pt, <stem>_test.pt, vocab.json beside it"})
+    split: str = field(default="all", metadata={"help": "which split to write", "choices": ["all", *SPLITS]})
+    max_length: int = field(default=512, metadata={
+        "help": "maximum tokens per patient; older visits are dropped first"})
+    train_ratio: float = field(default=0.8, metadata={
+        "help": "share of patients in train; the rest is split evenly between val and test"})
+    seed: int = field(default=42, metadata={"help": "seed of the patient-id hash that assigns splits"})
+    split_source: str = field(default="auto", metadata={
+        "help": "where splits come from: meds = a MEDS dataset's metadata/subject_splits.parquet (train -> "
+                "train, tuning -> val, held_out -> test; subjects in other splits are left out), hash = the "
+                "seeded patient-id hash, auto = meds when that file exists, else hash",
+        "choices": list(SPLIT_SOURCES)})
+    min_code_count: int = field(default=1, metadata={
+        "help": "codes seen fewer times in the training split become [UNK]"})
+    task_data: Optional[str] = field(default=None, metadata={
+        "help": "CSV patient_id,label[,prediction_date]; also writes <stem>_task_{train,val,test}.pt with "
+                "only labelled patients, cut before their prediction date"})
+    on_error: str = field(default="skip", metadata={
+        "help": "bad records: skip them (listed in <stem>_rejected.jsonl) or fail on the first",
+        "choices": list(ON_ERROR)})
+
+    def validate(self) -> None:
+        if not 0.0 < self.train_ratio < 1.0:
+            raise UserError(f"--train-ratio must be between 0 and 1 (exclusive), got {self.train_ratio}")
+        if self.max_length < 3:
+            raise UserError(f"--max-length must be at least 3 ([CLS], one code, [SEP]), got {self.max_length}")
+        if self.min_code_count < 1:
+            raise UserError(f"--min-code-count must be at least 1, got {self.min_code_count}")
