@@ -65,7 +65,7 @@ def make_trainer(model, device: str, precision: str):
     precision and optimizer switches the CLI would use on this device."""
     from transformers import Trainer, TrainingArguments
 
-    from exmed_bert.training.args import fast_path_kwargs
+    from exmed_bert.training.runtime import fast_path_kwargs
 
     fast = fast_path_kwargs(device, bf16=precision == "bf16", tf32_capable=tf32_capable(device))
     fast.pop("tf32", None)  # see set_tf32
@@ -187,9 +187,11 @@ def worker(kind: str, preset: str, a) -> Iterator[dict]:
     from torch.utils.data import DataLoader
     from transformers import BertConfig, BertForMaskedLM
 
-    import exmed_bert.model  # noqa: F401  (registers the Auto* classes)
-    from exmed_bert.model import ExMedBertConfig, ExMedBertForPreTraining, resolve_architecture
-    from exmed_bert.training.batching import PretrainCollator, TokenBudgetBatchSampler
+    import exmed_bert.model.modeling  # noqa: F401  (registers the Auto* classes)
+    from exmed_bert.data.collate import Collator as PretrainCollator
+    from exmed_bert.data.sampler import TokenBudgetBatchSampler
+    from exmed_bert.model.architecture import resolve_architecture
+    from exmed_bert.model.modeling import ExMedBertConfig, ExMedBertForPreTraining
 
     from exmed_bert.model import encoder
 

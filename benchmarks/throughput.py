@@ -13,7 +13,7 @@ Both run forward + backward + AdamW step through `Trainer.training_step` on the 
 matmuls) and bf16 (autocast, TF32 for what stays fp32, as the CLI on CUDA), each measured in turn in the
 same subprocess on the same batches, one subprocess per (preset, kind), so peak GPU memory is per row
 (on CPU the peak RSS is the process's, cumulative over its precisions). The optimizer and precision
-switches come from `exmed_bert.training.args.fast_path_kwargs`, as in the real CLI. Also measures the data
+switches come from `exmed_bert.training.runtime.fast_path_kwargs`, as in the real CLI. Also measures the data
 path alone (collate + mask, one core), from a `PatientDataset` as the Trainer feeds it and from lists of
 item dicts.
 """
@@ -65,7 +65,9 @@ def data_path(a) -> dict:
     import torch
 
     from exmed_bert.data.masking import mask_tokens
-    from exmed_bert.training.batching import PretrainCollator, TokenBudgetBatchSampler, batched_view
+    from exmed_bert.data.collate import Collator as PretrainCollator
+    from exmed_bert.data.collate import batched_view
+    from exmed_bert.data.sampler import TokenBudgetBatchSampler
 
     torch.set_num_threads(1)
     items = synthetic_items(max(a.patients, 20000), a.vocab_size, a.max_length, seed=1)
