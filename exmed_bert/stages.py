@@ -29,10 +29,12 @@ class PipelineArgs:
     yaml_section: ClassVar[str | None] = None
     patients_file: str = field(default="data/synthetic_patients.json",
                                metadata={"help": "patients JSON/JSONL (generated, or your own extract)"})
-    task_file: str = field(default="data/task_specific.csv", metadata={"help": "task CSV patient_id,label,prediction_date"})
+    task_file: str = field(default="data/task_specific.csv",
+                           metadata={"help": "task CSV patient_id,label,prediction_date"})
     dataset_dir: str = field(default="pretrain_stuff", metadata={"help": "folder for the encoded .pt datasets"})
     output_root: str = field(default="output", metadata={"help": "folder for models, baselines and the report"})
-    generate_data: bool = field(default=True, metadata={"help": "generate synthetic patients (off: use patients_file as is)"})
+    generate_data: bool = field(default=True,
+                                metadata={"help": "generate synthetic patients (off: use patients_file as is)"})
     stages: list[str] = field(default_factory=lambda: list(STAGES),
                               metadata={"help": "stages to run, comma-separated", "choices": list(STAGES)})
     force: bool = field(default=False, metadata={"help": "rerun stages even when nothing changed"})

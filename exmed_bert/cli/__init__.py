@@ -1,1 +1,2 @@
-"""Command-line entry points: one module per pipeline stage, each with `Args` and `main(argv)`."""
+"""Command-line entry points, one module per script: `main(argv)` parses the stage's args class and calls
+its `run(args)`."""

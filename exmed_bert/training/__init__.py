@@ -1,3 +1,3 @@
-"""Training on the Hugging Face Trainer: shared flags and TrainingArguments (args), the Trainer subclass
-(trainer), callbacks (best model, vocab, epoch), metrics, the training.log tee, MLflow tracking, and the
-pretraining run (pretrain). Heavy imports stay inside the submodules."""
+"""Training on the Hugging Face Trainer: the stages' typed settings (args), where they meet the machine
+(runtime: device, precision, TrainingArguments), the Trainer subclass (trainer), callbacks, metrics, the
+training.log tee, MLflow tracking, and the two runs: pretrain.run(args) and finetune.run(args)."""
