@@ -87,7 +87,7 @@ def test_event_codes_of_every_dialect(code, expected):
     ("MEDICATION//Metformin//PO", "MEDICATION"), ("MEDICATION//START//Metformin", "MEDICATION"),
     ("LAB//RESULT//50813//mmol/L", "LAB"), ("HCPCS//Cardiac catheterization", "HCPCS"),
     ("DRG//HCFA//123//UNK", "DRG"), ("HR", "HR"), ("MEDS_DEATH", "MEDS_DEATH"),
-    ("DIAGNOSIS//ICD//11//5A11", "DIAGNOSIS//ICD//11"), ("Visit/IP", "Visit"),
+    ("DIAGNOSIS//ICD//11//5A11", "DIAGNOSIS//ICD//11"), ("Visit/OP", "Visit"),
     ("EYE_COLOR//BROWN", "EYE_COLOR"),
     # a malformed code of a recognised vocabulary is counted, not a reason to reject the patient
     ("ICD10CM//E1", "ICD10CM (malformed)"), ("DIAGNOSIS//ICD//10//123", "DIAGNOSIS//ICD//10 (malformed)"),
@@ -213,7 +213,7 @@ def test_omop_style_dataset(tmp_path):
     assert [(e["system"], e["code"]) for e in p["diagnoses"]] == [("icd10cm", "E11.65")]
     assert [(e["system"], e["code"]) for e in p["prescriptions"]] == [("rxnorm", "860975")]
     assert [(e["system"], e["code"]) for e in p["procedures"]] == [("cpt", "99213")]
-    assert reader.ignored == {"SNOMED": 1, "LOINC": 1, "HCPCS": 1, "Visit": 1, "ICD10CM (malformed)": 1}
+    assert reader.ignored == {"SNOMED": 1, "LOINC": 1, "HCPCS": 1, "Visit (no end)": 1, "ICD10CM (malformed)": 1}
 
 
 def test_meds_testing_helpers_like_sample(tmp_path):

@@ -28,7 +28,7 @@ from exmed_bert.convert.labels import TaskTable, read_task_csv
 from exmed_bert.convert.meds import MedsReader
 from exmed_bert.convert.records import block_records, detect_format, iter_jsonl_blocks, iter_patients
 from exmed_bert.convert.spill import Spill, spill_folder
-from exmed_bert.convert.validate import RecordParser
+from exmed_bert.convert.validate import STAY_CAP_DAYS, RecordParser
 from exmed_bert.data.splits import SPLITS, read_split_record
 from exmed_bert.data.vocab import FIRST_CODE_ID, UNK_ID, Vocab
 from exmed_bert.errors import UserError
@@ -159,9 +159,13 @@ def _convert(input, paths, task_paths, table: TaskTable | None, spills, *, split
         meds = _feed(run, input, bar, fast, reader)
         if run.n_records == 0:
             raise UserError(f"{input}: no patients in the input")
-        if not run.seen:
-            raise UserError(f"{input}: all {run.n_records} records were rejected (first reasons: "
-                            f"{', '.join(run.reasons)}); see --on-error fail for the first bad record")
+    if not run.seen:  # the rejects file is written (the block above closed cleanly); so is the manifest
+        write_json(paths["manifest"], {"input": str(input), "input_fingerprint": file_fingerprint(input),
+                                       "args": args or {}, "records": run.n_records, "rejected": run.n_records,
+                                       "reject_reasons": dict(run.reasons), "rejected_file": paths["rejected"].name,
+                                       "all_rejected": True, "vocab_size": 0, "splits": {},
+                                       **code_report(meds, parser)})
+        raise UserError(all_rejected_message(input, run, meds, paths))
     n_records, reasons, n_unlabelled, seen = run.n_records, run.reasons, run.n_unlabelled, run.seen
     for fam in (pre, task):
         if fam is not None:
@@ -179,10 +183,7 @@ def _convert(input, paths, task_paths, table: TaskTable | None, spills, *, split
                           "records": n_records, "rejected": sum(reasons.values()), "reject_reasons": dict(reasons),
                           "rejected_file": paths["rejected"].name, "vocab_size": len(vocab), "splits": {}}
         manifest["split_source"] = used_source
-        if meds is not None:
-            manifest["meds_ignored_codes"] = dict(meds.ignored.most_common(50))
-            if meds.dataset_info is not None:
-                manifest["meds_dataset"] = meds.dataset_info
+        manifest.update(code_report(meds, parser))
         if meds_split_counts is not None:
             manifest["meds_subject_splits"] = meds_split_counts
             manifest["patients_outside_the_meds_splits"] = run.n_unsplit
@@ -200,6 +201,35 @@ def _convert(input, paths, task_paths, table: TaskTable | None, spills, *, split
                     manifest["task"]["splits"][name] = task.write(s, task_paths[name], lut, vocab.fingerprint(), stage)
         write_json(stage(paths["manifest"]), manifest)
     return manifest
+
+
+def code_report(meds, parser: RecordParser) -> dict:
+    """What the manifest says about the codes read: stays left out as implausible (any input), and for
+    MEDS the rows kept and ignored per code family (the 50 largest of each) and dataset.json."""
+    out: dict = {"implausible_stays": {"cap_days": STAY_CAP_DAYS, "left_out": parser.implausible_stays}}
+    if meds is not None:
+        out["meds_kept_codes"] = dict(meds.kept.most_common(50))
+        out["meds_ignored_codes"] = dict(meds.ignored.most_common(50))
+        if meds.dataset_info is not None:
+            out["meds_dataset"] = meds.dataset_info
+    return out
+
+
+def _families(counts: dict, top: int = 4) -> str:
+    """'LAB 5000, SNOMED 120, ... (+3 more)' from {family: rows}, largest first (ties by name)."""
+    items = sorted(counts.items(), key=lambda x: (-x[1], x[0]))
+    text = ", ".join(f"{k} {v}" for k, v in items[:top])
+    return text + (f" (+{len(items) - top} more)" if len(items) > top else "")
+
+
+def all_rejected_message(input, run: Intake, meds, paths: dict) -> str:
+    msg = (f"{input}: all {run.n_records} records were rejected (first reasons: {', '.join(run.reasons)})")
+    if meds is not None and meds.ignored:
+        msg += (f"; the largest ignored code families were {_families(dict(meds.ignored), 3)}, which the "
+                "converter does not read (it reads diagnoses, drugs and procedures of the code systems in "
+                "docs/DATASET.md, 'MEDS code forms')")
+    return msg + (f"; see {paths['rejected']} and {paths['manifest']}, or --on-error fail for the first bad "
+                  "record")
 
 
 def _prefetched(blocks):
@@ -317,6 +347,12 @@ def summary_line(manifest: dict, paths: dict) -> str:
     unk = sum(v["unk_tokens"] for k, v in manifest["splits"].items() if k != "train")
     line = (f"converted {manifest['records'] - manifest['rejected']} of {manifest['records']} patients ({splits}); "
             f"vocabulary {manifest['vocab_size']} tokens; [UNK] in val/test {unk}; ")
+    if manifest.get("meds_kept_codes") is not None:
+        line += (f"MEDS rows kept {_families(manifest['meds_kept_codes']) or 'none'}, "
+                 f"ignored {_families(manifest.get('meds_ignored_codes', {})) or 'none'}; ")
+    stays = manifest.get("implausible_stays") or {}
+    if stays.get("left_out"):
+        line += f"{stays['left_out']} hospital stays over {stays['cap_days']} days left out; "
     if manifest.get("split_source") == "meds":
         line += (f"splits from MEDS subject_splits.parquet ({manifest.get('patients_outside_the_meds_splits', 0)} "
                  "patients outside train/tuning/held_out left out); ")

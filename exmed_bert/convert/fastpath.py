@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from exmed_bert.convert.validate import CATEGORIES, _SEX, RecordParser
+from exmed_bert.convert.validate import CATEGORIES, _SEX, STAY_CAP_DAYS, RecordParser
 from exmed_bert.data.dataset import UNKNOWN_BIRTH
 
 _BAD, _NEW = -1, -2   # per distinct code: invalid, valid but not yet a token
@@ -126,6 +126,7 @@ class FastBlock:
             bad = _null_mask(values) | _null_mask(adm) | _null_mask(dis) | bad_a | bad_d | (d < a)
             b = self.birth[pat]
             bad |= (b != UNKNOWN_BIRTH) & (a < b)
+            bad |= (d - a) > STAY_CAP_DAYS     # the per-record path leaves it out and counts it
             slow[pat[bad]] = True
             self.los_pat, self.los_days = pat, np.minimum(d - a, 32767).astype(np.int16)
             self.los_start = a.astype(np.int32)

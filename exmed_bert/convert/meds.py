@@ -3,8 +3,9 @@ patient dicts in the JSON schema, plus the dataset's metadata (dataset.json, sub
 
 Code strings are read by `exmed_bert.convert.meds_codes` (this project's `ICD10CM//E11.65`, MIMIC-IV-MEDS's
 `DIAGNOSIS//ICD//10//E1165`, OMOP's `ICD10CM/E11.65`): events, MEDS_BIRTH, GENDER, and
-HOSPITAL_ADMISSION / HOSPITAL_DISCHARGE (paired in time order into stays). Every other code is
-ignored and counted per family in `MedsReader.ignored`. `time` must be a timestamp (or date) column;
+HOSPITAL_ADMISSION / HOSPITAL_DISCHARGE (paired in time order into stays), OMOP inpatient visits
+(`Visit/IP` with the optional `end` column: a stay). Every other code is ignored and counted per family
+in `MedsReader.ignored`; rows used are counted per family in `MedsReader.kept`. `time` must be a timestamp (or date) column;
 timezone-aware times give their UTC date.
 """
 
@@ -25,6 +26,7 @@ from exmed_bert.convert.meds_codes import EVENT_KINDS, MedsCode, ignored, parse_
 from exmed_bert.errors import UserError
 
 REQUIRED_COLUMNS = ("subject_id", "time", "code")
+END_COLUMN = "end"   # optional: an event's end time (meds_etl's OMOP visits), read for `Visit/IP` stays
 FORMS = ("a MEDS input is a dataset root (data/ and metadata/), its data/ folder or one Parquet file, "
          "with subject_id, time and code columns")
 
@@ -63,6 +65,7 @@ class MedsReader:
     `dataset_info`: metadata/dataset.json (dataset_name, dataset_version, ...) or None.
     `subject_splits`: metadata/subject_splits.parquet as {str(subject_id): split} or None.
     `ignored`: rows not used, per code family ("LAB", "SNOMED", "ICD10CM (malformed)").
+    `kept`: rows used (events, patient facts, stays), per code family ("ICD10CM", "DIAGNOSIS//ICD//10").
     """
 
     def __init__(self, input: str | os.PathLike):
@@ -70,6 +73,7 @@ class MedsReader:
         self.root = meds_root(self.input)
         self.files = event_files(self.input)
         self.ignored: Counter = Counter()
+        self.kept: Counter = Counter()
         self._parsed: dict[str | None, MedsCode] = {}
         self.dataset_info: dict | None = self._read_dataset_info()
 
@@ -126,7 +130,8 @@ class MedsReader:
 
     def _read_file(self, path: Path) -> Iterator[dict]:
         try:
-            table = pq.read_table(path, columns=list(REQUIRED_COLUMNS))
+            has_end = END_COLUMN in pq.read_schema(path).names
+            table = pq.read_table(path, columns=list(REQUIRED_COLUMNS) + ([END_COLUMN] if has_end else []))
         except (pa.ArrowInvalid, OSError, KeyError) as e:
             raise UserError(f"{path}: not a MEDS Parquet file with columns {', '.join(REQUIRED_COLUMNS)} "
                             f"({str(e).splitlines()[0]})") from None
@@ -149,6 +154,7 @@ class MedsReader:
         table = table.filter(pc.is_in(codes, value_set=pa.array(used, pa.string())))
         table = table.sort_by([("subject_id", "ascending"), ("time", "ascending")])
         dates = iso_dates(table["time"]).to_pylist()
+        ends = iso_dates(table[END_COLUMN]).to_pylist() if has_end else [None] * len(dates)
         subjects = table["subject_id"].to_pylist()
         codes = table["code"].to_pylist()
         # A subject left without rows still becomes a patient (rejected as having no events), so the
@@ -158,14 +164,15 @@ class MedsReader:
             end = start
             while end < len(subjects) and subjects[end] == subject:
                 end += 1
-            yield self._patient(subject, dates[start:end], codes[start:end])
+            yield self._patient(subject, dates[start:end], codes[start:end], ends[start:end])
             start = end
 
-    def _patient(self, subject, dates: list, codes: list) -> dict:
+    def _patient(self, subject, dates: list, codes: list, ends: list) -> dict:
         p: dict = {"patient_id": subject, "diagnoses": [], "prescriptions": [], "procedures": [],
                    "hospitalizations": []}
         admissions: list = []
-        for date, code in zip(dates, codes):
+        kept = self.kept
+        for date, code, stop in zip(dates, codes, ends):
             m = self._parse(code)
             kind = m.kind
             if kind in EVENT_KINDS:
@@ -178,17 +185,25 @@ class MedsReader:
                 admissions.append(date)
             elif kind == "discharge" and admissions:
                 p["hospitalizations"].append({"admission_date": admissions.pop(0), "discharge_date": date})
+            elif kind == "visit" and stop is not None:
+                p["hospitalizations"].append({"admission_date": date, "discharge_date": stop})
             else:
-                self.ignored[m.family] += 1
+                self.ignored[m.family if kind != "visit" else f"{m.family} (no end)"] += 1
+                continue
+            kept[m.family] += 1
         return p
 
 
 def check_types(path: Path, schema: pa.Schema) -> None:
-    """One line per file, before any row is read: MEDS `time` is a timestamp, `code` is text."""
-    t = schema.field("time").type
-    if not (pa.types.is_timestamp(t) or pa.types.is_date(t) or pa.types.is_null(t)):
-        raise UserError(f"{path}: column 'time' is {t}; MEDS requires a timestamp (e.g. timestamp[us]): "
-                        "convert epoch numbers or date strings to timestamps when writing the file")
+    """One line per file, before any row is read: MEDS `time` (and `end`, when present) is a timestamp,
+    `code` is text."""
+    for name in ("time", END_COLUMN):
+        if name not in schema.names:
+            continue
+        t = schema.field(name).type
+        if not (pa.types.is_timestamp(t) or pa.types.is_date(t) or pa.types.is_null(t)):
+            raise UserError(f"{path}: column '{name}' is {t}; MEDS requires a timestamp (e.g. timestamp[us]): "
+                            "convert epoch numbers or date strings to timestamps when writing the file")
     c = schema.field("code").type
     if pa.types.is_dictionary(c):
         c = c.value_type

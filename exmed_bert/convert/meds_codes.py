@@ -42,13 +42,19 @@ BIRTH_CODES = {"MEDS_BIRTH"}
 SEX_PREFIXES = {"GENDER"}            # "GENDER//F" (MEDS, MIMIC) and "Gender/F" (OMOP)
 ADMISSION_PREFIXES = {"HOSPITAL_ADMISSION"}
 DISCHARGE_PREFIXES = {"HOSPITAL_DISCHARGE"}
+# OMOP (meds_etl) visits: `Visit/<concept_code>` at the visit start, with the visit end in the row's `end`
+# column (meds_etl writes visit_end_datetime there). Inpatient visits become hospital stays; other
+# visits (OP, ER, ...) are ignored under the family "Visit".
+OMOP_VISIT = "VISIT"
+INPATIENT_VISITS = {"IP", "ERIP"}   # OMOP Visit vocabulary: Inpatient Visit, Emergency Room and Inpatient Visit
 
 
 class MedsCode(NamedTuple):
     """What one MEDS code string means.
 
     kind: "diagnoses" / "prescriptions" / "procedures" (an event), "birth", "sex", "admission",
-          "discharge", or "ignored".
+          "discharge", "visit" (an OMOP inpatient visit: a stay from the row's time to its `end`), or
+          "ignored".
     system: the exmed_bert.codes system of an event, else None.
     code: the normalised code of an event ("E11.65"), "F"/"M"/None for sex, else None.
     family: the code's family as counted in MedsReader.ignored: "ICD10CM", "DIAGNOSIS//ICD//10",
@@ -115,4 +121,6 @@ def parse_meds_code(code: str) -> MedsCode:
         return _event(target, value, head) if target else ignored(head)
     if head in SEX_PREFIXES:
         return _sex(value, head)
+    if head == OMOP_VISIT and value.strip().upper() in INPATIENT_VISITS:
+        return MedsCode("visit", None, None, vocab)
     return ignored(vocab)

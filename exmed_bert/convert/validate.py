@@ -15,6 +15,9 @@ from exmed_bert.data.dataset import EPOCH_ORDINAL, UNKNOWN_BIRTH, day_to_iso
 from exmed_bert.data.vocab import FIRST_CODE_ID, SPECIAL_TOKENS, SYSTEM_TYPES
 
 MAX_CODE_LENGTH = 32
+# A hospital stay longer than this is implausible (Synthea writes 24,206-day stays): it is left out of the
+# patient's stays (no PLOS label, no task cut) and counted in RecordParser.implausible_stays.
+STAY_CAP_DAYS = 365
 CATEGORIES = (("diagnoses", "icd10cm"), ("prescriptions", "atc"), ("procedures", "cpt"))
 _SEX = {"f": 1, "female": 1, "w": 1, "m": 2, "male": 2, "u": 0, "unknown": 0, "": 0}
 
@@ -60,6 +63,7 @@ class RecordParser:
         self._fast: dict[str, dict[str, int]] = {k: {} for k, _ in CATEGORIES}
         self._days: dict[str, int] = {}
         self._code_ok: dict[tuple[str, str], bool] = {}
+        self.implausible_stays = 0   # stays over STAY_CAP_DAYS left out of accepted-so-far records
 
     # -- pieces ------------------------------------------------------------------------------
     def day(self, value, what: str) -> int:
@@ -183,6 +187,7 @@ class RecordParser:
         if birth_day != UNKNOWN_BIRTH and days and min(days) < birth_day:
             raise Reject(f"birth_date {birth} is after the first event ({day_to_iso(min(days))})")
         stays = obj.get("hospitalizations")
+        long_stays = 0
         if stays:
             if not isinstance(stays, list):
                 raise Reject(f"hospitalizations must be a list, got {type(stays).__name__}")
@@ -196,6 +201,10 @@ class RecordParser:
                                  f"{h.get('admission_date')}")
                 if birth_day != UNKNOWN_BIRTH and a < birth_day:
                     raise Reject(f"birth_date {birth} is after a hospital admission ({h.get('admission_date')})")
-                p.stays.append(min(d - a, 32767))
+                if d - a > STAY_CAP_DAYS:
+                    long_stays += 1
+                    continue
+                p.stays.append(d - a)
                 p.stay_starts.append(a)
+        self.implausible_stays += long_stays
         return p
