@@ -196,6 +196,10 @@ def _convert(input, paths, task_paths, table: TaskTable | None, spills, *, split
                                 "unlabelled_patients": n_unlabelled,
                                 "labels_without_patient": len(set(labels) - seen),
                                 "no_events_before_prediction_date": task.no_events, "splits": {}}
+            if table.label_column is not None:  # MEDS labels: which value column, and categories -> class ids
+                manifest["task"]["label_column"] = table.label_column
+            if table.classes is not None:
+                manifest["task"]["label_classes"] = {c: i for i, c in enumerate(table.classes)}
             for s, name in enumerate(SPLITS):
                 if name in wanted:
                     manifest["task"]["splits"][name] = task.write(s, task_paths[name], lut, vocab.fingerprint(), stage)

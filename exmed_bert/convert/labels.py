@@ -1,8 +1,10 @@
-"""Task labels: the CSV `patient_id,label[,prediction_date]`, every row accepted or rejected with its reason.
+"""Task labels: the CSV `patient_id,label[,prediction_date]` or MEDS label files (Parquet: subject_id,
+prediction_time and one of boolean_value / integer_value / categorical_value), every row accepted or rejected
+with its reason.
 
 Bad rows (non-integer or out-of-range label, bad date, duplicate id) are either a counted skip written to
 `task_rejected.csv` (`on_error="skip"`) or one error naming file and line (`on_error="fail"`). A file
-that is not a task CSV at all is always an error. The accepted rows reach the conversion in memory
+that is not task data at all is always an error. The accepted rows reach the conversion in memory
 (`TaskTable.by_patient`), so what was skipped is never re-read.
 """
 
@@ -15,6 +17,8 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from exmed_bert.convert.validate import parse_day
 from exmed_bert.errors import UserError
@@ -29,7 +33,8 @@ class TaskRow:
     patient_id: str
     label: int
     prediction_day: int | None  # days since 1970-01-01; None = the whole history
-    line: int
+    line: int  # CSV line, or 1-based row of a MEDS label file (over its files in sorted order)
+    prediction_time: int | None = None  # MEDS: microseconds since 1970-01-01 (UTC when tz-aware)
 
 
 @dataclass
@@ -44,10 +49,13 @@ class TaskTable:
     rejected: list[tuple[int, str, str]] = field(default_factory=list)  # (line, patient_id, reason)
     kinds: Counter = field(default_factory=Counter)  # short reason -> count, for the summary line
     fingerprint: str = ""  # of the file and of what was accepted from it (set by read_task_csv)
+    unit: str = "line"  # how a rejected row is named: CSV "line", MEDS "row"
+    classes: list[str] | None = None  # MEDS categorical_value labels: class id -> category (sorted)
+    label_column: str | None = None  # MEDS: the value column the labels came from
 
     def reject(self, line: int, patient_id: str, reason: str, kind: str) -> None:
         if self.on_error == "fail":
-            raise UserError(f"{self.path}: line {line}: {reason} (fix the row"
+            raise UserError(f"{self.path}: {self.unit} {line}: {reason} (fix the row"
                             + (f", or {self.skip_hint})" if self.skip_hint else ")"))
         self.rejected.append((line, patient_id, reason))
         self.kinds[kind] += 1
@@ -79,10 +87,37 @@ def _parse_label(raw: str, num_labels: int | None) -> tuple[int | None, str | No
     return value, None, None
 
 
+def is_meds_labels(path: str | os.PathLike) -> bool:
+    """MEDS label data: a .parquet file or a folder (of .parquet files); anything else is a task CSV."""
+    path = Path(path)
+    return path.is_dir() or path.suffix.lower() == ".parquet"
+
+
 def read_task_csv(path: str | os.PathLike, num_labels: int | None = None, on_error: str = "fail",
                   skip_hint: str | None = TaskTable.skip_hint) -> TaskTable:
-    """Read and validate a task CSV. Raises UserError if the file itself is unusable, or on the first bad
-    row with `on_error="fail"` (its message ends with `skip_hint`, how to skip such rows instead)."""
+    """Read and validate task data (`--task-data`): a task CSV, or MEDS labels (is_meds_labels). Raises
+    UserError if the file itself is unusable, or on the first bad row with `on_error="fail"` (its message
+    ends with `skip_hint`, how to skip such rows instead)."""
+    if is_meds_labels(path):
+        table = read_meds_labels(path, num_labels, on_error, skip_hint)
+    else:
+        table = _read_csv(path, num_labels, on_error, skip_hint)
+    # the file's own fingerprint when every row was taken (what a conversion of the file records), else
+    # one that also says which rows were left out (a different --num-labels takes different rows)
+    table.fingerprint = file_fingerprint(table.path)
+    if table.rejected:
+        skipped = ",".join(str(line) for line, _, _ in sorted(table.rejected))
+        table.fingerprint = hashlib.sha256(f"{table.fingerprint}|skipped:{skipped}".encode()).hexdigest()
+    return table
+
+
+def _no_rows(table: TaskTable) -> UserError:
+    first = table.rejected[0] if table.rejected else None
+    return UserError(f"{table.path}: no valid rows" + (f" ({len(table.rejected)} rejected, first: {table.unit} "
+                                                      f"{first[0]}: {first[2]})" if first else ""))
+
+
+def _read_csv(path, num_labels, on_error, skip_hint) -> TaskTable:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: task CSV not found (pass --task-data with a CSV of "
@@ -110,15 +145,7 @@ def read_task_csv(path: str | os.PathLike, num_labels: int | None = None, on_err
     except csv.Error as e:
         raise UserError(f"{path}: not a readable CSV: {e}") from None
     if not table.rows:
-        raise UserError(f"{path}: no valid rows" + (f" ({len(table.rejected)} rejected, first: line "
-                                                   f"{table.rejected[0][0]}: {table.rejected[0][2]})"
-                                                   if table.rejected else ""))
-    # the file's own fingerprint when every row was taken (what a conversion of the file records), else
-    # one that also says which rows were left out (a different --num-labels takes different rows)
-    table.fingerprint = file_fingerprint(path)
-    if table.rejected:
-        skipped = ",".join(str(line) for line, _, _ in sorted(table.rejected))
-        table.fingerprint = hashlib.sha256(f"{table.fingerprint}|skipped:{skipped}".encode()).hexdigest()
+        raise _no_rows(table)
     return table
 
 
@@ -147,6 +174,119 @@ def _read_row(table: TaskTable, rec: list[str], line: int, i_id: int, i_label: i
         return table.reject(line, pid, f"duplicate patient_id (first on line {table.rows[pid].line})",
                             "duplicate patient_id")
     table.rows[pid] = TaskRow(pid, label, day, line)
+
+
+MEDS_LABEL_COLUMNS = ("boolean_value", "integer_value", "categorical_value")  # in the order they are looked for
+US_PER_DAY = 86_400_000_000
+
+
+def _meds_files(path: Path) -> list[Path]:
+    if not path.exists():
+        raise UserError(f"{path}: MEDS label data not found (pass --task-data with a MEDS label .parquet file "
+                        "or a folder of them, or a task CSV)")
+    files = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
+    if not files:
+        raise UserError(f"{path}: no .parquet files in the folder; pass a MEDS label file or a folder of them")
+    return files
+
+
+def _meds_columns(f: Path) -> tuple[dict, str | None, bool]:
+    """Check one label file's schema -> ({column: pyarrow array}, the value column with values, float_only)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    try:
+        t = pq.read_table(f)
+    except (pa.ArrowException, OSError) as e:
+        raise UserError(f"{f}: not a readable Parquet file ({str(e).splitlines()[0][:200]})") from None
+    for name in ("subject_id", "prediction_time"):
+        if name not in t.column_names:
+            raise UserError(f"{f}: no column {name}; MEDS label files have subject_id, prediction_time and one of "
+                            f"{', '.join(MEDS_LABEL_COLUMNS)} (got {', '.join(t.column_names)[:200]})")
+    sid, when = t["subject_id"], t["prediction_time"]
+    if not (pa.types.is_integer(sid.type) or pa.types.is_string(sid.type) or pa.types.is_large_string(sid.type)):
+        raise UserError(f"{f}: column subject_id is {sid.type}; MEDS wants int64 (or string) subject ids")
+    if not pa.types.is_timestamp(when.type):
+        raise UserError(f"{f}: column prediction_time is {when.type}; MEDS wants a timestamp (timestamp[us])")
+    cols = {"subject_id": sid.cast(pa.string()),
+            # tz-aware -> UTC instants, naive -> wall time, as the event times are read
+            "prediction_time": pc.cast(when, pa.timestamp("us", when.type.tz), safe=False).cast(pa.int64())}
+    filled = [c for c in MEDS_LABEL_COLUMNS if c in t.column_names and t[c].null_count < len(t)]
+    if len(filled) > 1:
+        raise UserError(f"{f}: columns {' and '.join(filled)} both have values; keep one label column per task")
+    if not filled:
+        float_only = "float_value" in t.column_names and t["float_value"].null_count < len(t)
+        return cols, None, float_only
+    col = filled[0]
+    v = t[col]
+    want = {"boolean_value": pa.types.is_boolean, "integer_value": pa.types.is_integer,
+            "categorical_value": lambda ty: pa.types.is_string(ty) or pa.types.is_large_string(ty)
+            or pa.types.is_dictionary(ty)}[col]
+    if not want(v.type):
+        kind = {"boolean_value": "bool", "integer_value": "an integer", "categorical_value": "a string"}[col]
+        raise UserError(f"{f}: column {col} is {v.type}; MEDS wants {kind}")
+    cols[col] = v.cast(pa.string()) if col == "categorical_value" else v
+    return cols, col, False
+
+
+def read_meds_labels(path: str | os.PathLike, num_labels: int | None = None, on_error: str = "fail",
+                     skip_hint: str | None = TaskTable.skip_hint) -> TaskTable:
+    """MEDS label data (one .parquet file, or a folder of them) as a TaskTable.
+
+    The label comes from the one value column with values: boolean_value (False/True -> 0/1), integer_value
+    (as is), or categorical_value (the categories sorted, class id = position; `table.classes`). The
+    prediction day is the calendar day of prediction_time, so the conversion keeps only events of earlier
+    days: nothing at or after the prediction time, nor earlier that day, reaches the task split. One
+    prediction time per subject: a subject with several label rows is an error.
+    """
+    path = Path(path)
+    table = TaskTable(path=path, num_labels=num_labels, on_error=on_error, skip_hint=skip_hint, unit="row")
+    parts, cols_seen, float_only = [], set(), False
+    for f in _meds_files(path):
+        cols, col, floats = _meds_columns(f)
+        parts.append((cols, col))
+        if col:
+            cols_seen.add(col)
+        float_only |= floats
+    if len(cols_seen) > 1:
+        raise UserError(f"{path}: the files use different label columns ({', '.join(sorted(cols_seen))}); "
+                        "keep one label column per task")
+    if not cols_seen:
+        raise UserError(f"{path}: " + ("only float_value has values; regression labels are not supported, "
+                                       "ExMed-BERT needs boolean_value, integer_value or categorical_value"
+                                       if float_only else f"no label values: none of {', '.join(MEDS_LABEL_COLUMNS)} "
+                                       "has a value"))
+    col = table.label_column = cols_seen.pop()
+    ids = [x for cols, _ in parts for x in cols["subject_id"].to_pylist()]
+    times = [x for cols, _ in parts for x in cols["prediction_time"].to_pylist()]
+    values = [x for cols, c in parts for x in (cols[c].to_pylist() if c else [None] * len(cols["subject_id"]))]
+    counts = Counter(i for i in ids if i is not None)
+    sid, n = max(counts.items(), key=lambda kv: kv[1]) if counts else (None, 0)
+    if n > 1:
+        raise UserError(f"{path}: subject {sid} has {n} label rows (prediction times); ExMed-BERT takes one "
+                        "prediction time per subject - keep one row per subject (e.g. the first)")
+    if col == "categorical_value":
+        table.classes = sorted({v for v in values if v is not None})
+        class_id = {c: i for i, c in enumerate(table.classes)}
+    for row, (pid, when, value) in enumerate(zip(ids, times, values), start=1):
+        if pid is None or not pid.strip():
+            table.reject(row, "", "missing subject_id", "missing patient_id")
+        elif when is None:
+            table.reject(row, pid, "missing prediction_time", "missing prediction_time")
+        elif value is None:
+            table.reject(row, pid, f"missing {col}", "missing label")
+        else:
+            label = class_id[value] if col == "categorical_value" else int(value)
+            if num_labels is not None and not 0 <= label < num_labels:
+                table.reject(row, pid, f"{col} {value!r} (class {label}) out of range 0..{num_labels - 1} for "
+                             f"--num-labels {num_labels}", "label out of range")
+                continue
+            day = int(np.floor_divide(when, US_PER_DAY))
+            table.rows[pid] = TaskRow(pid, label, day, row, prediction_time=int(when))
+    if not table.rows:
+        raise _no_rows(table)
+    return table
 
 
 def write_rejects(table: TaskTable, output_dir: str | os.PathLike) -> Path | None:
