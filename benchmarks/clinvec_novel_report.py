@@ -57,7 +57,8 @@ def main(out: str) -> None:
         pids = sorted(p for p in a if keep(p))
         y = np.array([a[p][0] for p in pids])
         pa, pb = np.array([a[p][1] for p in pids]), np.array([b[p][1] for p in pids])
-        ma, mb = binary_metrics(y, pa, 0.5, n_bootstrap=1000), binary_metrics(y, pb, 0.5, n_bootstrap=1000)
+        ma = binary_metrics(y, pa, 0.5, n_bootstrap=1000)["metrics"]
+        mb = binary_metrics(y, pb, 0.5, n_bootstrap=1000)["metrics"]
         d = paired_auroc_delta(y, pa, pb, n_bootstrap=1000)
         summary[name] = {"n": len(pids), "positives": int(y.sum()), "clinvec_auroc": ma["auroc"],
                          "random_auroc": mb["auroc"], "delta_clinvec_minus_random": d}
