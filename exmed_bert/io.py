@@ -91,6 +91,14 @@ def save_torch(obj: Any, path: str | os.PathLike) -> None:
         torch.save(obj, f)
 
 
+def write_parquet(path: str | os.PathLike, table: Any) -> None:
+    """Write a pyarrow Table as Parquet, atomically."""
+    import pyarrow.parquet as pq
+
+    with atomic_write(path, "wb") as f:
+        pq.write_table(table, f)
+
+
 def _json_default(o: Any) -> Any:
     if dataclasses.is_dataclass(o):
         return dataclasses.asdict(o)

@@ -1,5 +1,6 @@
 """The task splits every model reads: the encoded `<stem>_task_{train,val,test}.pt` of a conversion, found,
-built or re-encoded, and checked against the task CSV (labels, unknown ids, the split of record).
+built or re-encoded, and checked against the task data (a task CSV or MEDS labels: labels, unknown ids, the
+split of record).
 
 Rows the CSV reader rejects and rows no converted patient matches are counted skips written to
 `task_rejected.csv` (`on_error="skip"`) or one error naming file and line (`on_error="fail"`).
@@ -10,9 +11,12 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Sequence
+
+import numpy as np
 
 from exmed_bert.convert.conversion import build_task_datasets, task_datasets_for
-from exmed_bert.convert.labels import TaskTable, read_task_csv, write_rejects
+from exmed_bert.convert.labels import US_PER_DAY, TaskTable, is_meds_labels, read_task_csv, write_rejects
 from exmed_bert.data.dataset import PatientDataset
 from exmed_bert.data.splits import (SPLITS, Pretraining, SplitRecord, check_no_pretraining_leak, read_split_record,
                                     resolve_split)
@@ -161,4 +165,30 @@ def load_task_splits(data_dir: str | os.PathLike, task_data: str | os.PathLike, 
               "split": None if split is None else {"seed": split.seed, "train_ratio": split.train_ratio,
                                                    "from": split.source},
               "pretraining_data": None if pretraining is None else str(pretraining.train_path)}
+    if table.label_column is not None:
+        source["label_column"] = table.label_column
+    if table.classes is not None:
+        source["label_classes"] = {c: i for i, c in enumerate(table.classes)}
     return splits, (vocab if vocab is not None else data_vocab), source
+
+
+def task_prediction_times(source: dict | None, test_ids: Sequence[str]) -> np.ndarray | None:
+    """Prediction time per test patient, in microseconds since 1970-01-01, for a run's task data (`source`,
+    the provenance load_task_splits returns): a MEDS label's own prediction_time, else midnight of the day
+    the task dataset was cut at (the CSV's prediction_date, or the day after the last event when it has
+    none). None when the task datasets or a test patient are not found."""
+    path = ((source or {}).get("task_datasets") or {}).get("test")
+    if not path or not Path(path).is_file():
+        return None
+    ds = PatientDataset.load(path)
+    if "prediction_days" not in ds.data:
+        return None
+    day = dict(zip(ds.patient_ids, ds.data["prediction_days"].tolist()))
+    exact: dict[str, int] = {}
+    task = source.get("task_data")
+    if task and is_meds_labels(task) and Path(task).exists():
+        rows = read_task_csv(task, on_error="skip", skip_hint=None).rows
+        exact = {pid: r.prediction_time for pid, r in rows.items() if r.prediction_time is not None}
+    if any(pid not in day for pid in test_ids):
+        return None
+    return np.array([exact[pid] if pid in exact else day[pid] * US_PER_DAY for pid in test_ids], dtype=np.int64)

@@ -1,7 +1,8 @@
 """One run's evaluation outputs, identical for ExMed-BERT, RF and XGBoost.
 
-`metrics.json` (schema "exmed-bert-metrics" v1), `predictions.csv` (patient_id,label,probability)
-and roc.png / pr.png / calibration.png, all from the TEST split; the F1 threshold comes from VAL.
+`metrics.json` (schema "exmed-bert-metrics" v1), `predictions.csv` (patient_id,label,probability),
+for a binary task `predictions.parquet` (the MEDS prediction schema), and roc.png / pr.png /
+calibration.png, all from the TEST split; the F1 threshold comes from VAL.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import numpy as np
 
 from exmed_bert.evaluation import metrics as M
 from exmed_bert.evaluation import plots
-from exmed_bert.io import atomic_write, write_json
+from exmed_bert.io import atomic_write, write_json, write_parquet
 
 METRICS_FORMAT = "exmed-bert-metrics"
+INT64_RANGE = (-(2 ** 63), 2 ** 63)
 
 
 def write_predictions(path: str | os.PathLike, patient_ids: Sequence[str], labels: np.ndarray,
@@ -43,6 +45,38 @@ def write_predictions(path: str | os.PathLike, patient_ids: Sequence[str], label
                 w.writerow([pid, int(y), row[c], c, *row])
 
 
+def meds_subject_ids(patient_ids: Sequence[str]):
+    """int64 when every id is the plain decimal text of an int64 (as MEDS subject ids are), else string."""
+    import pyarrow as pa
+
+    ids = [str(p) for p in patient_ids]
+    try:
+        ints = [int(p) for p in ids]
+    except ValueError:
+        return pa.array(ids, pa.string())
+    if all(str(i) == p and INT64_RANGE[0] <= i < INT64_RANGE[1] for i, p in zip(ints, ids)):
+        return pa.array(ints, pa.int64())
+    return pa.array(ids, pa.string())
+
+
+def write_meds_predictions(path: str | os.PathLike, patient_ids: Sequence[str], prediction_times: Sequence[int],
+                           labels: np.ndarray, probs: np.ndarray, threshold: float) -> None:
+    """Binary predictions in the MEDS prediction schema: subject_id, prediction_time (timestamp[us];
+    `prediction_times` in microseconds since 1970-01-01), boolean_value (the true label),
+    predicted_boolean_value (probability >= the F1 threshold) and predicted_boolean_probability."""
+    import pyarrow as pa
+
+    probs = np.asarray(probs, dtype=np.float64)
+    table = pa.table({
+        "subject_id": meds_subject_ids(patient_ids),
+        "prediction_time": pa.array(np.asarray(prediction_times, dtype=np.int64), pa.int64()).cast(pa.timestamp("us")),
+        "boolean_value": pa.array(np.asarray(labels).astype(bool)),
+        "predicted_boolean_value": pa.array(probs >= threshold),
+        "predicted_boolean_probability": pa.array(probs, pa.float64()),
+    })
+    write_parquet(path, table)
+
+
 def positive_probability(probs: np.ndarray) -> np.ndarray:
     """(n, 2) class probabilities -> (n,) P(class 1); (n, K>2) stays as is."""
     probs = np.asarray(probs, dtype=np.float64)
@@ -51,10 +85,15 @@ def positive_probability(probs: np.ndarray) -> np.ndarray:
 
 def evaluate_and_write(output_dir: str | os.PathLike, model_name: str, *, test_ids: Sequence[str],
                        y_test: np.ndarray, p_test: np.ndarray, y_val: np.ndarray, p_val: np.ndarray,
-                       n_bootstrap: int = 1000, seed: int = 42, extra: dict | None = None) -> dict:
-    """Score the test split (threshold chosen on val), write metrics.json, predictions.csv and plots.
+                       n_bootstrap: int = 1000, seed: int = 42, extra: dict | None = None,
+                       prediction_times: Sequence[int] | None = None) -> dict:
+    """Score the test split (threshold chosen on val), write metrics.json, predictions.csv(.parquet), plots.
 
     p_test/p_val: (n,) P(class 1) for binary, (n, K) class probabilities for multi-class.
+    prediction_times: microseconds since 1970-01-01 per test patient, for predictions.parquet; when None
+    they come from the task data the run read (`extra["data"]`, exmed_bert.tasks.task_prediction_times).
+    A binary task writes predictions.parquet when its prediction times are known; multi-class does not
+    (the MEDS prediction schema is binary).
     """
     out = Path(output_dir)
     y_test, y_val = np.asarray(y_test).astype(np.int64), np.asarray(y_val).astype(np.int64)
@@ -73,6 +112,13 @@ def evaluate_and_write(output_dir: str | os.PathLike, model_name: str, *, test_i
     write_json(out / "metrics.json", doc)
     write_predictions(out / "predictions.csv", test_ids, y_test, p_test)
     if p_test.ndim == 1:
+        if prediction_times is None:
+            from exmed_bert.tasks import task_prediction_times  # the task data this run read
+
+            prediction_times = task_prediction_times((extra or {}).get("data"), test_ids)
+        if prediction_times is not None:
+            write_meds_predictions(out / "predictions.parquet", test_ids, prediction_times, y_test, p_test,
+                                   threshold)
         curves = {model_name: (y_test, p_test)}
         plots.plot_roc(curves, out / "roc.png", title=f"{model_name}: ROC (test)")
         plots.plot_pr(curves, out / "pr.png", title=f"{model_name}: precision-recall (test)")
