@@ -16,7 +16,7 @@ from exmed_bert.clinvec.release import VOCAB_TYPES
 from exmed_bert.clinvec.resize import METHODS as RESIZE_METHODS
 from exmed_bert.errors import UserError
 from exmed_bert.model.architecture import (ARCH_KEYS, ATTN_IMPLEMENTATIONS, INITIALIZATIONS, POOLING_TYPES,
-                                           POSITION_TYPES, PRESETS, resolve_architecture)
+                                           POSITION_TYPES, PRESETS, TUNED_LEARNING_RATES, resolve_architecture)
 
 DEVICES = ("auto", "cpu", "cuda")
 SELECTION_METRICS = ("f1", "auroc", "auprc", "loss")  # fine-tuning's --metric-for-best-model
@@ -29,7 +29,9 @@ class TrainingCommonArgs:
     output_dir: str = field(default="output/model", metadata={"help": "where checkpoints, logs and the best model go"})
     num_epochs: float = field(default=3.0, metadata={"help": "passes over the training set"})
     batch_size: int = field(default=2, metadata={"help": "patients per batch and per device"})
-    learning_rate: float = field(default=1e-4, metadata={"help": "peak learning rate (AdamW, linear decay)"})
+    learning_rate: Optional[float] = field(default=None, metadata={
+        "help": "peak learning rate (AdamW, linear decay); unset: the value tuned for the model size "
+                "(pretraining 1e-3 for tiny/small, 5e-4 medium, 2e-4 large; see docs/PRETRAINING.md)"})
     warmup_ratio: float = field(default=0.0, metadata={"help": "fraction of the steps spent warming up the rate"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "batches summed into one update"})
@@ -66,7 +68,7 @@ class TrainingCommonArgs:
             raise UserError(f"--max-tokens-per-batch must be positive, got {self.max_tokens_per_batch}")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise UserError(f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.learning_rate <= 0:
+        if self.learning_rate is not None and self.learning_rate <= 0:
             raise UserError(f"--learning-rate must be positive, got {self.learning_rate}")
         if self.num_epochs <= 0 and self.max_steps <= 0:
             raise UserError("--num-epochs must be positive (or set --max-steps)")
@@ -163,6 +165,8 @@ class PretrainArgs(TrainingCommonArgs):
         arch = resolve_architecture(self.model_size, **{k: getattr(self, k) for k in ARCH_KEYS})
         for key, value in arch.items():
             setattr(self, key, value)
+        if self.learning_rate is None:  # the tuned default of the preset, recorded as resolved
+            self.learning_rate = TUNED_LEARNING_RATES[self.model_size.lower()][0]
 
 
 @dataclass
@@ -192,7 +196,9 @@ class FinetuneArgs(TrainingCommonArgs):
     num_labels: int = field(default=2, metadata={"help": "2 for a binary task; more for multi-class"})
     metric_for_best_model: str = field(default="auroc", metadata={
         "help": "validation metric that picks checkpoint-best", "choices": list(SELECTION_METRICS)})
-    learning_rate: float = field(default=1e-5, metadata={"help": "peak learning rate (AdamW, linear decay)"})
+    learning_rate: Optional[float] = field(default=None, metadata={
+        "help": "peak learning rate (AdamW, linear decay); unset: the value tuned for the pretrained model's size "
+                "(5e-4 for tiny/small, 2e-4 medium, 1e-4 large; the guide's 1e-5 suits large pretrained models)"})
     num_epochs: float = field(default=10.0, metadata={"help": "passes over the training patients"})
     batch_size: int = field(default=16, metadata={"help": "patients per batch and per device"})
     eval_steps: int = field(default=0, metadata={"help": "evaluate on val every N updates (0: once per epoch)"})

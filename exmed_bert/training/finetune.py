@@ -30,6 +30,7 @@ from exmed_bert.errors import UserError
 from exmed_bert.evaluation import metrics as M
 from exmed_bert.evaluation.outputs import evaluate_and_write, format_summary
 from exmed_bert.io import write_run_info, write_text
+from exmed_bert.model.architecture import TUNED_LEARNING_RATES, preset_for_hidden_size
 from exmed_bert.model.modeling import ExMedBertForSequenceClassification
 from exmed_bert.tasks import check_labels, load_task_splits
 from exmed_bert.training import distributed
@@ -236,6 +237,12 @@ def _run(args: FinetuneArgs, out: Path, model_dir: Path, main: bool) -> dict:
 
     set_seed(args.seed)
     model = load_classifier(model_dir, args.num_labels, attn_implementation=args.attn_implementation)
+    if args.learning_rate is None:  # the tuned default for this model's size, recorded as resolved
+        preset = preset_for_hidden_size(model.config.hidden_size)
+        args.learning_rate = TUNED_LEARNING_RATES[preset][1]
+        if main:
+            print(f"learning rate {args.learning_rate:g} (the default for a {preset}-sized model; --learning-rate "
+                  "sets another)")
     if model.config.vocab_size != len(vocab):
         raise UserError(f"{model_dir}: config.json has vocab_size {model.config.vocab_size} but vocab.json has "
                         f"{len(vocab)} tokens; the folder mixes two models")
