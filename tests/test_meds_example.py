@@ -1,0 +1,31 @@
+"""examples/meds_end_to_end.sh runs end to end on its tiny MEDS root (about 20 s on 2 CPU cores)."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_meds_example_writes_meds_predictions_for_every_model(tmp_path):
+    env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
+           "MKL_NUM_THREADS": "1", "PYTHONIOENCODING": "utf-8"}
+    work = tmp_path / "meds_run"
+    p = subprocess.run(["bash", str(REPO / "examples" / "meds_end_to_end.sh"), str(work)], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, f"{p.stdout[-1500:]}\n{p.stderr[-3000:]}"
+    assert "task: train" in p.stdout and "splits from MEDS subject_splits.parquet" in p.stdout
+    labels = pq.read_table(work / "labels" / "task.parquet").to_pydict()
+    when = dict(zip(labels["subject_id"], labels["prediction_time"]))
+    for run in ("finetuned", "rf", "xgboost"):
+        assert f"{work / run / 'predictions.parquet'}" in p.stdout
+        t = pq.read_table(work / run / "predictions.parquet").to_pydict()
+        assert len(t["subject_id"]) > 0
+        # each prediction is for the label's own subject and prediction time (noon, not the day)
+        assert all(when[s] == t_ for s, t_ in zip(t["subject_id"], t["prediction_time"]))
