@@ -102,5 +102,5 @@ def run(args: BaselineArgs) -> dict:
                        num_labels=args.num_labels, class_weights=args.class_weights, n_bootstrap=args.n_bootstrap,
                        seed=args.seed, extra={"data": source}, features=args.features)
     print(format_summary(doc))
-    print(f"wrote {args.output_dir}/metrics.json, predictions.csv and plots")
+    print(f"wrote {args.output_dir}/metrics.json, predictions.csv (+ predictions.parquet for binary tasks) and plots")
     return doc

@@ -317,7 +317,8 @@ def _run(args: FinetuneArgs, out: Path, model_dir: Path, main: bool) -> dict:
                                     "epochs": trainer.state.epoch, "train_seconds": round(train_seconds, 1),
                                     "n_train": len(data["train"])})
     print(format_summary(doc))
-    print(f"wrote {out}/metrics.json, predictions.csv, roc.png, pr.png; best model in {out / BEST_DIR}")
+    print(f"wrote {out}/metrics.json, predictions.csv (+ predictions.parquet, MEDS schema, for binary tasks), roc.png, "
+          f"pr.png; best model in {out / BEST_DIR}")
     return doc
 
 
