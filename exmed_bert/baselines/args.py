@@ -23,7 +23,7 @@ class BaselineArgs:
                 "<stem>_task_{train,val,test}.pt are built from --task-data when missing"})
     output_dir: str = field(default="output/rf", metadata={"help": "where metrics, predictions and plots go"})
     task_data: str = field(default="data/task_specific.csv", metadata={
-        "help": "task CSV patient_id,label[,prediction_date]; checked against the task datasets"})
+        "help": "task CSV patient_id,label[,prediction_date], or MEDS label Parquet (file or folder); checked against the task datasets"})
     num_labels: int = field(default=2, metadata={"help": "2 for a binary task; more for multi-class"})
     class_weights: str = field(default="none", metadata={
         "help": "weight classes by inverse frequency", "choices": list(CLASS_WEIGHTS)})

@@ -40,8 +40,9 @@ class ConvertArgs:
     min_code_count: int = field(default=1, metadata={
         "help": "codes seen fewer times in the training split become [UNK]"})
     task_data: Optional[str] = field(default=None, metadata={
-        "help": "CSV patient_id,label[,prediction_date]; also writes <stem>_task_{train,val,test}.pt with "
-                "only labelled patients, cut before their prediction date"})
+        "help": "task labels: a CSV patient_id,label[,prediction_date] or MEDS label Parquet (a file or folder: "
+                "subject_id, prediction_time, boolean_value / integer_value / categorical_value); also writes "
+                "<stem>_task_{train,val,test}.pt with only labelled patients, cut before their prediction date"})
     on_error: str = field(default="skip", metadata={
         "help": "bad records: skip them (listed in <stem>_rejected.jsonl) or fail on the first",
         "choices": list(ON_ERROR)})
