@@ -2,6 +2,7 @@
 bucket or packed into rows) and fine-tuning (task labels, no masking).
 
 Packing puts several patients in one row with `seq_ids`, so attention is block-diagonal per patient.
+With `time_buckets` > 0 it also returns `time_ids`: how long before the reference day each code happened.
 """
 
 from __future__ import annotations
@@ -16,6 +17,27 @@ from exmed_bert.data.dataset import SEQ_KEYS
 from exmed_bert.data.masking import mask_tokens
 from exmed_bert.data.sampler import DEFAULT_BUCKETS, bucket_lengths
 from exmed_bert.data.vocab import FIRST_CODE_ID
+
+
+def time_buckets_of(days_before: np.ndarray, time_buckets: int) -> np.ndarray:
+    """Bucket of "days before the reference day": 1 + floor(log2(1 + days)), days clamped at 0 and the
+    bucket at `time_buckets - 1` (bucket 0 is kept for [CLS], special tokens and padding).
+
+    0 days -> 1, 1-2 -> 2, 3-6 -> 3, 7-14 -> 4, 15-30 -> 5, 31-62 -> 6, 63-126 -> 7, 127-254 -> 8,
+    255-510 -> 9, 511-1022 -> 10, 1023+ -> 11 with 12 buckets. Exact: frexp gives floor(log2) of integers.
+    """
+    d = np.maximum(np.asarray(days_before, dtype=np.int64), 0) + 1
+    exponent = np.frexp(d.astype(np.float64))[1] - 1  # floor(log2(d)), exact for d < 2**53
+    return np.minimum(1 + exponent, time_buckets - 1).astype(np.int64)
+
+
+def reference_days(data: dict, offsets: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """(P,) the day time is counted back from, for dataset rows `idx`: the prediction date of a task dataset,
+    else (pretraining) the day after the patient's last event, as a task history ends before its prediction
+    date."""
+    if "prediction_days" in data:
+        return data["prediction_days"].numpy()[idx].astype(np.int64)
+    return data["days"].numpy()[offsets[idx + 1] - 1].astype(np.int64) + 1
 
 
 def pack_rows(lengths: Sequence[int], row_length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -57,7 +79,7 @@ class IndexBatch(Sequence):
     def __iter__(self):
         return (self.dataset[i] for i in self.indices)
 
-    def columns(self, need_plos: bool, need_labels: bool) -> dict:
+    def columns(self, need_plos: bool, need_labels: bool, need_time: bool = False) -> dict:
         """The batch as arrays: flat token fields of the whole dataset plus per-patient (P,) columns."""
         ds, d = self.dataset, self.dataset.data
         idx = np.asarray(self.indices, dtype=np.int64)
@@ -66,7 +88,9 @@ class IndexBatch(Sequence):
         return dict(tokens=[d[k].numpy() for k in SEQ_KEYS], starts=starts, lengths=ds.offsets[idx + 1] - starts,
                     index=idx, sex=d["sex"].numpy()[idx],
                     plos_los=ds.plos_los[idx] if need_plos else None,
-                    label=d["labels"].numpy()[idx] if need_labels and ds.has_labels else None)
+                    label=d["labels"].numpy()[idx] if need_labels and ds.has_labels else None,
+                    days=d["days"].numpy() if need_time else None,
+                    reference=reference_days(d, ds.offsets, idx) if need_time else None)
 
 
 class _IndexBatches(torch.utils.data.Dataset):
@@ -101,8 +125,12 @@ def _numpy(x) -> np.ndarray:
     return x.numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
-def _item_columns(items: Sequence[dict], need_plos: bool, need_labels: bool) -> dict:
-    """`columns()` for a plain list of item dicts: one concatenation per field."""
+def _item_columns(items: Sequence[dict], need_plos: bool, need_labels: bool, need_time: bool = False) -> dict:
+    """`columns()` for a plain list of item dicts: one concatenation per field. Time buckets need each item's
+    `days` (per token) and `reference_day` (training.finetune.TruncatedDataset(..., with_days=True) adds them)."""
+    if need_time and not all("days" in it and "reference_day" in it for it in items):
+        raise ValueError("Collator(time_buckets > 0) needs items with 'days' and 'reference_day': pass IndexBatches "
+                         "of a PatientDataset (collate.batched_view) or TruncatedDataset(..., with_days=True) items")
     lengths = np.array([it["input_ids"].shape[0] for it in items], dtype=np.int64)
     return dict(tokens=[np.concatenate([_numpy(it[k]) for it in items]) for k in SEQ_KEYS],
                 starts=np.cumsum(lengths) - lengths, lengths=lengths,
@@ -110,7 +138,9 @@ def _item_columns(items: Sequence[dict], need_plos: bool, need_labels: bool) -> 
                 sex=np.array([it["sex"] for it in items], dtype=np.int64),
                 plos_los=np.array([it["plos_los"] for it in items], dtype=np.int64) if need_plos else None,
                 label=np.array([it["label"] for it in items], dtype=np.int64)
-                if need_labels and "label" in items[0] else None)
+                if need_labels and "label" in items[0] else None,
+                days=np.concatenate([_numpy(it["days"]) for it in items]) if need_time else None,
+                reference=np.array([it["reference_day"] for it in items], dtype=np.int64) if need_time else None)
 
 
 @dataclass
@@ -120,7 +150,9 @@ class Collator:
     Returns (B, T) long `input_ids, token_type_ids, position_ids, age_ids, sex_ids, attention_mask`,
     plus `labels` (B, T) (MLM targets, -100 elsewhere) when `mlm` (pretraining), or `labels` (P,) from
     the items' task labels when not (fine-tuning); `plos_labels` (P,) when `plos_threshold` is set;
-    `seq_ids` (B, T) when packing (patients 0..P-1 row-major, -1 padding). Masks are a hash of (seed,
+    `seq_ids` (B, T) when packing (patients 0..P-1 row-major, -1 padding); `time_ids` (B, T) when
+    `time_buckets` > 0 (`time_buckets_of(reference day - event day)`, 0 on special tokens and padding; the
+    model's `config.time_buckets` decides it). Masks are a hash of (seed,
     patient row, token position[, epoch]), so packed and padded layouts of the same patients get the same
     masks. Rows are padded to the next length bucket (`bucket_sizes`).
 
@@ -141,14 +173,15 @@ class Collator:
     plos_threshold: int | None = None
     bucket_sizes: Sequence[int] = DEFAULT_BUCKETS
     pack_length: int | None = None  # set -> pack patients into rows of this many tokens
+    time_buckets: int = 0  # > 0 -> also return time_ids (set it from the model's config.time_buckets)
     return_index: bool = False
     mask_fn: Callable = field(default=mask_tokens, repr=False)  # benchmarks/throughput.py times it through this
     takes_index_batches = True  # class constant: `batched_view` hands it `IndexBatch`es (see ExMedTrainer)
 
     def __call__(self, items: IndexBatch | Sequence[dict]) -> dict[str, torch.Tensor]:
-        need_plos, need_labels = self.plos_threshold is not None, not self.mlm
-        cols = (items.columns(need_plos, need_labels) if isinstance(items, IndexBatch)
-                else _item_columns(items, need_plos, need_labels))
+        need_plos, need_labels, need_time = self.plos_threshold is not None, not self.mlm, self.time_buckets > 0
+        cols = (items.columns(need_plos, need_labels, need_time) if isinstance(items, IndexBatch)
+                else _item_columns(items, need_plos, need_labels, need_time))
         lengths = cols["lengths"]  # (P,) in input order
         p = len(lengths)
         if self.pack_length:
@@ -171,14 +204,18 @@ class Collator:
         within = np.arange(tok_item.size) - first[tok_item]  # (N,) position in its patient
         src = cols["starts"][order][tok_item] + within  # (N,) token in the flat source arrays
         index = cols["index"][order]
-        # Rows of the (F, R*T) grid: 4 token fields, sex, [MLM labels], [seq_ids]. Each token field is one
-        # gather from the flat source and one scatter into the grid (the cast to int64 happens there).
-        n_fields = 5 + int(self.mlm) + int(bool(self.pack_length))
+        # Rows of the (F, R*T) grid: 4 token fields, sex, [MLM labels], [time_ids], [seq_ids]. Each token field
+        # is one gather from the flat source and one scatter into the grid (the cast to int64 happens there).
+        n_fields = 5 + int(self.mlm) + int(need_time) + int(bool(self.pack_length))
         grid = np.zeros((n_fields, n_rows * t), dtype=np.int64)
         for f, col in enumerate(cols["tokens"][1:], start=1):
             grid[f, dest] = col[src]
         grid[4, dest] = cols["sex"][order][tok_item]
         ids = cols["tokens"][0][src].astype(np.int64)  # (N,)
+        if need_time:
+            # token type 0 ([CLS], [SEP]) gets bucket 0 like padding; a masked or unknown code keeps its time
+            before = cols["reference"][order][tok_item] - cols["days"][src].astype(np.int64)  # (N,) days
+            grid[5 + int(self.mlm), dest] = np.where(grid[1, dest] != 0, time_buckets_of(before, self.time_buckets), 0)
         if self.mlm:
             # One (1, N) "packed row" with a per-token patient index: the mask depends only on
             # (patient, position), never on how the batch is laid out.
@@ -201,6 +238,8 @@ class Collator:
             out["labels"] = grid[5]
         elif cols["label"] is not None:
             out["labels"] = torch.from_numpy(cols["label"][order].astype(np.int64))
+        if need_time:
+            out["time_ids"] = grid[5 + int(self.mlm)]
         if self.pack_length:
             out["seq_ids"] = grid[-1]
         if self.plos_threshold is not None:

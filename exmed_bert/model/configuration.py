@@ -16,6 +16,8 @@ class ExMedBertConfig(BertConfig):
 
     Token types are 0 special, 1 diagnosis, 2 drug, 3 procedure. Ages are whole years 0..120. Sex is
     0 unknown, 1 female, 2 male. Positions are the visit index (0 = [CLS]), not the token index.
+    `time_buckets` > 0 adds a table over how long before the reference day each code happened
+    (`exmed_bert.data.collate.time_buckets_of`); 0 (the default) builds no table and takes no `time_ids`.
 
     `attn_implementation` (transformers' keyword, kept in `config._attn_implementation`, not written to
     config.json): "sdpa" (default) or "flex_attention" (a BlockMask per forward; no attention dropout, and on
@@ -46,6 +48,7 @@ class ExMedBertConfig(BertConfig):
         classifier_pooling: str | None = None,
         class_weights: list[float] | None = None,
         initialization: str = "orthogonal",
+        time_buckets: int = 0,
         layer_norm_eps: float = 1e-12,
         pad_token_id: int = 0,
         mask_token_id: int = 4,
@@ -74,6 +77,7 @@ class ExMedBertConfig(BertConfig):
         self.classifier_pooling = classifier_pooling or plos_pooling  # fine-tuning pools like PLOS unless set
         self.class_weights = list(class_weights) if class_weights is not None else None
         self.initialization = initialization
+        self.time_buckets = int(time_buckets)
         self.mask_token_id = mask_token_id
         self._check()
 
@@ -90,5 +94,8 @@ class ExMedBertConfig(BertConfig):
         impl = getattr(self, "_attn_implementation", None)
         if impl is not None and impl not in ACCEPTED_ATTN:
             raise ValueError(f"attn_implementation must be one of {', '.join(ATTN_IMPLEMENTATIONS)}, got {impl!r}")
+        if self.time_buckets < 0 or self.time_buckets == 1:
+            # bucket 0 is [CLS]/special/padding, so a table needs at least one bucket for real codes
+            raise ValueError(f"time_buckets must be 0 (off) or at least 2, got {self.time_buckets}")
         if self.code_embedding_size is not None and self.code_embedding_size <= 0:
             raise ValueError(f"code_embedding_size must be positive or None, got {self.code_embedding_size}")

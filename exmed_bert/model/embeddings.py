@@ -1,4 +1,5 @@
-"""Input embeddings: code + token type + age + sex + visit position, then LayerNorm and dropout."""
+"""Input embeddings: code + token type + age + sex + visit position [+ time before the reference day], then
+LayerNorm and dropout."""
 
 from __future__ import annotations
 
@@ -39,14 +40,19 @@ class ExMedBertEmbeddings(nn.Module):
             self.position_embeddings = None
             # Not persistent: rebuilt from the config, so checkpoints stay small and exact.
             self.register_buffer("sinusoid", sinusoidal_table(config.max_position_embeddings, h), persistent=False)
+        # How long before the reference day (prediction date) each code happened, in log-spaced buckets; only
+        # built when asked for, so models without it keep exactly their old parameters and init order.
+        self.time_embeddings = nn.Embedding(config.time_buckets, h) if config.time_buckets > 0 else None
         self.LayerNorm = nn.LayerNorm(h, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
         self.age_max = config.age_vocab_size - 1
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, age_ids: torch.Tensor | None = None,
-                sex_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """All inputs (B, T) long; returns (B, T, H). Missing optional inputs count as 0 (special/unknown)."""
+                sex_ids: torch.Tensor | None = None, time_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """All inputs (B, T) long; returns (B, T, H). Missing optional inputs count as 0 (special/unknown),
+        except `time_ids`: a model with time buckets refuses to run without them, and one without refuses them
+        (either way the collator and the model disagree, and the scores would silently be wrong)."""
         x = self.word_embeddings(input_ids)  # (B, T, E)
         if self.code_projection is not None:
             x = self.code_projection(x)  # (B, T, H)
@@ -65,4 +71,12 @@ class ExMedBertEmbeddings(nn.Module):
             x = x + self.position_embeddings(position_ids)
         else:
             x = x + self.sinusoid.to(x.dtype)[position_ids]
+        if self.time_embeddings is not None:
+            if time_ids is None:
+                raise ValueError("this model has time embeddings (config.time_buckets > 0) but got no time_ids; "
+                                 "build batches with Collator(time_buckets=model.config.time_buckets)")
+            x = x + self.time_embeddings(time_ids)
+        elif time_ids is not None:
+            raise ValueError("got time_ids but the model has no time embeddings (config.time_buckets = 0); "
+                             "build batches with Collator(time_buckets=model.config.time_buckets)")
         return self.dropout(self.LayerNorm(x))

@@ -3,7 +3,8 @@ Importing this module registers them with transformers' Auto* factories (model_t
 
 Inputs (all (B, T) long): input_ids, token_type_ids, position_ids (visit index), age_ids, sex_ids
 (or (B,)); attention_mask (B, T) for padded rows, or seq_ids (B, T) for packed rows (patients 0..P-1
-row-major, -1 = padding; attention is block-diagonal over it).
+row-major, -1 = padding; attention is block-diagonal over it); time_ids (B, T), only for a model with
+`config.time_buckets` > 0 (the bucket of days before the reference day, exmed_bert.data.collate).
 """
 
 from __future__ import annotations
@@ -64,10 +65,10 @@ class ExMedBertModel(ExMedBertPreTrainedModel):
                 age_ids: torch.Tensor | None = None, sex_ids: torch.Tensor | None = None,
                 seq_ids: torch.Tensor | None = None,
                 pooling: str | None = None, num_sequences: int | None = None,
-                **_unused) -> ExMedBertModelOutput:
+                time_ids: torch.Tensor | None = None, **_unused) -> ExMedBertModelOutput:
         if attention_mask is None and seq_ids is None:
             attention_mask = (input_ids != self.config.pad_token_id).long()
-        x = self.embeddings(input_ids, token_type_ids, position_ids, age_ids, sex_ids)  # (B, T, H)
+        x = self.embeddings(input_ids, token_type_ids, position_ids, age_ids, sex_ids, time_ids)  # (B, T, H)
         # one mask (a bool tensor for SDPA, a BlockMask for FlexAttention) shared by all layers
         x = self.encoder(x, build_attention_mask(attention_mask, seq_ids, self.config._attn_implementation))
         pooled = pool(x, pooling or self.config.plos_pooling, attention_mask, seq_ids, num_sequences)
@@ -97,9 +98,10 @@ class ExMedBertForPreTraining(ExMedBertPreTrainedModel):
                 age_ids: torch.Tensor | None = None, sex_ids: torch.Tensor | None = None,
                 seq_ids: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, plos_labels: torch.Tensor | None = None,
+                time_ids: torch.Tensor | None = None,
                 return_hidden: bool = False, **_unused) -> ExMedBertPreTrainingOutput:
         out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, age_ids, sex_ids, seq_ids,
-                        num_sequences=None if plos_labels is None else plos_labels.shape[0])
+                        num_sequences=None if plos_labels is None else plos_labels.shape[0], time_ids=time_ids)
         hidden = out.last_hidden_state  # (B, T, H)
         loss = mlm_loss = plos_loss = mlm_labels = None
         if labels is not None:
@@ -141,10 +143,10 @@ class ExMedBertForSequenceClassification(ExMedBertPreTrainedModel):
                 age_ids: torch.Tensor | None = None, sex_ids: torch.Tensor | None = None,
                 seq_ids: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, class_weights: torch.Tensor | None = None,
-                **_unused) -> SequenceClassifierOutput:
+                time_ids: torch.Tensor | None = None, **_unused) -> SequenceClassifierOutput:
         out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, age_ids, sex_ids, seq_ids,
                         pooling=self.config.classifier_pooling,
-                        num_sequences=None if labels is None else labels.shape[0])
+                        num_sequences=None if labels is None else labels.shape[0], time_ids=time_ids)
         logits = self.classifier(out.pooled_output)  # (P, num_labels)
         loss = None
         if labels is not None:
@@ -161,7 +163,7 @@ class ExMedBertForSequenceClassification(ExMedBertPreTrainedModel):
 def count_parameters(model: nn.Module, exclude_embeddings: bool = False, trainable_only: bool = False) -> int:
     """Number of parameters, each shared tensor counted once.
 
-    `exclude_embeddings=True` drops every embedding table (code, type, age, sex, position) and the untied
+    `exclude_embeddings=True` drops every embedding table (code, type, age, sex, position, time) and the untied
     MLM decoder over the vocabulary, matching how the guide's preset table counts.
     """
     seen: set[int] = set()

@@ -127,6 +127,10 @@ class PretrainArgs(TrainingCommonArgs):
     attention_probs_dropout_prob: float = field(default=0.1, metadata={"help": "dropout on attention weights"})
     initialization: str = field(default="orthogonal", metadata={
         "help": "weight initialisation", "choices": list(INITIALIZATIONS)})
+    time_buckets: int = field(default=0, metadata={
+        "help": "embed how long before the prediction date (pretraining: the day after the last event) each code "
+                "happened, in this many log2-spaced buckets (0: off; 12 reaches ~3 years, see docs/MODEL.md); "
+                "fine-tuning reads it from the model"})
     # objectives
     dynamic_masking: bool = field(default=False, metadata={"help": "mask different codes each epoch"})
     mlm_probability: float = field(default=0.15, metadata={"help": "share of codes masked per patient"})
@@ -156,6 +160,8 @@ class PretrainArgs(TrainingCommonArgs):
                 raise UserError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(self, name)}")
         if self.max_position_embeddings < 2:
             raise UserError(f"--max-position-embeddings must be at least 2, got {self.max_position_embeddings}")
+        if self.time_buckets < 0 or self.time_buckets == 1:
+            raise UserError(f"--time-buckets must be 0 (off) or at least 2 (e.g. 12), got {self.time_buckets}")
         if self.freeze_clinvec_steps < 0:
             raise UserError(f"--freeze-clinvec-steps must be 0 or more, got {self.freeze_clinvec_steps}")
         if self.packing and not self.max_tokens_per_batch:

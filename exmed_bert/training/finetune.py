@@ -21,7 +21,7 @@ from transformers import TrainerCallback, set_seed
 from transformers.utils import logging as hf_logging
 
 from exmed_bert.clinvec.init import COVERAGE_FILE
-from exmed_bert.data.collate import Collator
+from exmed_bert.data.collate import Collator, reference_days
 from exmed_bert.data.dataset import SEQ_KEYS
 from exmed_bert.data.sampler import make_sampler
 from exmed_bert.data.splits import find_pretraining
@@ -49,25 +49,32 @@ from exmed_bert.training.trainer import ExMedTrainer
 class TruncatedDataset(torch.utils.data.Dataset):
     """A PatientDataset view keeping [CLS] + the most recent `max_length - 1` tokens of each patient,
     with visit positions renumbered from 1 so they stay inside the model's position table.
+    `with_days`: items also carry `days` (cut like the tokens) and `reference_day` (the prediction date),
+    which a Collator with time buckets needs.
 
     It has no `offsets`, so the collator builds batches from these truncated items, never from the flat
     token arrays of `data` (exmed_bert.data.collate.batched_view)."""
 
-    def __init__(self, ds, max_length: int):
+    def __init__(self, ds, max_length: int, with_days: bool = False):
         self.ds, self.max_length = ds, int(max_length)
         self.lengths = np.minimum(ds.lengths, self.max_length)
         self.patient_ids, self.data, self.path = ds.patient_ids, ds.data, ds.path
+        self.keys = (*SEQ_KEYS, "days") if with_days else SEQ_KEYS
+        self.reference = reference_days(ds.data, ds.offsets, np.arange(len(ds))) if with_days else None
 
     def __len__(self) -> int:
         return len(self.ds)
 
     def __getitem__(self, i: int) -> dict:
         item = self.ds[i]
+        if self.reference is not None:
+            s, e = int(self.ds.offsets[item["index"]]), int(self.ds.offsets[item["index"] + 1])
+            item["days"], item["reference_day"] = self.ds.data["days"][s:e], int(self.reference[item["index"]])
         n = len(item["input_ids"])
         if n <= self.max_length:
             return item
         keep = n - (self.max_length - 1)  # first kept token after [CLS]
-        for k in SEQ_KEYS:
+        for k in self.keys:
             item[k] = torch.cat([item[k][:1], item[k][keep:]])
         pos = item["position_ids"].long()
         pos[1:] -= int(pos[1]) - 1
@@ -191,7 +198,8 @@ def load_classifier(path: Path, num_labels: int, quiet: bool = False, attn_imple
 def predict_probs(model, ds, batch_size: int, device: str) -> np.ndarray:
     """(N, K) softmax probabilities in dataset order."""
     model.to(device).eval()
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=Collator(mlm=False))
+    collate = Collator(mlm=False, time_buckets=model.config.time_buckets)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate)
     out = []
     for batch in loader:
         batch = {k: v.to(device) for k, v in batch.items() if k != "labels"}
@@ -233,10 +241,12 @@ def _run(args: FinetuneArgs, out: Path, model_dir: Path, main: bool) -> dict:
             raise UserError(f"the {name} split of the task has no patients; use more patients")
     y_train = splits["train"].data["labels"].numpy()
     check_labels(y_train, args.num_labels, "train split")
-    data = {s: TruncatedDataset(ds, args.max_length) for s, ds in splits.items()}
 
     set_seed(args.seed)
     model = load_classifier(model_dir, args.num_labels, attn_implementation=args.attn_implementation)
+    # the pretrained model decided whether it sees time before the prediction date; batches follow it
+    time_buckets = model.config.time_buckets
+    data = {s: TruncatedDataset(ds, args.max_length, with_days=time_buckets > 0) for s, ds in splits.items()}
     if args.learning_rate is None:  # the tuned default for this model's size, recorded as resolved
         preset = preset_for_hidden_size(model.config.hidden_size)
         args.learning_rate = TUNED_LEARNING_RATES[preset][1]
@@ -282,7 +292,7 @@ def _run(args: FinetuneArgs, out: Path, model_dir: Path, main: bool) -> dict:
         callbacks.append(tracker)
     batching = dict(batch_size=args.batch_size, max_tokens_per_batch=args.max_tokens_per_batch, seed=args.seed)
     trainer = ExMedTrainer(model=model, args=targs, train_dataset=data["train"], eval_dataset=data["val"],
-                           data_collator=Collator(mlm=False), callbacks=callbacks,
+                           data_collator=Collator(mlm=False, time_buckets=time_buckets), callbacks=callbacks,
                            train_batch_sampler=make_sampler(data["train"].lengths, shuffle=True, **batching),
                            eval_batch_sampler=make_sampler(data["val"].lengths, shuffle=False, **batching),
                            make_metrics=ClassificationMetrics)

@@ -126,7 +126,7 @@ def build_model(args: PretrainArgs, vocab_size: int, max_visit: int, clinvec: Cl
             # learned_projection: a ClinVec-wide code table and a trainable map to the hidden size
             code_embedding_size=clinvec.dim if method == "learned_projection" else None,
             clinvec_resize_method=method, attn_implementation=args.attn_implementation,
-            **{k: getattr(args, k) for k in ARCH_KEYS})
+            time_buckets=args.time_buckets, **{k: getattr(args, k) for k in ARCH_KEYS})
     except ValueError as e:
         raise UserError(str(e)) from None
     set_seed(args.seed)
@@ -368,10 +368,11 @@ def make_batching(args: PretrainArgs, train_ds: PatientDataset, val_ds: PatientD
     pack = int(max(train_ds.lengths.max(), val_ds.lengths.max())) if args.packing else None
     # dynamic: each batch is masked with the epoch its sampler stamped on it, also inside DataLoader workers
     train = Collator(vocab_size=vocab_size, seed=args.seed, mlm_probability=args.mlm_probability,
-                     plos_threshold=plos, dynamic=bool(args.dynamic_masking), pack_length=pack)
+                     plos_threshold=plos, dynamic=bool(args.dynamic_masking), pack_length=pack,
+                     time_buckets=args.time_buckets)
     # validation masks are fixed (and drawn with another seed than training's static masks)
     evaluate = Collator(vocab_size=vocab_size, seed=args.seed + 1, mlm_probability=args.mlm_probability,
-                        plos_threshold=plos, pack_length=pack)
+                        plos_threshold=plos, pack_length=pack, time_buckets=args.time_buckets)
     kw = dict(batch_size=args.batch_size, max_tokens_per_batch=args.max_tokens_per_batch, seed=args.seed,
               packing=bool(args.packing))
     return (make_sampler(train_ds.lengths, shuffle=True, **kw), make_sampler(val_ds.lengths, shuffle=False, **kw),
