@@ -7,7 +7,8 @@
 # TASK: hf | temporal (generate_synthetic_patients.py --task). Environment (defaults in brackets):
 #   SEED [7] generator seed; SPLIT_SEED [42] conversion seed; MAX_LEN [128]; SIZE [small];
 #   PRE_EPOCHS [3]; PRE_LR [5e-4]; FT_EPOCHS [3]; FT_LR [5e-4]; BATCH [32]; CLINVEC [1] (demo ClinVec init);
-#   BERT [1] (0 = baselines and oracle only, minutes instead of tens of minutes on a CPU).
+#   BERT [1] (0 = baselines and oracle only, minutes instead of tens of minutes on a CPU);
+#   PRE_ARGS [] extra pretraining flags, e.g. PRE_ARGS="--time-buckets 12" (fine-tuning follows the model).
 # Writes OUT/report.md + report.json (the comparison) and OUT/timings.txt (wall time per stage).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +18,7 @@ OUT=${3:-benchmarks/out/${TASK}_${N}}
 PY=${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 SEED=${SEED:-7}; SPLIT_SEED=${SPLIT_SEED:-42}; MAX_LEN=${MAX_LEN:-128}; SIZE=${SIZE:-small}
 PRE_EPOCHS=${PRE_EPOCHS:-3}; PRE_LR=${PRE_LR:-5e-4}; FT_EPOCHS=${FT_EPOCHS:-3}; FT_LR=${FT_LR:-5e-4}
-BATCH=${BATCH:-32}; CLINVEC=${CLINVEC:-1}; BERT=${BERT:-1}
+BATCH=${BATCH:-32}; CLINVEC=${CLINVEC:-1}; BERT=${BERT:-1}; PRE_ARGS=${PRE_ARGS:-}
 mkdir -p "$OUT"
 : > "$OUT/timings.txt"
 step() {  # step NAME command...: run it, log the command and its wall time
@@ -42,7 +43,7 @@ done
 if [ "$BERT" = 1 ]; then
   INIT=(); [ "$CLINVEC" = 1 ] && INIT=(--use-clinvec)
   step pretrain $PY scripts/pretrain-exmed-bert.py "${INIT[@]}" --data-dir "$OUT/data" --output-dir "$OUT/pretrained" \
-    --model-size "$SIZE" --num-epochs "$PRE_EPOCHS" --learning-rate "$PRE_LR" --batch-size "$BATCH" --plos
+    --model-size "$SIZE" --num-epochs "$PRE_EPOCHS" --learning-rate "$PRE_LR" --batch-size "$BATCH" --plos $PRE_ARGS
   step finetune $PY scripts/finetune-exmed-bert.py --model-path "$OUT/pretrained" --data-dir "$OUT/data" \
     --task-data "$OUT/task.csv" --output-dir "$OUT/finetuned" --num-epochs "$FT_EPOCHS" \
     --learning-rate "$FT_LR" --batch-size "$BATCH"
