@@ -213,7 +213,7 @@ def test_fast_path_on_cuda_defaults_and_overrides():
 def test_training_arguments_on_cpu_keep_transformers_defaults(tmp_path):
     from transformers import TrainingArguments
 
-    targs = build_training_arguments(TrainingCommonArgs(output_dir=str(tmp_path)), device="cpu")
+    targs = build_training_arguments(TrainingCommonArgs(output_dir=str(tmp_path), learning_rate=1e-4), device="cpu")
     stock = TrainingArguments(output_dir=str(tmp_path), use_cpu=True)
     assert targs.bf16 is False and targs.tf32 is None and targs.optim == stock.optim
 
