@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from exmed_bert.data.collate import Collator
+    from exmed_bert.data.collate import Collator, batched_view
     from exmed_bert.data.dataset import PatientDataset
     from exmed_bert.data.vocab import Vocab
     from exmed_bert.io import atomic_write
@@ -67,7 +67,9 @@ def main(argv=None) -> int:
     model = ExMedBertModel.from_pretrained(model_path, use_safetensors=True).eval()
     ds = PatientDataset.load(data)
 
-    loader = torch.utils.data.DataLoader(ds, batch_size=args.batch_size, collate_fn=Collator(mlm=False))
+    # a model pretrained with --time-buckets also needs each code's time before the prediction date
+    collate = Collator(mlm=False, time_buckets=model.config.time_buckets)
+    loader = torch.utils.data.DataLoader(batched_view(ds, collate), batch_size=args.batch_size, collate_fn=collate)
     rows = []
     with torch.no_grad():
         for batch in loader:
