@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections import Counter
 from functools import cached_property
 from pathlib import Path
@@ -116,6 +117,8 @@ class MedsReader:
                 raise UserError(f"{path}: subject {key} is in two splits ({out[key]} and {split})")
         return out
 
+    batch_rows = 1 << 16   # rows per streamed batch (see _read_file); tests set it small
+
     def __iter__(self) -> Iterator[dict]:
         for path in self.files:
             yield from self._read_file(path)
@@ -129,19 +132,69 @@ class MedsReader:
         return m
 
     def _read_file(self, path: Path) -> Iterator[dict]:
+        """One shard's patients in subject_id order. A shard sorted by subject_id (MEDS writes them so)
+        is streamed in batches of `batch_rows` rows, so memory does not grow with the shard; an unsorted
+        one is read whole and sorted, with a note. Either way the patients are the same."""
         try:
-            has_end = END_COLUMN in pq.read_schema(path).names
-            table = pq.read_table(path, columns=list(REQUIRED_COLUMNS) + ([END_COLUMN] if has_end else []))
+            file = pq.ParquetFile(path)
+            schema = file.schema_arrow   # the schema every batch has, checked before any row is read
+            missing = [c for c in REQUIRED_COLUMNS if c not in schema.names]
+            if missing:
+                raise KeyError(f"no column {', '.join(missing)}")   # reported as pq.read_table's errors are
+            check_types(path, schema)
+            if file.metadata.num_rows == 0:
+                return
+            is_sorted, used = self._scan(file)
         except (pa.ArrowInvalid, OSError, KeyError) as e:
             raise UserError(f"{path}: not a MEDS Parquet file with columns {', '.join(REQUIRED_COLUMNS)} "
-                            f"({str(e).splitlines()[0]})") from None
-        check_types(path, table.schema)
-        if table.num_rows == 0:
+                            f"({(str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)).splitlines()[0]})") from None
+        has_end = END_COLUMN in schema.names
+        columns = list(REQUIRED_COLUMNS) + ([END_COLUMN] if has_end else [])
+        value_set = pa.array(used, pa.string())
+        if not is_sorted:
+            print(f"note: {path} is not sorted by subject_id (MEDS shards are); reading it whole to sort it, "
+                  "so memory grows with this file", file=sys.stderr)
+            yield from self._read_whole(path, columns, value_set, has_end)
             return
-        codes = pc.cast(table["code"], pa.string())  # large_string / dictionary -> string
-        table = table.set_column(table.schema.get_field_index("code"), "code", codes)
-        # Each distinct code is parsed once; the rows of ignored codes are counted and dropped here, so
-        # the row loop only sees events and patient facts (most MIMIC-IV rows are labs and charts).
+        carry, carry_subject = None, None   # used rows of a batch's last subject, which may go on
+        for batch in file.iter_batches(batch_size=self.batch_rows, columns=columns):
+            if batch.num_rows == 0:
+                continue
+            table = _with_string_codes(pa.Table.from_batches([batch]))
+            subjects = pc.unique(table["subject_id"]).to_pylist()   # ascending: the shard is sorted
+            rows = table.filter(pc.is_in(table["code"], value_set=value_set))
+            if carry is not None:
+                rows = pa.concat_tables([carry, rows])
+                if subjects[0] != carry_subject:
+                    subjects.insert(0, carry_subject)
+            last = subjects[-1]
+            n_last = pc.sum(pc.equal(rows["subject_id"], last)).as_py() or 0
+            carry, carry_subject = rows.slice(rows.num_rows - n_last), last
+            yield from self._patients(rows.slice(0, rows.num_rows - n_last), subjects[:-1], has_end)
+        if carry is not None:
+            yield from self._patients(carry, [carry_subject], has_end)
+
+    def _scan(self, file: pq.ParquetFile) -> tuple[bool, list]:
+        """One pass over subject_id and code, in batches: whether subject ids never decrease (and none
+        is null), and the distinct codes that are read. Rows of ignored codes are counted here, each
+        distinct code is parsed once (most MIMIC-IV rows are labs and charts)."""
+        is_sorted, previous, used, seen = True, None, [], set()
+        for batch in file.iter_batches(batch_size=self.batch_rows, columns=["subject_id", "code"]):
+            if batch.num_rows == 0:
+                continue
+            ids = batch.column(0)
+            if is_sorted:
+                is_sorted = ids.null_count == 0 and (previous is None or previous <= ids[0].as_py()) and (
+                    len(ids) < 2 or pc.all(pc.greater_equal(ids.slice(1), ids.slice(0, len(ids) - 1))).as_py())
+                previous = ids[len(ids) - 1].as_py()
+            for code in self._used_codes(pc.cast(batch.column(1), pa.string())):
+                if code not in seen:
+                    seen.add(code)
+                    used.append(code)
+        return is_sorted, used
+
+    def _used_codes(self, codes: pa.Array) -> list:
+        """The distinct code strings of `codes` that are read; rows of ignored codes go to self.ignored."""
         counts = pc.value_counts(codes)
         used = []
         for code, n in zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist()):
@@ -150,19 +203,31 @@ class MedsReader:
                 self.ignored[m.family] += n
             else:
                 used.append(code)
+        return used
+
+    def _read_whole(self, path: Path, columns: list, value_set: pa.Array, has_end: bool) -> Iterator[dict]:
+        """An unsorted shard: read whole, then sorted by subject_id and time."""
+        table = _with_string_codes(pq.read_table(path, columns=columns))
+        # A subject left without rows still becomes a patient (rejected as having no events), so the
+        # rejects file counts every subject of the input.
         every_subject = pc.unique(table["subject_id"]).sort().to_pylist()
-        table = table.filter(pc.is_in(codes, value_set=pa.array(used, pa.string())))
+        yield from self._patients(table.filter(pc.is_in(table["code"], value_set=value_set)), every_subject,
+                                  has_end)
+
+    def _patients(self, table: pa.Table, subjects: list, has_end: bool) -> Iterator[dict]:
+        """Patients of `subjects` (ascending) from `table`, their used rows (and none of anyone else's),
+        each subject's rows in time order (a stable sort: ties keep the file's order). A subject
+        without rows still becomes a patient (rejected as having no events), so the rejects file counts
+        every subject of the input."""
         table = table.sort_by([("subject_id", "ascending"), ("time", "ascending")])
         dates = iso_dates(table["time"]).to_pylist()
         ends = iso_dates(table[END_COLUMN]).to_pylist() if has_end else [None] * len(dates)
-        subjects = table["subject_id"].to_pylist()
+        ids = table["subject_id"].to_pylist()
         codes = table["code"].to_pylist()
-        # A subject left without rows still becomes a patient (rejected as having no events), so the
-        # rejects file counts every subject of the input.
         start = 0
-        for subject in every_subject:
+        for subject in subjects:
             end = start
-            while end < len(subjects) and subjects[end] == subject:
+            while end < len(ids) and ids[end] == subject:
                 end += 1
             yield self._patient(subject, dates[start:end], codes[start:end], ends[start:end])
             start = end
@@ -192,6 +257,11 @@ class MedsReader:
                 continue
             kept[m.family] += 1
         return p
+
+
+def _with_string_codes(table: pa.Table) -> pa.Table:
+    """`code` as string (large_string / dictionary columns are cast), so tables concatenate and filter."""
+    return table.set_column(table.schema.get_field_index("code"), "code", pc.cast(table["code"], pa.string()))
 
 
 def check_types(path: Path, schema: pa.Schema) -> None:
