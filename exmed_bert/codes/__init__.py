@@ -19,8 +19,10 @@ _MODULES: dict[str, ModuleType] = {
     "icd10cm": icd10cm, "icd9cm": icd9cm, "atc": atc, "cpt": cpt, "rxnorm": rxnorm, "phecode": phecode,
     "icd10pcs": icd10pcs, "icd9proc": icd9proc,
 }
-# Token type ids used by the dataset (0 is reserved for special tokens).
-DIAGNOSIS, DRUG, PROCEDURE = 1, 2, 3
+# Token type ids used by the dataset (0 is reserved for special tokens). OTHER: a code of no system
+# above (a lab, a SNOMED concept, ...), kept as a token "other:<family>//<code>" by `--other-codes keep`.
+DIAGNOSIS, DRUG, PROCEDURE, OTHER = 1, 2, 3, 4
+OTHER_SYSTEM = "other"
 _TOKEN_TYPES = {
     "icd10cm": DIAGNOSIS, "icd9cm": DIAGNOSIS, "phecode": DIAGNOSIS,
     "atc": DRUG, "rxnorm": DRUG,
@@ -28,7 +30,7 @@ _TOKEN_TYPES = {
 }
 
 __all__ = [
-    "SYSTEMS", "CodeError", "DIAGNOSIS", "DRUG", "PROCEDURE",
+    "SYSTEMS", "CodeError", "DIAGNOSIS", "DRUG", "PROCEDURE", "OTHER", "OTHER_SYSTEM",
     "normalize", "is_valid", "is_known", "parents", "describe", "children", "is_leaf",
     "leaves_under", "token_type",
 ]
@@ -103,6 +105,9 @@ def leaves_under(code: str, system: str) -> list[str]:
 
 
 def token_type(system: str) -> int:
-    """1 diagnosis (icd10cm, icd9cm, phecode), 2 drug (atc, rxnorm), 3 procedure (cpt, icd10pcs, icd9proc)."""
+    """1 diagnosis (icd10cm, icd9cm, phecode), 2 drug (atc, rxnorm), 3 procedure (cpt, icd10pcs, icd9proc),
+    4 other ("other": codes of no system here, kept by `--other-codes keep`)."""
+    if system == OTHER_SYSTEM:
+        return OTHER
     _module(system)
     return _TOKEN_TYPES[system]

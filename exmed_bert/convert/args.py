@@ -14,6 +14,7 @@ from exmed_bert.errors import UserError
 
 SPLIT_SOURCES = ("auto", "meds", "hash")  # where a patient's split comes from (--split-source)
 ON_ERROR = ("skip", "fail")
+OTHER_CODES = ("drop", "keep")   # --other-codes (exmed_bert.convert.validate holds the same tuple)
 
 
 @dataclass
@@ -46,6 +47,12 @@ class ConvertArgs:
     on_error: str = field(default="skip", metadata={
         "help": "bad records: skip them (listed in <stem>_rejected.jsonl) or fail on the first",
         "choices": list(ON_ERROR)})
+
+    other_codes: str = field(default="drop", metadata={
+        "help": "codes of no known system (labs, SNOMED, LOINC, MEDICATION//<name>...): drop = leave them out "
+                "(counted per family in the manifest's ignored_codes), keep = tokens 'other:<family>//<code>' "
+                "with their own token type (4); see docs/DATASET.md, 'Other codes'",
+        "choices": list(OTHER_CODES)})
 
     def validate(self) -> None:
         if not 0.0 < self.train_ratio < 1.0:

@@ -28,7 +28,8 @@ from exmed_bert.convert.labels import TaskTable, read_task_csv
 from exmed_bert.convert.meds import MedsReader
 from exmed_bert.convert.records import block_records, detect_format, iter_jsonl_blocks, iter_patients
 from exmed_bert.convert.spill import Spill, spill_folder
-from exmed_bert.convert.validate import STAY_CAP_DAYS, RecordParser
+from exmed_bert.convert.validate import OTHER_CODES, STAY_CAP_DAYS, RecordParser
+from exmed_bert.codes import OTHER_SYSTEM
 from exmed_bert.data.splits import SPLITS, read_split_record
 from exmed_bert.data.vocab import FIRST_CODE_ID, UNK_ID, Vocab
 from exmed_bert.errors import UserError
@@ -77,11 +78,11 @@ def meds_splitter(reader, split_source: str, input) -> tuple:
     return split_of, "meds", dict(sorted(counts.items()))
 
 
-def open_records(input: str | os.PathLike):
+def open_records(input: str | os.PathLike, other_codes: str = "drop"):
     """Patient dicts from a JSON/JSONL file or a MEDS folder, plus the MEDS reader (or None)."""
     input = Path(input)
     if is_meds(input):
-        reader = MedsReader(input)
+        reader = MedsReader(input, other_codes=other_codes)
         return iter(reader), reader
     if not input.exists():
         raise UserError(f"{input}: input not found; generate it with scripts/generate_synthetic_patients.py")
@@ -113,16 +114,20 @@ def convert_patients(input: str | os.PathLike, output: str | os.PathLike, *, spl
                      max_length: int = 512, train_ratio: float = 0.8, seed: int = 42, min_code_count: int = 1,
                      task_data: str | os.PathLike | TaskTable | None = None, on_error: str = "skip",
                      vocab: Vocab | None = None, pretraining: bool = True, args: dict | None = None,
-                     progress: bool = True, fast: bool = True, split_source: str = "auto") -> dict:
+                     progress: bool = True, fast: bool = True, split_source: str = "auto",
+                     other_codes: str = "drop") -> dict:
     """Convert and write everything; returns the manifest. See docs/DATASET.md for the file layout.
 
     fast=False sends every JSONL record through the per-record path (the reference; same outputs).
+    other_codes: "drop" (count codes of no known system per family) or "keep" (tokens "other:...", type 4).
 
     pretraining=False with a fixed `vocab` builds only the task datasets (build_task_datasets).
     `task_data` is a task CSV (any bad row stops the conversion) or the accepted rows of one (`TaskTable`).
     """
     if on_error not in ON_ERROR:
         raise UserError(f"--on-error must be skip or fail, got {on_error!r}")
+    if other_codes not in OTHER_CODES:
+        raise UserError(f"--other-codes must be one of {', '.join(OTHER_CODES)}, got {other_codes!r}")
     paths = output_paths(output, task=not pretraining)
     task_paths = output_paths(output, task=True)
     table = read_task_csv(task_data, skip_hint=None) if isinstance(task_data, (str, os.PathLike)) else task_data
@@ -136,17 +141,17 @@ def convert_patients(input: str | os.PathLike, output: str | os.PathLike, *, spl
             return _convert(input, paths, task_paths, table, spills, split=split, max_length=max_length,
                             train_ratio=train_ratio, seed=seed, min_code_count=min_code_count,
                             on_error=on_error, vocab=vocab, pretraining=pretraining, args=args, progress=progress,
-                            fast=fast, split_source=split_source)
+                            fast=fast, split_source=split_source, other_codes=other_codes)
         finally:
             for s in spills:
                 s.close()
 
 
 def _convert(input, paths, task_paths, table: TaskTable | None, spills, *, split, max_length, train_ratio, seed,
-             min_code_count, on_error, vocab, pretraining, args, progress, fast, split_source) -> dict:
-    reader = MedsReader(input) if is_meds(input) else None
+             min_code_count, on_error, vocab, pretraining, args, progress, fast, split_source, other_codes) -> dict:
+    reader = MedsReader(input, other_codes=other_codes) if is_meds(input) else None
     split_of, used_source, meds_split_counts = meds_splitter(reader, split_source, input)
-    parser = RecordParser()
+    parser = RecordParser(other_codes=other_codes)
     pre = Family(parser, max_length, task=False, spill=spills[0]) if pretraining else None
     labels = table.by_patient() if table is not None else None  # {patient_id: (label, prediction day)}
     task = Family(parser, max_length, task=True, spill=spills[1]) if labels is not None else None
@@ -211,6 +216,13 @@ def code_report(meds, parser: RecordParser) -> dict:
     """What the manifest says about the codes read: stays left out as implausible (any input), and for
     MEDS the rows kept and ignored per code family (the 50 largest of each) and dataset.json."""
     out: dict = {"implausible_stays": {"cap_days": STAY_CAP_DAYS, "left_out": parser.implausible_stays}}
+    # --other-codes: the mode, and events/rows left out per code family (JSON: events of an unknown system
+    # with drop, or too long; MEDS: every row the reader did not use, plus those)
+    ignored = Counter(parser.ignored)
+    if meds is not None:
+        ignored.update(meds.ignored)
+    out["other_codes"] = "keep" if parser.keep_other else "drop"
+    out["ignored_codes"] = dict(ignored.most_common(50))
     if meds is not None:
         out["meds_kept_codes"] = dict(meds.kept.most_common(50))
         out["meds_ignored_codes"] = dict(meds.ignored.most_common(50))
@@ -231,7 +243,7 @@ def all_rejected_message(input, run: Intake, meds, paths: dict) -> str:
     if meds is not None and meds.ignored:
         msg += (f"; the largest ignored code families were {_families(dict(meds.ignored), 3)}, which the "
                 "converter does not read (it reads diagnoses, drugs and procedures of the code systems in "
-                "docs/DATASET.md, 'MEDS code forms')")
+                "docs/DATASET.md, 'MEDS code forms'; --other-codes keep reads the others as tokens)")
     return msg + (f"; see {paths['rejected']} and {paths['manifest']}, or --on-error fail for the first bad "
                   "record")
 
@@ -281,17 +293,21 @@ def _feed(run: Intake, input, bar, fast: bool, reader=None):
 def build_task_datasets(input: str | os.PathLike, task: str | os.PathLike | TaskTable,
                         vocab_path: str | os.PathLike, output: str | os.PathLike, *, max_length: int = 512,
                         train_ratio: float = 0.8, seed: int = 42, on_error: str = "skip", progress: bool = True,
-                        split_source: str = "auto") -> dict[str, Path]:
+                        split_source: str = "auto", other_codes: str | None = None) -> dict[str, Path]:
     """Write `<stem>_task_{train,val,test}.pt` for an existing conversion (same vocab, same splits).
 
-    Its manifest records the split (seed, train_ratio) it was cut with, like a conversion's."""
+    Its manifest records the split (seed, train_ratio) it was cut with, like a conversion's. other_codes
+    None: "keep" when the vocabulary holds "other:" tokens (the conversion kept them), else "drop"."""
+    vocab = Vocab.load(vocab_path)
+    if other_codes is None:
+        other_codes = "keep" if any(t.startswith(f"{OTHER_SYSTEM}:") for t in vocab.tokens) else "drop"
     convert_patients(input, output, max_length=max_length, train_ratio=train_ratio, seed=seed,
-                     task_data=task, on_error=on_error, vocab=Vocab.load(vocab_path), pretraining=False,
-                     progress=progress, split_source=split_source,
+                     task_data=task, on_error=on_error, vocab=vocab, pretraining=False,
+                     progress=progress, split_source=split_source, other_codes=other_codes,
                      args={"input": str(input), "output": str(output),
                            "task_data": str(getattr(task, "path", task)), "vocab": str(vocab_path),
                            "max_length": max_length, "train_ratio": train_ratio, "seed": seed, "on_error": on_error,
-                           "split_source": split_source})
+                           "split_source": split_source, "other_codes": other_codes})
     paths = output_paths(output, task=True)
     return {s: paths[s] for s in SPLITS}
 
@@ -322,7 +338,8 @@ def task_datasets_for(data_dir: str | os.PathLike, task: str | os.PathLike | Tas
     return build_task_datasets(man["input"], task, data_dir / "vocab.json", output,
                                max_length=a.get("max_length", 512), train_ratio=split.train_ratio,
                                seed=split.seed, on_error=a.get("on_error", "skip"),
-                               split_source=man.get("split_source", "hash"))
+                               split_source=man.get("split_source", "hash"),
+                               other_codes=man.get("other_codes", a.get("other_codes", "drop")))
 
 
 def _read_json(path: Path) -> dict | None:
@@ -338,7 +355,7 @@ def run(args: ConvertArgs) -> dict:
     manifest = convert_patients(args.input, args.output, split=args.split, max_length=args.max_length,
                                 train_ratio=args.train_ratio, seed=args.seed, min_code_count=args.min_code_count,
                                 task_data=args.task_data, on_error=args.on_error, args=dataclasses.asdict(args),
-                                split_source=args.split_source)
+                                split_source=args.split_source, other_codes=args.other_codes)
     out = Path(args.output)
     write_run_info(out.parent, args, extra={"data_fingerprint": manifest["input_fingerprint"]},
                    name=f"{out.stem}_run_config.json")

@@ -5,7 +5,8 @@ Code strings are read by `exmed_bert.convert.meds_codes` (this project's `ICD10C
 `DIAGNOSIS//ICD//10//E1165`, OMOP's `ICD10CM/E11.65`): events, MEDS_BIRTH, GENDER, and
 HOSPITAL_ADMISSION / HOSPITAL_DISCHARGE (paired in time order into stays), OMOP inpatient visits
 (`Visit/IP` with the optional `end` column: a stay). Every other code is ignored and counted per family
-in `MedsReader.ignored`; rows used are counted per family in `MedsReader.kept`. `time` must be a timestamp (or date) column;
+in `MedsReader.ignored`, or with other_codes="keep" read as an event of system "other" (code
+"<family>//<rest>", docs/DATASET.md "Other codes"); rows used are counted per family in `MedsReader.kept`. `time` must be a timestamp (or date) column;
 timezone-aware times give their UTC date.
 """
 
@@ -23,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from exmed_bert.convert.meds_codes import EVENT_KINDS, MedsCode, ignored, parse_meds_code
+from exmed_bert.convert.meds_codes import EVENT_KINDS, MedsCode, ignored, other_code, parse_meds_code
 from exmed_bert.errors import UserError
 
 REQUIRED_COLUMNS = ("subject_id", "time", "code")
@@ -69,8 +70,9 @@ class MedsReader:
     `kept`: rows used (events, patient facts, stays), per code family ("ICD10CM", "DIAGNOSIS//ICD//10").
     """
 
-    def __init__(self, input: str | os.PathLike):
+    def __init__(self, input: str | os.PathLike, other_codes: str = "drop"):
         self.input = Path(input)
+        self.keep_other = other_codes == "keep"   # --other-codes keep: codes of no known system become events
         self.root = meds_root(self.input)
         self.files = event_files(self.input)
         self.ignored: Counter = Counter()
@@ -128,6 +130,8 @@ class MedsReader:
         m = self._parsed.get(code)
         if m is None:
             m = ignored("<null code>") if code is None else parse_meds_code(code)
+            if self.keep_other:
+                m = other_code(code, m)
             self._parsed[code] = m
         return m
 
@@ -242,6 +246,8 @@ class MedsReader:
             kind = m.kind
             if kind in EVENT_KINDS:
                 p[kind].append({"code": m.value, "date": date, "system": m.system})
+            elif kind == "other":   # the JSON schema has three event lists; the system names the token type
+                p["diagnoses"].append({"code": m.value, "date": date, "system": m.system})
             elif kind == "birth":
                 p["birth_date"] = date
             elif kind == "sex":

@@ -87,6 +87,20 @@ def _sex(value: str, family: str) -> MedsCode:
     return MedsCode("sex", None, letter if letter in ("F", "M") else None, family)
 
 
+def other_code(code: str | None, m: MedsCode) -> MedsCode:
+    """With `--other-codes keep`: an ignored code of no known system -> MedsCode("other", "other", text,
+    family, text), where text is the token's "<family>//<rest>" ("LAB//50912//mg/dL" as written; OMOP's
+    "SNOMED/4229881" -> "SNOMED//4229881"; "HR" -> "HR"). Anything else (events, facts, null codes,
+    malformed codes of a known system) is returned unchanged."""
+    if m.kind != "ignored" or code is None or m.family.endswith(" (malformed)"):
+        return m
+    if "//" not in code:
+        vocab, sep, value = code.partition("/")
+        if sep:
+            code = f"{vocab}//{value}"
+    return MedsCode("other", "other", code, m.family, code)
+
+
 def parse_meds_code(code: str) -> MedsCode:
     """'DIAGNOSIS//ICD//10//E1165' -> MedsCode('diagnoses', 'icd10cm', 'E11.65', 'DIAGNOSIS//ICD//10').
 

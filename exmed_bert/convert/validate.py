@@ -8,9 +8,10 @@ so the per-event cost is two dict lookups.
 from __future__ import annotations
 
 import datetime as _dt
+from collections import Counter
 from dataclasses import dataclass, field
 
-from exmed_bert.codes import CodeError, normalize, token_type
+from exmed_bert.codes import OTHER, OTHER_SYSTEM, CodeError, normalize, token_type
 from exmed_bert.data.dataset import EPOCH_ORDINAL, UNKNOWN_BIRTH, day_to_iso
 from exmed_bert.data.vocab import FIRST_CODE_ID, SPECIAL_TOKENS, SYSTEM_TYPES
 
@@ -19,6 +20,10 @@ MAX_CODE_LENGTH = 32
 # patient's stays (no PLOS label, no task cut) and counted in RecordParser.implausible_stays.
 STAY_CAP_DAYS = 365
 CATEGORIES = (("diagnoses", "icd10cm"), ("prescriptions", "atc"), ("procedures", "cpt"))
+# --other-codes: what happens to an event whose system is none of SYSTEM_TYPES (a lab, a SNOMED concept):
+# drop = left out and counted per family (RecordParser.ignored), keep = a token "other:<family>//<code>"
+OTHER_CODES = ("drop", "keep")
+MAX_OTHER_CODE_LENGTH = 128   # longer "other" codes are dropped and counted as "<family> (too long)"
 _SEX = {"f": 1, "female": 1, "w": 1, "m": 2, "male": 2, "u": 0, "unknown": 0, "": 0}
 
 
@@ -54,7 +59,12 @@ class Parsed:
 class RecordParser:
     """Validates patient dicts. Owns the provisional token table (ids 0..4 are the special tokens)."""
 
-    def __init__(self):
+    def __init__(self, other_codes: str = "drop"):
+        if other_codes not in OTHER_CODES:
+            raise ValueError(f"other_codes must be one of {', '.join(OTHER_CODES)}, got {other_codes!r}")
+        self.keep_other = other_codes == "keep"
+        self.ignored: Counter = Counter()   # dropped other-code events of accepted-so-far records, per family
+        self._dropped: list[str] = []       # families dropped in the record being parsed
         self.tokens: list[str] = list(SPECIAL_TOKENS)
         self.token_types: list[int] = [0] * FIRST_CODE_ID
         self.sort_keys: list[int] = [0] * FIRST_CODE_ID
@@ -125,7 +135,35 @@ class RecordParser:
         self._by_raw[key] = tid
         return tid
 
-    def _slow_event(self, e, category: str, default_system: str) -> tuple[int, int]:
+    def other_token(self, text: str) -> int:
+        """The provisional id of "other:<text>" (type OTHER), created on first use."""
+        full = f"{OTHER_SYSTEM}:{text}"
+        tid = self._ids.get(full)
+        if tid is None:
+            tid = self._ids[full] = len(self.tokens)
+            self.tokens.append(full)
+            self.token_types.append(OTHER)
+            self.sort_keys.append(code_sort_key(text))
+        return tid
+
+    def _other_event(self, system: str, code: str, date, category: str) -> tuple[int, int] | None:
+        """An event of no known system: (token, day) with --other-codes keep, else None (dropped and
+        counted). System "other" carries the whole "<family>//<code>" in its code (the MEDS reader writes
+        that); any other system name is the family: {"system": "LAB", "code": "50912//mg/dL"} is the
+        token "other:LAB//50912//mg/dL", like MEDS's LAB//50912//mg/dL."""
+        if system.lower() == OTHER_SYSTEM:
+            text, family = code, code.split("//", 1)[0]
+        else:
+            text, family = f"{system}//{code}", system
+        if not self.keep_other:
+            self._dropped.append(family)
+            return None
+        if len(text) > MAX_OTHER_CODE_LENGTH:
+            self._dropped.append(f"{family} (too long)")
+            return None
+        return self.other_token(text), self.day(date, f"{category} {code!r}")
+
+    def _slow_event(self, e, category: str, default_system: str) -> tuple[int, int] | None:
         if not isinstance(e, dict):
             raise Reject(f"{category} entries must be objects with code and date, got {type(e).__name__}")
         code, date, system = e.get("code"), e.get("date"), e.get("system", default_system)
@@ -137,8 +175,11 @@ class RecordParser:
             raise Reject(f"{category} entry {code!r} without a date")
         if system is None:
             system = default_system
-        if not isinstance(system, str) or system.lower() not in SYSTEM_TYPES:
-            raise Reject(f"unknown code system {system!r} in {category} (use one of {', '.join(SYSTEM_TYPES)})")
+        if not isinstance(system, str) or not system.strip():
+            raise Reject(f"code system must be a name, got {system!r} in {category} (use one of "
+                         f"{', '.join(SYSTEM_TYPES)}, or any other name for an other code)")
+        if system.lower() not in SYSTEM_TYPES:
+            return self._other_event(system, code, date, category)
         system = system.lower()
         day = self.day(date, f"{category} {code!r}")
         tid = self.token(system, code)
@@ -167,6 +208,8 @@ class RecordParser:
         birth_day = UNKNOWN_BIRTH if birth is None else self.day(birth, "birth_date")
         p = Parsed(pid, sex_id, birth_day)
         days, toks, dcache = p.days, p.toks, self._days
+        if self._dropped:
+            self._dropped.clear()   # left by a record that was rejected
         for category, default_system in CATEGORIES:
             events = obj.get(category)
             if not events:
@@ -181,7 +224,10 @@ class RecordParser:
                     tid = fast[e["code"]]
                     day = dcache[e["date"]]
                 except (KeyError, TypeError):
-                    tid, day = self._slow_event(e, category, default_system)
+                    ev = self._slow_event(e, category, default_system)
+                    if ev is None:   # a dropped other code
+                        continue
+                    tid, day = ev
                 toks.append(tid)
                 days.append(day)
         if birth_day != UNKNOWN_BIRTH and days and min(days) < birth_day:
@@ -207,4 +253,7 @@ class RecordParser:
                 p.stays.append(d - a)
                 p.stay_starts.append(a)
         self.implausible_stays += long_stays
+        if self._dropped:
+            self.ignored.update(self._dropped)
+            self._dropped.clear()
         return p

@@ -10,7 +10,7 @@ from typing import Iterable, Sequence
 
 import torch
 
-from exmed_bert.codes import SYSTEMS, token_type
+from exmed_bert.codes import OTHER, OTHER_SYSTEM, SYSTEMS, token_type
 from exmed_bert.errors import UserError
 from exmed_bert.io import write_json
 
@@ -20,8 +20,10 @@ FIRST_CODE_ID = len(SPECIAL_TOKENS)
 FORMAT = "exmed-bert-vocab"
 VERSION = 1
 
-# token type of each system (1 diagnosis, 2 drug, 3 procedure), from the one list in exmed_bert.codes
+# token type of each system (1 diagnosis, 2 drug, 3 procedure), from the one list in exmed_bert.codes;
+# "other:<family>//<code>" tokens (--other-codes keep) are type 4 (OTHER)
 SYSTEM_TYPES = {system: token_type(system) for system in SYSTEMS}
+MIN_TYPE_VOCAB_SIZE = 4   # the model's token-type table never shrinks below the default (old checkpoints load)
 
 
 def system_of(token: str) -> str:
@@ -29,10 +31,12 @@ def system_of(token: str) -> str:
 
 
 def type_of_token(token: str) -> int:
-    """0 for special tokens, else the type of the token's code system (unknown systems -> 1)."""
+    """0 for special tokens, 4 for "other:..." tokens, else the type of the token's code system (unknown
+    systems -> 1)."""
     if token in SPECIAL_TOKENS:
         return 0
-    return SYSTEM_TYPES.get(system_of(token), 1)
+    system = system_of(token)
+    return OTHER if system == OTHER_SYSTEM else SYSTEM_TYPES.get(system, 1)
 
 
 class Vocab:
@@ -71,8 +75,13 @@ class Vocab:
         return hashlib.sha256("\n".join(self.tokens).encode()).hexdigest()[:16]
 
     def token_types(self):
-        """LongTensor [V]: 0 special, 1 diagnosis, 2 drug, 3 procedure."""
+        """LongTensor [V]: 0 special, 1 diagnosis, 2 drug, 3 procedure, 4 other."""
         return torch.tensor([type_of_token(t) for t in self.tokens], dtype=torch.long)
+
+    def type_vocab_size(self) -> int:
+        """Rows a model's token-type table needs for this vocabulary: 4 (the default), or 5 when it holds
+        "other:" tokens (type 4)."""
+        return max(MIN_TYPE_VOCAB_SIZE, max((type_of_token(t) for t in self.tokens), default=0) + 1)
 
     def save(self, path: str | os.PathLike) -> None:
         write_json(path, {"format": FORMAT, "version": VERSION, "tokens": self.tokens, "counts": self.counts},

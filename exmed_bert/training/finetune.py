@@ -223,6 +223,17 @@ def run(args: FinetuneArgs) -> dict:
         return _run(args, out, model_dir, main)
 
 
+def check_token_types(splits: dict, type_vocab_size: int, model_dir: Path) -> None:
+    """Refuse task data whose token types the model has no row for (type 4: other codes, kept by
+    `--other-codes keep`, in a model pretrained without them)."""
+    top = max((int(d.data["token_type_ids"].max()) for d in splits.values() if len(d.data["token_type_ids"])),
+              default=0)
+    if top >= type_vocab_size:
+        raise UserError(f"{model_dir}: the task data has token type {top} (other codes, from --other-codes keep) but "
+                        f"the model has {type_vocab_size} token types; pretrain on a conversion with the same "
+                        "--other-codes, or convert the task data with --other-codes drop")
+
+
 def _run(args: FinetuneArgs, out: Path, model_dir: Path, main: bool) -> dict:
     hf_logging.set_verbosity_warning()
     device = resolve_device(args.device)
@@ -256,6 +267,7 @@ def _run(args: FinetuneArgs, out: Path, model_dir: Path, main: bool) -> dict:
     if model.config.vocab_size != len(vocab):
         raise UserError(f"{model_dir}: config.json has vocab_size {model.config.vocab_size} but vocab.json has "
                         f"{len(vocab)} tokens; the folder mixes two models")
+    check_token_types(splits, model.config.type_vocab_size, model_dir)
     max_visit = max(int(d.data["position_ids"].max()) for d in splits.values())
     if min(max_visit, args.max_length) >= model.config.max_position_embeddings:
         raise UserError(f"patients have up to {max_visit} visits but the model knows "

@@ -110,8 +110,11 @@ def clinvec_source(args: PretrainArgs, fresh: bool) -> ClinVecSource | None:
     return ClinVecSource(folder, dim, resolve_method(args.resize_method, args.hidden_size, dim), tables)
 
 
-def build_model(args: PretrainArgs, vocab_size: int, max_visit: int, clinvec: ClinVecSource | None = None):
-    """ExMedBertForPreTraining with the architecture `args` resolved (seeded before the weights are drawn)."""
+def build_model(args: PretrainArgs, vocab_size: int, max_visit: int, clinvec: ClinVecSource | None = None,
+                type_vocab_size: int = 4):
+    """ExMedBertForPreTraining with the architecture `args` resolved (seeded before the weights are drawn).
+
+    type_vocab_size: rows of the token-type table, `Vocab.type_vocab_size()` (4, or 5 with "other:" tokens)."""
     if max_visit >= args.max_position_embeddings:
         raise UserError(f"a patient has {max_visit} visits but --max-position-embeddings is "
                         f"{args.max_position_embeddings}; raise it to at least {max_visit + 1} "
@@ -126,7 +129,8 @@ def build_model(args: PretrainArgs, vocab_size: int, max_visit: int, clinvec: Cl
             # learned_projection: a ClinVec-wide code table and a trainable map to the hidden size
             code_embedding_size=clinvec.dim if method == "learned_projection" else None,
             clinvec_resize_method=method, attn_implementation=args.attn_implementation,
-            time_buckets=args.time_buckets, **{k: getattr(args, k) for k in ARCH_KEYS})
+            time_buckets=args.time_buckets, type_vocab_size=type_vocab_size,
+            **{k: getattr(args, k) for k in ARCH_KEYS})
     except ValueError as e:
         raise UserError(str(e)) from None
     set_seed(args.seed)
@@ -223,7 +227,7 @@ def prepare(args: PretrainArgs, out: Path) -> Prepared:
         train_ds, val_ds, vocab = load_data(args.data_dir, args.dataset_name)
         max_visit = int(max(train_ds.data["position_ids"].max(), val_ds.data["position_ids"].max()))
         clinvec = clinvec_source(args, fresh=checkpoint is None)  # on resume the checkpoint's weights win
-        model = build_model(args, len(vocab), max_visit, clinvec)
+        model = build_model(args, len(vocab), max_visit, clinvec, type_vocab_size=vocab.type_vocab_size())
         report = init_from_clinvec(args, model, vocab, clinvec) if clinvec and clinvec.tables else None
     return Prepared(device, checkpoint, train_ds, val_ds, vocab, model, report, kept.getvalue())
 
