@@ -3,10 +3,18 @@
     python benchmarks/convert_throughput.py --patients 100000            # synthesise + convert
     python benchmarks/convert_throughput.py --input data/synthetic_patients.jsonl
     python benchmarks/convert_throughput.py --input p.jsonl --per-record   # the reference path, to compare
+    python benchmarks/convert_throughput.py --meds --patients 100000       # generator patients as MEDS
+    python benchmarks/convert_throughput.py --meds --patients 40100 --shards 1   # one ~5M-row shard
 
 Synthesises histories shaped like the generator's (median ~80 codes over ~25 visits, a few hundred
 distinct codes per system) unless --input is given, then times scripts/convert_synthetic_to_dataset.py's
 library path in a child process and reports patients/s and peak RSS (ru_maxrss of that process).
+
+--meds writes N patients of the project's generator (scripts/generate_synthetic_patients.py, or
+--input's JSONL) as a MEDS root with benchmarks/meds_writer.py (4 shards sorted by subject_id),
+times our conversion of that root (patients/s, MEDS rows/s, peak RSS) and, when `meds_reader_convert`
+(pip install meds_reader) is found, that converter on the same root in the same run (whole process:
+wall time and the peak RSS of its largest process), and prints the ratio.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import os
 import platform
 import random
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -62,6 +71,71 @@ def child(input: str, output: str, fast: str = "1") -> None:
                       "median_codes": man["splits"]["train"]["length_percentiles"].get("p50")}))
 
 
+def generator_jsonl(work: Path, n: int) -> Path:
+    """N patients of the project's generator (its task files go to the work folder, not data/)."""
+    path = work / f"generator_{n}.jsonl"
+    if not path.exists():
+        repo = Path(__file__).resolve().parent.parent
+        subprocess.run([sys.executable, str(repo / "scripts" / "generate_synthetic_patients.py"), "-n", str(n),
+                        "--output", str(path), "--task-output", str(work / f"generator_{n}_task.csv")],
+                       check=True, stdout=subprocess.DEVNULL)
+    return path
+
+
+def timed(cmd: list[str]) -> dict:
+    """Run `cmd` in a child of a fresh Python process: wall seconds and the peak RSS of its largest
+    process (RUSAGE_CHILDREN of that fresh process sees only this command)."""
+    probe = ("import json, resource, subprocess, sys, time; t = time.perf_counter(); "
+             "rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode; "
+             "print(json.dumps({'rc': rc, 'seconds': time.perf_counter() - t, "
+             "'peak_rss_mb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))")
+    out = subprocess.run([sys.executable, "-c", probe, *cmd], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def meds_benchmark(a: argparse.Namespace, work: Path) -> int:
+    import pyarrow.parquet as pq
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from meds_writer import write_meds
+
+    jsonl = Path(a.input) if a.input else generator_jsonl(work, a.patients)
+    root = work / f"meds_{jsonl.stem}_{a.shards}shards"
+    if not (root / "data").is_dir():
+        t0 = time.perf_counter()
+        w = write_meds(jsonl, root, shards=a.shards)
+        print(f"wrote {w['patients']} patients, {w['rows']} MEDS rows in {a.shards} shards in "
+              f"{time.perf_counter() - t0:.1f}s -> {root}", file=sys.stderr)
+    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in sorted((root / "data").glob("*.parquet")))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, __file__, "--child", str(root), str(work / "bench_meds.pt"), "1"],
+                         capture_output=True, text=True, env=env)
+    if out.returncode:
+        print(out.stderr, file=sys.stderr)
+        return out.returncode
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    where = (f"({platform.processor() or platform.machine()}, {os.cpu_count()} cores, load "
+             f"{os.getloadavg()[0]:.1f}, {time.strftime('%Y-%m-%d')})")
+    print(f"exmed-bert MEDS conversion: {r['patients']} patients, {rows} rows in {r['seconds']:.1f}s: "
+          f"{r['patients'] / r['seconds']:.0f} patients/s, {rows / r['seconds']:.0f} rows/s, peak RSS "
+          f"{r['peak_rss_mb']:.0f} MB {where}")
+    exe = shutil.which("meds_reader_convert") or shutil.which(
+        "meds_reader_convert", path=str(Path(sys.executable).parent))
+    if exe is None:
+        print("meds_reader_convert not found (pip install meds_reader to compare)")
+        return 0
+    dest = work / f"meds_reader_{root.name}"
+    shutil.rmtree(dest, ignore_errors=True)
+    m = timed([exe, str(root), str(dest), "--num_threads", str(a.meds_reader_threads)])
+    if m["rc"]:
+        print(f"meds_reader_convert failed (exit {m['rc']})", file=sys.stderr)
+        return 1
+    print(f"meds_reader_convert ({a.meds_reader_threads} threads, whole process): {m['seconds']:.1f}s: "
+          f"{r['patients'] / m['seconds']:.0f} patients/s, {rows / m['seconds']:.0f} rows/s, peak RSS "
+          f"{m['peak_rss_mb']:.0f} MB; ours takes {r['seconds'] / m['seconds']:.1f}x its time")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--patients", type=int, default=100_000)
@@ -69,6 +143,10 @@ def main() -> int:
     ap.add_argument("--workdir", default="benchmarks/results")
     ap.add_argument("--per-record", action="store_true",
                     help="time the per-record reference path instead of the columnar JSONL path")
+    ap.add_argument("--meds", action="store_true",
+                    help="write the patients as a MEDS root and time its conversion (and meds_reader_convert)")
+    ap.add_argument("--shards", type=int, default=4, help="--meds: number of MEDS shards (default 4)")
+    ap.add_argument("--meds-reader-threads", type=int, default=2, help="--meds: meds_reader_convert --num_threads")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
@@ -76,6 +154,8 @@ def main() -> int:
         return 0
     work = Path(a.workdir)
     work.mkdir(parents=True, exist_ok=True)
+    if a.meds:
+        return meds_benchmark(a, work)
     input = Path(a.input) if a.input else work / f"bench_{a.patients}.jsonl"
     if not input.exists():
         t0 = time.perf_counter()
