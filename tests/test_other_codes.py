@@ -224,3 +224,83 @@ def test_pretraining_sizes_the_type_table_from_the_vocabulary_and_finetunes(inpu
     assert (tmp_path / "ft" / "metrics.json").is_file()
     task = torch.load(data / "synthetic_task_train.pt", weights_only=True)
     assert int(np.max(np.asarray(task["token_type_ids"]))) == 4
+
+
+def write_valued_meds(root, val_test_value: float):
+    """20 subjects: 0-9 train, 10-14 tuning, 15-19 held_out (metadata/subject_splits.parquet). Each has one
+    diagnosis and five LAB//1//mg/dL rows; train values are 1..50, val/test values all `val_test_value`."""
+    (root / "data").mkdir(parents=True)
+    (root / "metadata").mkdir()
+    sid, time, code, value = [], [], [], []
+    for s in range(20):
+        for k in range(5):
+            day = dt.datetime(2020, 1, 1 + k)
+            sid += [s, s]
+            time += [day, day]
+            code += ["ICD10CM//I10", "LAB//1//mg/dL"]
+            value += [None, float(s * 5 + k + 1) if s < 10 else val_test_value]
+    pq.write_table(pa.table({"subject_id": pa.array(sid, pa.int64()), "time": pa.array(time, pa.timestamp("us")),
+                             "code": code, "numeric_value": pa.array(value, pa.float32())}), root / "data" / "0.parquet")
+    split = ["train"] * 10 + ["tuning"] * 5 + ["held_out"] * 5
+    pq.write_table(pa.table({"subject_id": pa.array(range(20), pa.int64()), "split": split}),
+                   root / "metadata" / "subject_splits.parquet")
+
+
+def test_value_bins_learn_edges_on_the_train_split_only(tmp_path):
+    from exmed_bert.convert.meds import MedsReader
+    from exmed_bert.convert.value_bins import learn_edges
+
+    runs = {}
+    for name, v in (("high", 1e6), ("low", -1e6)):
+        write_valued_meds(tmp_path / name / "meds", v)
+        out = tmp_path / name / "out" / "d.pt"
+        assert convert_main(["--input", str(out.parents[1] / "meds"), "--output", str(out), "--other-codes", "keep",
+                             "--value-bins", "4"]) == 0
+        runs[name] = out.parent
+    vocab = Vocab.load(runs["high"] / "vocab.json")
+    assert [t for t in vocab.tokens if t.startswith("other:")] == [f"other:LAB//1//mg/dL|q{k}" for k in range(1, 5)]
+    # val/test values far outside the train range change neither the edges nor anything built from train
+    assert sha(runs["high"])["vocab.json"] == sha(runs["low"])["vocab.json"]
+    assert sha(runs["high"])["d_train.pt"] == sha(runs["low"])["d_train.pt"]
+    for name, top in (("high", "q4"), ("low", "q1")):
+        for split in ("val", "test"):
+            ds = PatientDataset.load(runs[name] / f"d_{split}.pt")
+            labs = {vocab.token(int(t)) for t in ds.data["input_ids"] if vocab.token(int(t)).startswith("other:")}
+            assert labs == {f"other:LAB//1//mg/dL|{top}"}, (name, split)
+    man = json.loads((runs["high"] / "dataset_manifest.json").read_text())
+    assert man["value_bins"]["bins"] == 4 and man["value_bins"]["codes_binned"] == 1
+    train = PatientDataset.load(runs["high"] / "d_train.pt")
+    counts = {k: sum(vocab.token(int(t)).endswith(f"|q{k}") for t in train.data["input_ids"]) for k in range(1, 5)}
+    assert sorted(counts.values()) == [12, 12, 13, 13]   # 50 values in 4 quantile bins
+    # task datasets built later from the vocabulary alone (no --other-codes / --value-bins given) bin the same way
+    from exmed_bert.convert.conversion import build_task_datasets
+
+    (tmp_path / "task.csv").write_text("patient_id,label\n" + "".join(f"{i},{i % 2}\n" for i in range(20)))
+    paths = build_task_datasets(tmp_path / "high" / "meds", tmp_path / "task.csv", runs["high"] / "vocab.json",
+                                tmp_path / "task" / "t.pt", progress=False, split_source="meds")
+    for split in ("train", "val"):
+        ds = PatientDataset.load(paths[split])
+        toks = [vocab.token(int(t)) for t in ds.data["input_ids"]]
+        assert "[UNK]" not in toks and any(t.startswith("other:LAB//1//mg/dL|q") for t in toks)
+    reader = MedsReader(tmp_path / "high" / "meds", other_codes="keep")
+    edges = learn_edges(reader, lambda pid: int(pid) < 10, 4)
+    np.testing.assert_allclose(edges["LAB//1//mg/dL"], np.quantile(np.arange(1, 51), [0.25, 0.5, 0.75]))
+
+
+def test_reservoir_keeps_a_bounded_uniform_sample():
+    from exmed_bert.convert.value_bins import Reservoir
+
+    r = Reservoir(1000, np.random.default_rng(0))
+    for chunk in np.array_split(np.arange(100_000, dtype=float), 37):
+        r.add(chunk)
+    assert len(r.values) == 1000 and r.seen == 100_000 and len(set(r.values)) == 1000
+    assert 40_000 < np.median(r.values) < 60_000 and r.values.min() < 5_000 and r.values.max() > 95_000
+
+
+def test_value_bins_need_keep_and_meds(inputs, tmp_path):
+    with pytest.raises(UserError, match="--other-codes keep"):
+        convert_patients(inputs / "meds", tmp_path / "a.pt", value_bins=4, progress=False)
+    with pytest.raises(UserError, match="needs MEDS input"):
+        convert_patients(inputs / "p.json", tmp_path / "b.pt", value_bins=4, other_codes="keep", progress=False)
+    with pytest.raises(UserError, match="at least 2"):
+        convert_patients(inputs / "meds", tmp_path / "c.pt", value_bins=1, other_codes="keep", progress=False)

@@ -53,6 +53,9 @@ class ConvertArgs:
                 "(counted per family in the manifest's ignored_codes), keep = tokens 'other:<family>//<code>' "
                 "with their own token type (4); see docs/DATASET.md, 'Other codes'",
         "choices": list(OTHER_CODES)})
+    value_bins: int = field(default=0, metadata={
+        "help": "with --other-codes keep and MEDS input: bin each other code's numeric_value into N quantile bins "
+                "learned on the train split (token 'other:LAB//50912//mg/dL|q3'); 0 = off"})
 
     def validate(self) -> None:
         if not 0.0 < self.train_ratio < 1.0:
@@ -61,3 +64,5 @@ class ConvertArgs:
             raise UserError(f"--max-length must be at least 3 ([CLS], one code, [SEP]), got {self.max_length}")
         if self.min_code_count < 1:
             raise UserError(f"--min-code-count must be at least 1, got {self.min_code_count}")
+        if self.value_bins < 0 or self.value_bins == 1:
+            raise UserError(f"--value-bins must be 0 (off) or at least 2, got {self.value_bins}")

@@ -29,8 +29,9 @@ from exmed_bert.convert.meds import MedsReader
 from exmed_bert.convert.records import block_records, detect_format, iter_jsonl_blocks, iter_patients
 from exmed_bert.convert.spill import Spill, spill_folder
 from exmed_bert.convert.validate import OTHER_CODES, STAY_CAP_DAYS, RecordParser
+from exmed_bert.convert.value_bins import BIN_SEPARATOR, SAMPLE_PER_CODE, learn_edges
 from exmed_bert.codes import OTHER_SYSTEM
-from exmed_bert.data.splits import SPLITS, read_split_record
+from exmed_bert.data.splits import SPLITS, read_split_record, split_index
 from exmed_bert.data.vocab import FIRST_CODE_ID, UNK_ID, Vocab
 from exmed_bert.errors import UserError
 from exmed_bert.io import atomic_write, file_fingerprint, output_set, write_json, write_run_info
@@ -115,11 +116,12 @@ def convert_patients(input: str | os.PathLike, output: str | os.PathLike, *, spl
                      task_data: str | os.PathLike | TaskTable | None = None, on_error: str = "skip",
                      vocab: Vocab | None = None, pretraining: bool = True, args: dict | None = None,
                      progress: bool = True, fast: bool = True, split_source: str = "auto",
-                     other_codes: str = "drop") -> dict:
+                     other_codes: str = "drop", value_bins: int = 0) -> dict:
     """Convert and write everything; returns the manifest. See docs/DATASET.md for the file layout.
 
     fast=False sends every JSONL record through the per-record path (the reference; same outputs).
     other_codes: "drop" (count codes of no known system per family) or "keep" (tokens "other:...", type 4).
+    value_bins: N > 1 bins a MEDS other code's numeric_value into N train-split quantile bins (needs keep).
 
     pretraining=False with a fixed `vocab` builds only the task datasets (build_task_datasets).
     `task_data` is a task CSV (any bad row stops the conversion) or the accepted rows of one (`TaskTable`).
@@ -128,6 +130,14 @@ def convert_patients(input: str | os.PathLike, output: str | os.PathLike, *, spl
         raise UserError(f"--on-error must be skip or fail, got {on_error!r}")
     if other_codes not in OTHER_CODES:
         raise UserError(f"--other-codes must be one of {', '.join(OTHER_CODES)}, got {other_codes!r}")
+    if value_bins < 0 or value_bins == 1:
+        raise UserError(f"--value-bins must be 0 (off) or at least 2, got {value_bins}")
+    if value_bins and other_codes != "keep":
+        raise UserError(f"--value-bins {value_bins} bins the values of other codes; add --other-codes keep "
+                        "(or leave --value-bins at 0)")
+    if value_bins and not is_meds(input):
+        raise UserError(f"{input}: --value-bins reads MEDS numeric_value; it needs MEDS input (a JSON event "
+                        "can name its bin in the code, e.g. 'LAB//50912//mg/dL|q3')")
     paths = output_paths(output, task=not pretraining)
     task_paths = output_paths(output, task=True)
     table = read_task_csv(task_data, skip_hint=None) if isinstance(task_data, (str, os.PathLike)) else task_data
@@ -141,16 +151,23 @@ def convert_patients(input: str | os.PathLike, output: str | os.PathLike, *, spl
             return _convert(input, paths, task_paths, table, spills, split=split, max_length=max_length,
                             train_ratio=train_ratio, seed=seed, min_code_count=min_code_count,
                             on_error=on_error, vocab=vocab, pretraining=pretraining, args=args, progress=progress,
-                            fast=fast, split_source=split_source, other_codes=other_codes)
+                            fast=fast, split_source=split_source, other_codes=other_codes,
+                            value_bins=value_bins)
         finally:
             for s in spills:
                 s.close()
 
 
 def _convert(input, paths, task_paths, table: TaskTable | None, spills, *, split, max_length, train_ratio, seed,
-             min_code_count, on_error, vocab, pretraining, args, progress, fast, split_source, other_codes) -> dict:
+             min_code_count, on_error, vocab, pretraining, args, progress, fast, split_source, other_codes,
+             value_bins) -> dict:
     reader = MedsReader(input, other_codes=other_codes) if is_meds(input) else None
     split_of, used_source, meds_split_counts = meds_splitter(reader, split_source, input)
+    if value_bins:   # first pass: quantile edges from train subjects only (exmed_bert.convert.value_bins)
+        def is_train(pid: str) -> bool:
+            return (split_of(pid) if split_of is not None else split_index(pid, seed, train_ratio)) == 0
+
+        reader.value_edges = learn_edges(reader, is_train, value_bins, seed=seed)
     parser = RecordParser(other_codes=other_codes)
     pre = Family(parser, max_length, task=False, spill=spills[0]) if pretraining else None
     labels = table.by_patient() if table is not None else None  # {patient_id: (label, prediction day)}
@@ -189,6 +206,9 @@ def _convert(input, paths, task_paths, table: TaskTable | None, spills, *, split
                           "rejected_file": paths["rejected"].name, "vocab_size": len(vocab), "splits": {}}
         manifest["split_source"] = used_source
         manifest.update(code_report(meds, parser))
+        if value_bins:
+            manifest["value_bins"] = {"bins": value_bins, "codes_binned": len(reader.value_edges),
+                                      "edges_from": "train", "sample_per_code": SAMPLE_PER_CODE}
         if meds_split_counts is not None:
             manifest["meds_subject_splits"] = meds_split_counts
             manifest["patients_outside_the_meds_splits"] = run.n_unsplit
@@ -293,21 +313,27 @@ def _feed(run: Intake, input, bar, fast: bool, reader=None):
 def build_task_datasets(input: str | os.PathLike, task: str | os.PathLike | TaskTable,
                         vocab_path: str | os.PathLike, output: str | os.PathLike, *, max_length: int = 512,
                         train_ratio: float = 0.8, seed: int = 42, on_error: str = "skip", progress: bool = True,
-                        split_source: str = "auto", other_codes: str | None = None) -> dict[str, Path]:
+                        split_source: str = "auto", other_codes: str | None = None,
+                        value_bins: int | None = None) -> dict[str, Path]:
     """Write `<stem>_task_{train,val,test}.pt` for an existing conversion (same vocab, same splits).
 
     Its manifest records the split (seed, train_ratio) it was cut with, like a conversion's. other_codes
-    None: "keep" when the vocabulary holds "other:" tokens (the conversion kept them), else "drop"."""
+    None: "keep" when the vocabulary holds "other:" tokens (the conversion kept them), else "drop".
+    value_bins None: the largest bin of the vocabulary's "...|q<k>" tokens (every binned code has a
+    value in its top bin), else 0. Edges are learned again from the same train split: the same edges."""
     vocab = Vocab.load(vocab_path)
     if other_codes is None:
         other_codes = "keep" if any(t.startswith(f"{OTHER_SYSTEM}:") for t in vocab.tokens) else "drop"
+    if value_bins is None:
+        value_bins = max((int(k) for t in vocab.tokens if t.startswith(f"{OTHER_SYSTEM}:")
+                          for _, sep, k in [t.rpartition(BIN_SEPARATOR)] if sep and k.isdigit()), default=0)
     convert_patients(input, output, max_length=max_length, train_ratio=train_ratio, seed=seed,
                      task_data=task, on_error=on_error, vocab=vocab, pretraining=False,
-                     progress=progress, split_source=split_source, other_codes=other_codes,
+                     progress=progress, split_source=split_source, other_codes=other_codes, value_bins=value_bins,
                      args={"input": str(input), "output": str(output),
                            "task_data": str(getattr(task, "path", task)), "vocab": str(vocab_path),
                            "max_length": max_length, "train_ratio": train_ratio, "seed": seed, "on_error": on_error,
-                           "split_source": split_source, "other_codes": other_codes})
+                           "split_source": split_source, "other_codes": other_codes, "value_bins": value_bins})
     paths = output_paths(output, task=True)
     return {s: paths[s] for s in SPLITS}
 
@@ -339,7 +365,8 @@ def task_datasets_for(data_dir: str | os.PathLike, task: str | os.PathLike | Tas
                                max_length=a.get("max_length", 512), train_ratio=split.train_ratio,
                                seed=split.seed, on_error=a.get("on_error", "skip"),
                                split_source=man.get("split_source", "hash"),
-                               other_codes=man.get("other_codes", a.get("other_codes", "drop")))
+                               other_codes=man.get("other_codes", a.get("other_codes", "drop")),
+                               value_bins=a.get("value_bins", 0))
 
 
 def _read_json(path: Path) -> dict | None:
@@ -355,7 +382,8 @@ def run(args: ConvertArgs) -> dict:
     manifest = convert_patients(args.input, args.output, split=args.split, max_length=args.max_length,
                                 train_ratio=args.train_ratio, seed=args.seed, min_code_count=args.min_code_count,
                                 task_data=args.task_data, on_error=args.on_error, args=dataclasses.asdict(args),
-                                split_source=args.split_source, other_codes=args.other_codes)
+                                split_source=args.split_source, other_codes=args.other_codes,
+                                value_bins=args.value_bins)
     out = Path(args.output)
     write_run_info(out.parent, args, extra={"data_fingerprint": manifest["input_fingerprint"]},
                    name=f"{out.stem}_run_config.json")

@@ -13,6 +13,7 @@ timezone-aware times give their UTC date.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from collections import Counter
@@ -25,6 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from exmed_bert.convert.meds_codes import EVENT_KINDS, MedsCode, ignored, other_code, parse_meds_code
+from exmed_bert.convert.value_bins import BIN_SEPARATOR, VALUE_COLUMN, bin_of
 from exmed_bert.errors import UserError
 
 REQUIRED_COLUMNS = ("subject_id", "time", "code")
@@ -73,6 +75,9 @@ class MedsReader:
     def __init__(self, input: str | os.PathLike, other_codes: str = "drop"):
         self.input = Path(input)
         self.keep_other = other_codes == "keep"   # --other-codes keep: codes of no known system become events
+        # --value-bins: {code: quantile edges} (exmed_bert.convert.value_bins); an other code with edges and a
+        # finite numeric_value becomes "<code>|q<bin>"; empty = numeric_value is not read
+        self.value_edges: dict = {}
         self.root = meds_root(self.input)
         self.files = event_files(self.input)
         self.ignored: Counter = Counter()
@@ -153,7 +158,8 @@ class MedsReader:
             raise UserError(f"{path}: not a MEDS Parquet file with columns {', '.join(REQUIRED_COLUMNS)} "
                             f"({(str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)).splitlines()[0]})") from None
         has_end = END_COLUMN in schema.names
-        columns = list(REQUIRED_COLUMNS) + ([END_COLUMN] if has_end else [])
+        columns = list(REQUIRED_COLUMNS) + ([END_COLUMN] if has_end else []) + (
+            [VALUE_COLUMN] if self.value_edges and VALUE_COLUMN in schema.names else [])
         value_set = pa.array(used, pa.string())
         if not is_sorted:
             print(f"note: {path} is not sorted by subject_id (MEDS shards are); reading it whole to sort it, "
@@ -228,26 +234,32 @@ class MedsReader:
         ends = iso_dates(table[END_COLUMN]).to_pylist() if has_end else [None] * len(dates)
         ids = table["subject_id"].to_pylist()
         codes = table["code"].to_pylist()
+        values = table[VALUE_COLUMN].to_pylist() if VALUE_COLUMN in table.column_names else None
         start = 0
         for subject in subjects:
             end = start
             while end < len(ids) and ids[end] == subject:
                 end += 1
-            yield self._patient(subject, dates[start:end], codes[start:end], ends[start:end])
+            yield self._patient(subject, dates[start:end], codes[start:end], ends[start:end],
+                                values[start:end] if values is not None else None)
             start = end
 
-    def _patient(self, subject, dates: list, codes: list, ends: list) -> dict:
+    def _patient(self, subject, dates: list, codes: list, ends: list, values: list | None = None) -> dict:
         p: dict = {"patient_id": subject, "diagnoses": [], "prescriptions": [], "procedures": [],
                    "hospitalizations": []}
         admissions: list = []
         kept = self.kept
-        for date, code, stop in zip(dates, codes, ends):
+        edges = self.value_edges
+        for i, (date, code, stop) in enumerate(zip(dates, codes, ends)):
             m = self._parse(code)
             kind = m.kind
             if kind in EVENT_KINDS:
                 p[kind].append({"code": m.value, "date": date, "system": m.system})
             elif kind == "other":   # the JSON schema has three event lists; the system names the token type
-                p["diagnoses"].append({"code": m.value, "date": date, "system": m.system})
+                text = m.value
+                if values is not None and code in edges and values[i] is not None and math.isfinite(values[i]):
+                    text = f"{text}{BIN_SEPARATOR}{bin_of(values[i], edges[code])}"
+                p["diagnoses"].append({"code": text, "date": date, "system": m.system})
             elif kind == "birth":
                 p["birth_date"] = date
             elif kind == "sex":
