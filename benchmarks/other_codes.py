@@ -1,11 +1,12 @@
 """Vocabulary size and tokens with --other-codes drop vs keep on a MIMIC-like MEDS fixture (many labs).
 
-    python benchmarks/other_codes.py [--subjects 2000] [--out /tmp/other_codes]
+    python benchmarks/other_codes.py [--subjects 2000] [--labs-per-stay 20,60] [--out /tmp/other_codes]
 
 Per subject: 3-8 hospital stays; per stay 2-6 ICD-10 diagnoses, 1-4 ATC drugs, 0-2 ICD-10-PCS procedures,
 20-60 lab rows (LAB//<itemid>//<unit>, 300 lab codes, Zipf-like frequencies) and 5-20 medication
 administrations (MEDICATION//<name>//Administered, 200 names): roughly MIMIC-IV-MEDS's mix, where labs and
-charted events outnumber diagnoses many times over. Prints one JSON line per mode.
+charted events outnumber diagnoses many times over; lab rows carry a lognormal numeric_value. Prints one
+JSON line per mode: drop, keep, keep with --value-bins 5.
 """
 
 import argparse
@@ -33,12 +34,13 @@ def write_fixture(root: Path, n: int, seed: int = 0, labs_per_stay: tuple = (20,
     lab_p = 1.0 / np.arange(1, 301) ** 1.1
     lab_p /= lab_p.sum()
     meds = [f"MEDICATION//Drug{i}//Administered" for i in range(200)]
-    sid, times, codes = [], [], []
+    sid, times, codes, values = [], [], [], []
     for s in range(n):
         day = dt.datetime(2015, 1, 1) + dt.timedelta(days=int(rng.integers(0, 1500)))
         sid += [s, s]
         times += [dt.datetime(1950, 1, 1) + dt.timedelta(days=int(rng.integers(0, 15000))), None]
         codes += ["MEDS_BIRTH", "GENDER//" + "FM"[s % 2]]
+        values += [None, None]
         for _ in range(int(rng.integers(3, 9))):
             day += dt.timedelta(days=int(rng.integers(20, 200)))
             ev = (["DIAGNOSIS//ICD//10//" + c for c in rng.choice(icd, rng.integers(2, 7))]
@@ -49,9 +51,11 @@ def write_fixture(root: Path, n: int, seed: int = 0, labs_per_stay: tuple = (20,
             sid += [s] * len(ev)
             times += [day] * len(ev)
             codes += ev
+            values += [float(rng.lognormal(3, 1)) if c.startswith("LAB//") else None for c in ev]
     (root / "data").mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table({"subject_id": pa.array(sid, pa.int64()), "time": pa.array(times, pa.timestamp("us")),
-                             "code": pa.array(codes, pa.string())}), root / "data" / "0.parquet")
+                             "code": pa.array(codes, pa.string()), "numeric_value": pa.array(values, pa.float32())}),
+                   root / "data" / "0.parquet")
     return len(codes)
 
 
@@ -63,14 +67,16 @@ def main() -> None:
     a = ap.parse_args()
     out = Path(a.out)
     rows = write_fixture(out / "meds", a.subjects, labs_per_stay=tuple(int(x) for x in a.labs_per_stay.split(",")))
-    for mode in ("drop", "keep"):
+    for mode, bins in (("drop", 0), ("keep", 0), ("keep", 5)):
         t = time.perf_counter()
-        man = convert_patients(out / "meds", out / mode / "d.pt", progress=False, other_codes=mode, split_source="hash")
+        name = f"{mode}{bins or ''}"
+        man = convert_patients(out / "meds", out / name / "d.pt", progress=False, other_codes=mode, split_source="hash",
+                               value_bins=bins)
         secs = time.perf_counter() - t
-        ds = PatientDataset.load(out / mode / "d_train.pt")
+        ds = PatientDataset.load(out / name / "d_train.pt")
         types = ds.data["token_type_ids"]
         n_tok = int(types.numel())
-        print(json.dumps({"mode": mode, "meds_rows": rows, "patients": sum(v["patients"] for v in man["splits"].values()),
+        print(json.dumps({"mode": mode, "value_bins": bins, "meds_rows": rows, "patients": sum(v["patients"] for v in man["splits"].values()),
                           "vocab_size": man["vocab_size"], "train_tokens": n_tok,
                           "train_tokens_per_patient": round(n_tok / len(ds), 1),
                           "train_median_length": man["splits"]["train"]["length_percentiles"]["p50"],

@@ -246,7 +246,7 @@ def write_valued_meds(root, val_test_value: float):
                    root / "metadata" / "subject_splits.parquet")
 
 
-def test_value_bins_learn_edges_on_the_train_split_only(tmp_path):
+def test_value_bins_learn_edges_on_the_train_split_only(tmp_path, monkeypatch):
     from exmed_bert.convert.meds import MedsReader
     from exmed_bert.convert.value_bins import learn_edges
 
@@ -282,6 +282,13 @@ def test_value_bins_learn_edges_on_the_train_split_only(tmp_path):
         ds = PatientDataset.load(paths[split])
         toks = [vocab.token(int(t)) for t in ds.data["input_ids"]]
         assert "[UNK]" not in toks and any(t.startswith("other:LAB//1//mg/dL|q") for t in toks)
+    # streamed in batches of 3 rows (subjects cut by batch boundaries): the same files
+    monkeypatch.setattr(MedsReader, "batch_rows", 3)
+    out = tmp_path / "small" / "d.pt"
+    assert convert_main(["--input", str(tmp_path / "high" / "meds"), "--output", str(out), "--other-codes", "keep",
+                         "--value-bins", "4"]) == 0
+    assert {k: v for k, v in sha(out.parent).items() if k.endswith((".pt", "vocab.json"))} == \
+        {k: v for k, v in sha(runs["high"]).items() if k.endswith((".pt", "vocab.json"))}
     reader = MedsReader(tmp_path / "high" / "meds", other_codes="keep")
     edges = learn_edges(reader, lambda pid: int(pid) < 10, 4)
     np.testing.assert_allclose(edges["LAB//1//mg/dL"], np.quantile(np.arange(1, 51), [0.25, 0.5, 0.75]))
