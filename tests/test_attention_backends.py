@@ -27,8 +27,8 @@ from exmed_bert.errors import UserError
 from exmed_bert.model.modeling import ExMedBertConfig, ExMedBertForPreTraining
 from exmed_bert.training.args import PretrainArgs, TrainingCommonArgs, check_attention
 from exmed_bert.training.runtime import build_training_arguments, fast_path_kwargs
+from test_model import V, make_items  # the same dataset-like items as the model tests
 
-V = 100
 DEVICE = os.environ.get("EXMED_TEST_DEVICE", "cpu")
 IMPLS = ["sdpa", "flex_attention"]
 LOSS_TOL = {"fp32": 1e-5 if DEVICE == "cpu" else 1e-3, "bf16": 2e-2}
@@ -42,21 +42,6 @@ needs_cuda = pytest.mark.skipif(DEVICE != "cuda", reason=(
 def device_available():
     if DEVICE == "cuda" and not torch.cuda.is_available():
         pytest.skip("EXMED_TEST_DEVICE=cuda but torch sees no CUDA GPU")
-
-
-def make_items(n: int = 8, seed: int = 0) -> list[dict]:
-    """Dataset-like items: [CLS] then codes with visit positions and ages, 3-20 tokens each."""
-    g = torch.Generator().manual_seed(seed)
-    items = []
-    for i in range(n):
-        t = int(torch.randint(3, 21, (1,), generator=g))
-        ids = torch.randint(5, V, (t,), generator=g, dtype=torch.int32)
-        ids[0] = 2
-        visits = torch.cat([torch.zeros(1), torch.sort(torch.randint(1, 8, (t - 1,), generator=g)).values])
-        items.append(dict(input_ids=ids, token_type_ids=torch.randint(1, 4, (t,), generator=g, dtype=torch.int8),
-                          position_ids=visits.to(torch.int16), age_ids=(40 + visits).to(torch.int16),
-                          sex=int(i % 3), plos_los=int(i * 3 % 11), index=i))
-    return items
 
 
 def batch_of(items, pack_length: int | None = None) -> dict:
@@ -85,7 +70,7 @@ def autocast(dtype: str):
 
 @pytest.fixture(scope="module")
 def batches() -> dict:
-    items = make_items()
+    items = make_items(8)
     padded, packed = batch_of(items), batch_of(items, pack_length=48)
     assert packed["input_ids"].shape[0] < padded["input_ids"].shape[0]  # several patients share a row
     assert int((packed["seq_ids"] == -1).sum()) > 0  # and rows end in padding, which must stay harmless

@@ -27,8 +27,9 @@ from exmed_bert.convert.intake import Intake
 from exmed_bert.convert.labels import TaskTable, read_task_csv
 from exmed_bert.convert.meds import MedsReader
 from exmed_bert.convert.records import block_records, detect_format, iter_jsonl_blocks, iter_patients
+from exmed_bert.convert.report import all_rejected_message, code_report, summary_line
 from exmed_bert.convert.spill import Spill, spill_folder
-from exmed_bert.convert.validate import OTHER_CODES, STAY_CAP_DAYS, RecordParser
+from exmed_bert.convert.validate import OTHER_CODES, RecordParser
 from exmed_bert.convert.value_bins import BIN_SEPARATOR, SAMPLE_PER_CODE, learn_edges
 from exmed_bert.codes import OTHER_SYSTEM
 from exmed_bert.data.splits import SPLITS, read_split_record, split_index
@@ -232,42 +233,6 @@ def _convert(input, paths, task_paths, table: TaskTable | None, spills, *, split
     return manifest
 
 
-def code_report(meds, parser: RecordParser) -> dict:
-    """What the manifest says about the codes read: stays left out as implausible (any input), and for
-    MEDS the rows kept and ignored per code family (the 50 largest of each) and dataset.json."""
-    out: dict = {"implausible_stays": {"cap_days": STAY_CAP_DAYS, "left_out": parser.implausible_stays}}
-    # --other-codes: the mode, and events/rows left out per code family (JSON: events of an unknown system
-    # with drop, or too long; MEDS: every row the reader did not use, plus those)
-    ignored = Counter(parser.ignored)
-    if meds is not None:
-        ignored.update(meds.ignored)
-    out["other_codes"] = "keep" if parser.keep_other else "drop"
-    out["ignored_codes"] = dict(ignored.most_common(50))
-    if meds is not None:
-        out["meds_kept_codes"] = dict(meds.kept.most_common(50))
-        out["meds_ignored_codes"] = dict(meds.ignored.most_common(50))
-        if meds.dataset_info is not None:
-            out["meds_dataset"] = meds.dataset_info
-    return out
-
-
-def _families(counts: dict, top: int = 4) -> str:
-    """'LAB 5000, SNOMED 120, ... (+3 more)' from {family: rows}, largest first (ties by name)."""
-    items = sorted(counts.items(), key=lambda x: (-x[1], x[0]))
-    text = ", ".join(f"{k} {v}" for k, v in items[:top])
-    return text + (f" (+{len(items) - top} more)" if len(items) > top else "")
-
-
-def all_rejected_message(input, run: Intake, meds, paths: dict) -> str:
-    msg = (f"{input}: all {run.n_records} records were rejected (first reasons: {', '.join(run.reasons)})")
-    if meds is not None and meds.ignored:
-        msg += (f"; the largest ignored code families were {_families(dict(meds.ignored), 3)}, which the "
-                "converter does not read (it reads diagnoses, drugs and procedures of the code systems in "
-                "docs/DATASET.md, 'MEDS code forms'; --other-codes keep reads the others as tokens)")
-    return msg + (f"; see {paths['rejected']} and {paths['manifest']}, or --on-error fail for the first bad "
-                  "record")
-
-
 def _prefetched(blocks):
     """(block, pyarrow table or None) pairs; the next block is parsed in a thread (pyarrow releases the
     GIL) while the caller works on the current one."""
@@ -389,31 +354,3 @@ def run(args: ConvertArgs) -> dict:
                    name=f"{out.stem}_run_config.json")
     print(summary_line(manifest, output_paths(args.output)))
     return manifest
-
-
-def summary_line(manifest: dict, paths: dict) -> str:
-    splits = ", ".join(f"{k} {v['patients']}" for k, v in manifest["splits"].items())
-    unk = sum(v["unk_tokens"] for k, v in manifest["splits"].items() if k != "train")
-    line = (f"converted {manifest['records'] - manifest['rejected']} of {manifest['records']} patients ({splits}); "
-            f"vocabulary {manifest['vocab_size']} tokens; [UNK] in val/test {unk}; ")
-    if manifest.get("meds_kept_codes") is not None:
-        line += (f"MEDS rows kept {_families(manifest['meds_kept_codes']) or 'none'}, "
-                 f"ignored {_families(manifest.get('meds_ignored_codes', {})) or 'none'}; ")
-    stays = manifest.get("implausible_stays") or {}
-    if stays.get("left_out"):
-        line += f"{stays['left_out']} hospital stays over {stays['cap_days']} days left out; "
-    if manifest.get("split_source") == "meds":
-        line += (f"splits from MEDS subject_splits.parquet ({manifest.get('patients_outside_the_meds_splits', 0)} "
-                 "patients outside train/tuning/held_out left out); ")
-    if manifest["rejected"]:
-        reasons = ", ".join(f"{k} {v}" for k, v in sorted(manifest["reject_reasons"].items(), key=lambda x: -x[1]))
-        line += f"rejected {manifest['rejected']} ({reasons}; see {paths['rejected']})"
-    else:
-        line += "rejected 0"
-    if "task" in manifest:
-        t = manifest["task"]
-        task_splits = ", ".join(f"{k} {v['patients']}" for k, v in t["splits"].items())
-        line += (f"; task: {task_splits}"
-                 f" ({t['unlabelled_patients']} unlabelled, {t['no_events_before_prediction_date']} without events "
-                 f"before the prediction date, {t['labels_without_patient']} labels without a patient)")
-    return line + f"; written to {paths['vocab'].parent}"
