@@ -180,8 +180,8 @@ def test_fast_path_matches_per_record_path_on_mixed_file(tmp_path, monkeypatch):
                                        + "".join(f"P{i},{i % 2},{'2016-01-01' if i % 3 else ''}\n" for i in range(0, 120, 2)))
     flagged = []  # records flagged inside columnar blocks
     block = intake.Intake.block
-    monkeypatch.setattr(intake.Intake, "block", lambda self, fb, data: (
-        flagged.extend(json.loads(data.split(b"\n")[i]) for i in fb.slow.nonzero()[0]), block(self, fb, data))[1])
+    monkeypatch.setattr(intake.Intake, "block", lambda self, fb, record_of: (
+        flagged.extend(record_of(i) for i in fb.slow.nonzero()[0]), block(self, fb, record_of))[1])
     mans = {}
     for fast in (False, True):
         out = tmp_path / str(fast) / "ds.pt"

@@ -26,7 +26,7 @@ from exmed_bert.convert.fastpath import fast_block, read_table
 from exmed_bert.convert.intake import Intake
 from exmed_bert.convert.labels import TaskTable, read_task_csv
 from exmed_bert.convert.meds import MedsReader
-from exmed_bert.convert.records import block_records, detect_format, iter_jsonl_blocks, iter_patients
+from exmed_bert.convert.records import _fast_loads, block_records, detect_format, iter_jsonl_blocks, iter_patients
 from exmed_bert.convert.report import all_rejected_message, code_report, summary_line
 from exmed_bert.convert.spill import Spill, spill_folder
 from exmed_bert.convert.validate import OTHER_CODES, RecordParser
@@ -256,23 +256,55 @@ def _feed(run: Intake, input, bar, fast: bool, reader=None):
     if reader is None and fast and path.is_file() and detect_format(path) == "jsonl":
         n = 0
         for block, table in _prefetched(iter_jsonl_blocks(path)):
-            fb = fast_block(table, run.parser)
             before = run.n_records
-            if fb is None:
-                for obj in block_records(path, block):
-                    run.record(obj)
-            else:
-                run.block(fb, block.data)
+            feed_jsonl_block(run, path, block, table)
             n += run.n_records - before
             bar.update(run.n_records - before)
         if n == 0:
             raise UserError(f"{path}: no patients in the file")
         return None
-    records, meds = (iter(reader), reader) if reader is not None else open_records(input)
+    if reader is not None:
+        for file in reader.files:
+            before = run.n_records
+            feed_meds_file(run, reader, file, fast)
+            bar.update(run.n_records - before)
+        return reader
+    records, meds = open_records(input)
     for obj in records:
         run.record(obj)
         bar.update()
     return meds
+
+
+def feed_jsonl_block(run: Intake, path: Path, block, table) -> None:
+    """One block of JSONL lines through `run`: by columns when pyarrow parsed it (`table`), else by record."""
+    fb = fast_block(table, run.parser)
+    if fb is None:
+        for obj in block_records(path, block):
+            run.record(obj)
+        return
+    lines: list = []
+    loads = _fast_loads()[0]
+
+    def record_of(i: int):
+        if not lines:
+            lines.extend(block.data.split(b"\n"))
+        return loads(lines[i])
+
+    run.block(fb, record_of)
+
+
+def feed_meds_file(run: Intake, reader: MedsReader, file: Path, fast: bool = True) -> None:
+    """One MEDS shard through `run`: columnar blocks (fast), or one patient dict at a time."""
+    if not fast:
+        for obj in reader._read_file(file, reader._patients):
+            run.record(obj)
+        return
+    for item in reader.blocks(run.parser, [file]):
+        if isinstance(item, dict):
+            run.record(item)
+        else:
+            run.block(item, item.record)
 
 
 def build_task_datasets(input: str | os.PathLike, task: str | os.PathLike | TaskTable,

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from exmed_bert.data.dataset import UNKNOWN_BIRTH
-from exmed_bert.data.vocab import CLS_ID, SEP_ID
+from exmed_bert.data.layout import CLS_ID, SEP_ID, UNKNOWN_BIRTH
 
 MAX_AGE = 120
 

@@ -11,9 +11,8 @@ import numpy as np
 from exmed_bert.convert.columns import NO_CUT, concat, cut_stays, rows_batch
 from exmed_bert.convert.encode import encode_chunk
 from exmed_bert.convert.validate import RecordParser
-from exmed_bert.data.dataset import TOKEN_KEYS, PatientDataset, build_dataset_dict
+from exmed_bert.data.layout import FIRST_CODE_ID, TOKEN_KEYS, UNK_ID
 from exmed_bert.data.splits import SPLITS
-from exmed_bert.data.vocab import FIRST_CODE_ID, UNK_ID
 
 CHUNK = 8192  # patients encoded together
 _KEYS = ("input_ids", "token_type_ids", "position_ids", "age_ids", "days", "lengths", "sex", "birth_days",
@@ -55,10 +54,15 @@ class Family:
             self.rows = []
 
     def _token_tables(self) -> tuple[np.ndarray, np.ndarray]:
+        """Token types and each token's rank in code order, per provisional id. The rank orders by the
+        code's sort key, then by the token's text: a pure function of the codes, never of the order
+        they were first seen in, so a conversion split across workers orders every visit the same."""
         n_old, n = len(self._tt), len(self.parser.tokens)
         if n > n_old:  # grow with only the tokens first seen since the last chunk
             self._tt = np.concatenate([self._tt, np.asarray(self.parser.token_types[n_old:], dtype=np.int8)])
-            self._sk = np.concatenate([self._sk, np.asarray(self.parser.sort_keys[n_old:], dtype=np.int64)])
+            keys, tokens = self.parser.sort_keys, self.parser.tokens
+            self._sk = np.empty(n, dtype=np.int64)
+            self._sk[sorted(range(n), key=lambda i: (keys[i], tokens[i]))] = np.arange(n)
         return self._tt, self._sk
 
     def flush(self) -> None:
@@ -114,6 +118,9 @@ class Family:
 
     def write(self, split: int, path: Path, lut: np.ndarray, vocab_fingerprint: str, stage=lambda p: p) -> dict:
         """Concatenate one split, remap to vocabulary ids, save (to `stage(path)`); returns its manifest entry."""
+        # torch (~200 MB) is loaded only by the process that writes; conversion workers never do
+        from exmed_bert.data.dataset import PatientDataset, build_dataset_dict
+
         parts, self.parts[split] = self.parts[split], {}
         patient_ids = parts.pop("patient_ids")
         cat = {}

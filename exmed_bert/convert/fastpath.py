@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from exmed_bert.convert.validate import CATEGORIES, _SEX, STAY_CAP_DAYS, RecordParser
-from exmed_bert.data.dataset import UNKNOWN_BIRTH
+from exmed_bert.data.layout import UNKNOWN_BIRTH
 
 _BAD, _NEW = -1, -2   # per distinct code: invalid, valid but not yet a token
 _MIN_DAY = -719162    # 0001-01-01 in days since 1970 (Python dates start there)

@@ -12,7 +12,6 @@ import numpy as np
 
 from exmed_bert.convert.columns import NO_CUT, select
 from exmed_bert.convert.fastpath import FastBlock
-from exmed_bert.convert.records import _fast_loads
 from exmed_bert.convert.validate import Parsed, RecordParser, Reject
 from exmed_bert.data.splits import split_index
 from exmed_bert.errors import UserError
@@ -81,19 +80,20 @@ class Intake:
                 self.task.add(p, s, lab[0], lab[1])
 
     # -- a columnar block ------------------------------------------------------------------------
-    def block(self, fb: FastBlock, data: bytes) -> None:
-        """Records of a FastBlock in order: fast ones by arrays, flagged ones through `check`. New tokens
-        are created in the order the per-record path would create them (their ids break code ties)."""
+    def block(self, fb: FastBlock, record_of) -> None:
+        """Records of a FastBlock (or MedsBlock) in order: fast ones by arrays, flagged ones through `check`
+        (`record_of(i)` gives record i as the per-record path reads it). New tokens are created in the
+        order the per-record path would create them."""
         n, parser, seen, pids = fb.n, self.parser, self.seen, fb.pids
         pending, k = fb.new_tokens(), 0
-        lines = None
         fast = np.zeros(n, dtype=bool)
         split = np.zeros(n, dtype=np.int8)
         labelled = np.zeros(n, dtype=bool)
         label = np.zeros(n, dtype=np.int64)
         cut = np.full(n, NO_CUT, dtype=np.int32)
         slow_rows: list[tuple[int, Parsed]] = []
-        labels, seed, ratio = self.labels, self.seed, self.train_ratio
+        labels, seed, ratio, split_of = self.labels, self.seed, self.train_ratio, self.split_of
+        left_out = np.zeros(n, dtype=bool)
         flagged = fb.slow.tolist()
         for i in range(n):
             pid = pids[i]
@@ -101,9 +101,7 @@ class Intake:
                 while k < len(pending) and pending[k][0] < i:
                     parser.token(pending[k][3], pending[k][4])
                     k += 1
-                if lines is None:
-                    lines, loads = data.split(b"\n"), _fast_loads()[0]
-                p = self.check(loads(lines[i]))
+                p = self.check(record_of(i))
                 if p is None:
                     continue
                 slow_rows.append((i, p))
@@ -112,7 +110,14 @@ class Intake:
                 self.n_records += 1
                 seen.add(pid)
                 fast[i] = True
-            split[i] = split_index(pid, seed, ratio)
+            if split_of is None:
+                split[i] = split_index(pid, seed, ratio)
+            else:
+                split[i] = split_of(pid)
+                if split[i] < 0:   # outside the MEDS splits: counted, left out of every split
+                    self.n_unsplit += 1
+                    left_out[i] = True
+                    continue
             if labels is not None:
                 lab = labels.get(pid)
                 if lab is None:
@@ -126,6 +131,7 @@ class Intake:
         batch = self._batch(fb, fast, slow_rows, split, label, cut)
         keep = fast.copy()
         keep[[i for i, _ in slow_rows]] = True
+        keep &= ~left_out
         batch = select(batch, keep)
         if self.pre is not None and batch["n"]:
             self.pre.add_batch(batch)

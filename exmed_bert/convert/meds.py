@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from exmed_bert.convert.meds_block import MedsBlock
 from exmed_bert.convert.meds_codes import EVENT_KINDS, MedsCode, ignored, other_code, parse_meds_code
 from exmed_bert.convert.value_bins import BIN_SEPARATOR, VALUE_COLUMN, bin_of
 from exmed_bert.errors import UserError
@@ -127,8 +128,25 @@ class MedsReader:
     batch_rows = 1 << 16   # rows per streamed batch (see _read_file); tests set it small
 
     def __iter__(self) -> Iterator[dict]:
+        """Every patient as a dict of the JSON schema (the per-record path)."""
         for path in self.files:
-            yield from self._read_file(path)
+            yield from self._read_file(path, self._patients)
+
+    def blocks(self, parser, files: list[Path] | None = None) -> Iterator:
+        """The patients of `files` (default: all) as columnar `MedsBlock`s, one per streamed piece; their
+        tokens are created in `parser`. A piece whose subject ids are not plain integers or text (or are
+        null) comes as patient dicts instead, for the per-record path."""
+        def emit(table: pa.Table, subjects: list, has_end: bool) -> Iterator:
+            t = table.schema.field("subject_id").type
+            plain = pa.types.is_integer(t) or pa.types.is_string(t) or pa.types.is_large_string(t)
+            if not plain or any(s is None for s in subjects):
+                yield from self._patients(table, subjects, has_end)
+                return
+            table = table.sort_by([("subject_id", "ascending"), ("time", "ascending")])
+            yield MedsBlock(self, table, subjects, has_end, parser)
+
+        for path in (self.files if files is None else files):
+            yield from self._read_file(path, emit)
 
     def _parse(self, code: str | None) -> MedsCode:
         """parse_meds_code, once per distinct code string."""
@@ -140,7 +158,7 @@ class MedsReader:
             self._parsed[code] = m
         return m
 
-    def _read_file(self, path: Path) -> Iterator[dict]:
+    def _read_file(self, path: Path, emit) -> Iterator:
         """One shard's patients in subject_id order. A shard sorted by subject_id (MEDS writes them so)
         is streamed in batches of `batch_rows` rows, so memory does not grow with the shard; an unsorted
         one is read whole and sorted, with a note. Either way the patients are the same."""
@@ -164,7 +182,7 @@ class MedsReader:
         if not is_sorted:
             print(f"note: {path} is not sorted by subject_id (MEDS shards are); reading it whole to sort it, "
                   "so memory grows with this file", file=sys.stderr)
-            yield from self._read_whole(path, columns, value_set, has_end)
+            yield from self._read_whole(path, columns, value_set, has_end, emit)
             return
         carry, carry_subject = None, None   # used rows of a batch's last subject, which may go on
         for batch in file.iter_batches(batch_size=self.batch_rows, columns=columns):
@@ -180,9 +198,10 @@ class MedsReader:
             last = subjects[-1]
             n_last = pc.sum(pc.equal(rows["subject_id"], last)).as_py() or 0
             carry, carry_subject = rows.slice(rows.num_rows - n_last), last
-            yield from self._patients(rows.slice(0, rows.num_rows - n_last), subjects[:-1], has_end)
+            if len(subjects) > 1:
+                yield from emit(rows.slice(0, rows.num_rows - n_last), subjects[:-1], has_end)
         if carry is not None:
-            yield from self._patients(carry, [carry_subject], has_end)
+            yield from emit(carry, [carry_subject], has_end)
 
     def _scan(self, file: pq.ParquetFile) -> tuple[bool, list]:
         """One pass over subject_id and code, in batches: whether subject ids never decrease (and none
@@ -215,14 +234,13 @@ class MedsReader:
                 used.append(code)
         return used
 
-    def _read_whole(self, path: Path, columns: list, value_set: pa.Array, has_end: bool) -> Iterator[dict]:
+    def _read_whole(self, path: Path, columns: list, value_set: pa.Array, has_end: bool, emit) -> Iterator:
         """An unsorted shard: read whole, then sorted by subject_id and time."""
         table = _with_string_codes(pq.read_table(path, columns=columns))
         # A subject left without rows still becomes a patient (rejected as having no events), so the
         # rejects file counts every subject of the input.
         every_subject = pc.unique(table["subject_id"]).sort().to_pylist()
-        yield from self._patients(table.filter(pc.is_in(table["code"], value_set=value_set)), every_subject,
-                                  has_end)
+        yield from emit(table.filter(pc.is_in(table["code"], value_set=value_set)), every_subject, has_end)
 
     def _patients(self, table: pa.Table, subjects: list, has_end: bool) -> Iterator[dict]:
         """Patients of `subjects` (ascending) from `table`, their used rows (and none of anyone else's),
@@ -243,6 +261,12 @@ class MedsReader:
             yield self._patient(subject, dates[start:end], codes[start:end], ends[start:end],
                                 values[start:end] if values is not None else None)
             start = end
+
+    def _patient_rows(self, subject, table: pa.Table, has_end: bool) -> dict:
+        """One subject's patient dict from its used rows (sorted by time)."""
+        return self._patient(subject, iso_dates(table["time"]).to_pylist(), table["code"].to_pylist(),
+                             iso_dates(table[END_COLUMN]).to_pylist() if has_end else [None] * table.num_rows,
+                             table[VALUE_COLUMN].to_pylist() if VALUE_COLUMN in table.column_names else None)
 
     def _patient(self, subject, dates: list, codes: list, ends: list, values: list | None = None) -> dict:
         p: dict = {"patient_id": subject, "diagnoses": [], "prescriptions": [], "procedures": [],

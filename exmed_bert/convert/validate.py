@@ -12,8 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from exmed_bert.codes import OTHER, OTHER_SYSTEM, CodeError, normalize, token_type
-from exmed_bert.data.dataset import EPOCH_ORDINAL, UNKNOWN_BIRTH, day_to_iso
-from exmed_bert.data.vocab import FIRST_CODE_ID, SPECIAL_TOKENS, SYSTEM_TYPES
+from exmed_bert.data.layout import EPOCH_ORDINAL, FIRST_CODE_ID, SPECIAL_TOKENS, SYSTEM_TYPES, UNKNOWN_BIRTH, day_to_iso
 
 MAX_CODE_LENGTH = 32
 # A hospital stay longer than this is implausible (Synthea writes 24,206-day stays): it is left out of the

@@ -6,32 +6,23 @@ arrays stay on disk until touched. `ds[i]` slices views, never copies whole tens
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from exmed_bert.data.layout import (  # noqa: F401 - re-exported: the dataset's names live here too
+    EPOCH_ORDINAL, PATIENT_KEYS, SEQ_KEYS, TOKEN_KEYS, UNKNOWN_BIRTH, day_to_iso)
 from exmed_bert.errors import UserError
 from exmed_bert.io import save_torch
 
 FORMAT = "exmed-bert-dataset"
 VERSION = 1
-TOKEN_KEYS = ("input_ids", "token_type_ids", "position_ids", "age_ids", "days")
-SEQ_KEYS = TOKEN_KEYS[:4]  # the per-token model inputs an item carries (`days` stays in the file)
-PATIENT_KEYS = ("sex", "birth_days")
-UNKNOWN_BIRTH = -(2 ** 31)  # birth_days of a patient without a birth date
-EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()  # days and birth_days count days since 1970-01-01
 REQUIRED = (*TOKEN_KEYS, "offsets", *PATIENT_KEYS, "los_offsets", "los_days", "patient_ids")
 # `los_start_days` (each stay's admission day) came later without a version bump: a pretraining dataset
 # converted before it loads (stay dates unknown, `stay_starts` is None); a task dataset from then is
 # refused, since its stays were not cut at the prediction date (they leak the outcome).
-
-
-def day_to_iso(day: int) -> str:
-    """A `days` / `birth_days` value as YYYY-MM-DD."""
-    return dt.date.fromordinal(int(day) + EPOCH_ORDINAL).isoformat()
 
 
 class PatientDataset(torch.utils.data.Dataset):

@@ -10,19 +10,14 @@ from typing import Iterable, Sequence
 
 import torch
 
-from exmed_bert.codes import OTHER, OTHER_SYSTEM, SYSTEMS, token_type
+from exmed_bert.codes import OTHER, OTHER_SYSTEM
+from exmed_bert.data.layout import (  # noqa: F401 - re-exported: the vocabulary's names live here too
+    CLS_ID, FIRST_CODE_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_TOKENS, SYSTEM_TYPES, UNK_ID)
 from exmed_bert.errors import UserError
 from exmed_bert.io import write_json
 
-SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-PAD_ID, UNK_ID, CLS_ID, SEP_ID, MASK_ID = range(5)
-FIRST_CODE_ID = len(SPECIAL_TOKENS)
 FORMAT = "exmed-bert-vocab"
 VERSION = 1
-
-# token type of each system (1 diagnosis, 2 drug, 3 procedure), from the one list in exmed_bert.codes;
-# "other:<family>//<code>" tokens (--other-codes keep) are type 4 (OTHER)
-SYSTEM_TYPES = {system: token_type(system) for system in SYSTEMS}
 MIN_TYPE_VOCAB_SIZE = 4   # the model's token-type table never shrinks below the default (old checkpoints load)
 
 
