@@ -26,10 +26,12 @@ from exmed_bert.convert.fastpath import fast_block, read_table
 from exmed_bert.convert.intake import Intake
 from exmed_bert.convert.labels import TaskTable, read_task_csv
 from exmed_bert.convert.meds import MedsReader
-from exmed_bert.convert.records import _fast_loads, block_records, detect_format, iter_jsonl_blocks, iter_patients
+from exmed_bert.convert.feed import feed_jsonl_block, feed_meds_file, meds_split_of
+from exmed_bert.convert.records import detect_format, iter_jsonl_blocks, iter_patients
 from exmed_bert.convert.report import all_rejected_message, code_report, summary_line
 from exmed_bert.convert.spill import Spill, spill_folder
 from exmed_bert.convert.validate import OTHER_CODES, RecordParser
+from exmed_bert.convert.workers import Job, convert_in_workers, pieces, plan_workers
 from exmed_bert.convert.value_bins import BIN_SEPARATOR, SAMPLE_PER_CODE, learn_edges
 from exmed_bert.codes import OTHER_SYSTEM
 from exmed_bert.data.splits import SPLITS, read_split_record, split_index
@@ -55,9 +57,6 @@ def is_meds(input: str | os.PathLike) -> bool:
     return input.is_dir() or input.suffix.lower() == ".parquet"
 
 
-MEDS_SPLITS = {"train": 0, "tuning": 1, "held_out": 2}   # MEDS split name -> our split index
-
-
 def meds_splitter(reader, split_source: str, input) -> tuple:
     """(split_of or None, the source used, MEDS split counts or None) for a conversion of `input`.
 
@@ -72,12 +71,7 @@ def meds_splitter(reader, split_source: str, input) -> tuple:
             raise UserError(f"{input}: --split-source meds needs metadata/subject_splits.parquet in the MEDS "
                             "dataset root; use --split-source hash to assign splits by patient-id hash")
         return None, "hash", None
-    counts = Counter(splits.values())
-
-    def split_of(pid: str) -> int:
-        return MEDS_SPLITS.get(splits.get(str(pid), ""), -1)
-
-    return split_of, "meds", dict(sorted(counts.items()))
+    return meds_split_of(splits), "meds", dict(sorted(Counter(splits.values()).items()))
 
 
 def open_records(input: str | os.PathLike, other_codes: str = "drop"):
@@ -117,12 +111,14 @@ def convert_patients(input: str | os.PathLike, output: str | os.PathLike, *, spl
                      task_data: str | os.PathLike | TaskTable | None = None, on_error: str = "skip",
                      vocab: Vocab | None = None, pretraining: bool = True, args: dict | None = None,
                      progress: bool = True, fast: bool = True, split_source: str = "auto",
-                     other_codes: str = "drop", value_bins: int = 0) -> dict:
+                     other_codes: str = "drop", value_bins: int = 0, workers: int | None = None) -> dict:
     """Convert and write everything; returns the manifest. See docs/DATASET.md for the file layout.
 
     fast=False sends every JSONL record through the per-record path (the reference; same outputs).
     other_codes: "drop" (count codes of no known system per family) or "keep" (tokens "other:...", type 4).
     value_bins: N > 1 bins a MEDS other code's numeric_value into N train-split quantile bins (needs keep).
+    workers: processes converting MEDS shards or JSONL blocks (exmed_bert.convert.workers); None = every CPU
+    for inputs of 16 MB or more, else 1 (this process). The output is the same for any number.
 
     pretraining=False with a fixed `vocab` builds only the task datasets (build_task_datasets).
     `task_data` is a task CSV (any bad row stops the conversion) or the accepted rows of one (`TaskTable`).
@@ -153,7 +149,7 @@ def convert_patients(input: str | os.PathLike, output: str | os.PathLike, *, spl
                             train_ratio=train_ratio, seed=seed, min_code_count=min_code_count,
                             on_error=on_error, vocab=vocab, pretraining=pretraining, args=args, progress=progress,
                             fast=fast, split_source=split_source, other_codes=other_codes,
-                            value_bins=value_bins)
+                            value_bins=value_bins, workers=workers)
         finally:
             for s in spills:
                 s.close()
@@ -161,7 +157,7 @@ def convert_patients(input: str | os.PathLike, output: str | os.PathLike, *, spl
 
 def _convert(input, paths, task_paths, table: TaskTable | None, spills, *, split, max_length, train_ratio, seed,
              min_code_count, on_error, vocab, pretraining, args, progress, fast, split_source, other_codes,
-             value_bins) -> dict:
+             value_bins, workers) -> dict:
     reader = MedsReader(input, other_codes=other_codes) if is_meds(input) else None
     split_of, used_source, meds_split_counts = meds_splitter(reader, split_source, input)
     if value_bins:   # first pass: quantile edges from train subjects only (exmed_bert.convert.value_bins)
@@ -179,7 +175,20 @@ def _convert(input, paths, task_paths, table: TaskTable | None, spills, *, split
             tqdm(desc="converting", unit=" patients", disable=None if progress else True, file=sys.stderr) as bar:
         run = Intake(parser, pre, task, labels, seed=seed, train_ratio=train_ratio, on_error=on_error,
                      input=input, rejects=rej, split_of=split_of)
-        meds = _feed(run, input, bar, fast, reader)
+        jsonl = reader is None and fast and Path(input).is_file() and detect_format(Path(input)) == "jsonl"
+        n_workers = plan_workers(workers, input, reader, jsonl) if fast else 1
+        if n_workers > 1:
+            job = Job(input=str(input), other_codes=other_codes, max_length=max_length, seed=seed,
+                      train_ratio=train_ratio, pretraining=pretraining, labels=labels,
+                      splits=reader.subject_splits if used_source == "meds" else None,
+                      value_edges=reader.value_edges if reader is not None else {},
+                      batch_rows=MedsReader.batch_rows)
+            convert_in_workers(run, job, pieces(input, reader), n_workers, reader, bar)
+            if run.n_records == 0 and jsonl:
+                raise UserError(f"{input}: no patients in the file")
+            meds = reader
+        else:
+            meds = _feed(run, input, bar, fast, reader)
         if run.n_records == 0:
             raise UserError(f"{input}: no patients in the input")
     if not run.seen:  # the rejects file is written (the block above closed cleanly); so is the manifest
@@ -276,37 +285,6 @@ def _feed(run: Intake, input, bar, fast: bool, reader=None):
     return meds
 
 
-def feed_jsonl_block(run: Intake, path: Path, block, table) -> None:
-    """One block of JSONL lines through `run`: by columns when pyarrow parsed it (`table`), else by record."""
-    fb = fast_block(table, run.parser)
-    if fb is None:
-        for obj in block_records(path, block):
-            run.record(obj)
-        return
-    lines: list = []
-    loads = _fast_loads()[0]
-
-    def record_of(i: int):
-        if not lines:
-            lines.extend(block.data.split(b"\n"))
-        return loads(lines[i])
-
-    run.block(fb, record_of)
-
-
-def feed_meds_file(run: Intake, reader: MedsReader, file: Path, fast: bool = True) -> None:
-    """One MEDS shard through `run`: columnar blocks (fast), or one patient dict at a time."""
-    if not fast:
-        for obj in reader._read_file(file, reader._patients):
-            run.record(obj)
-        return
-    for item in reader.blocks(run.parser, [file]):
-        if isinstance(item, dict):
-            run.record(item)
-        else:
-            run.block(item, item.record)
-
-
 def build_task_datasets(input: str | os.PathLike, task: str | os.PathLike | TaskTable,
                         vocab_path: str | os.PathLike, output: str | os.PathLike, *, max_length: int = 512,
                         train_ratio: float = 0.8, seed: int = 42, on_error: str = "skip", progress: bool = True,
@@ -380,7 +358,7 @@ def run(args: ConvertArgs) -> dict:
                                 train_ratio=args.train_ratio, seed=args.seed, min_code_count=args.min_code_count,
                                 task_data=args.task_data, on_error=args.on_error, args=dataclasses.asdict(args),
                                 split_source=args.split_source, other_codes=args.other_codes,
-                                value_bins=args.value_bins)
+                                value_bins=args.value_bins, workers=args.workers)
     out = Path(args.output)
     write_run_info(out.parent, args, extra={"data_fingerprint": manifest["input_fingerprint"]},
                    name=f"{out.stem}_run_config.json")

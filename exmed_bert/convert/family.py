@@ -116,6 +116,39 @@ class Family:
                 c[: len(self.train_counts)] += self.train_counts
                 self.train_counts = c
 
+    def export(self) -> dict:
+        """Everything this family encoded, per split (a worker's family, with spill=None), for `merge`."""
+        self.flush()
+        parts = [{k: (v if k == "patient_ids" else np.concatenate(v) if v else None) for k, v in p.items()}
+                 for p in self.parts]
+        return {"parts": parts, "train_counts": self.train_counts, "no_events": self.no_events,
+                "stays_cut": self.stays_cut}
+
+    def merge(self, other: dict, lut: np.ndarray) -> None:
+        """Append another family's `export` (a worker's, encoded with its own provisional ids; `lut` maps
+        them to this parser's) after everything added so far."""
+        self.flush()
+        for s, (mine, theirs) in enumerate(zip(self.parts, other["parts"])):
+            for k, v in theirs.items():
+                if k == "patient_ids":
+                    mine[k].extend(v)
+                    continue
+                if v is None:
+                    continue
+                if k == "input_ids":
+                    v = lut[v]
+                if self.spill is not None and k in TOKEN_KEYS:
+                    self.spill.append(s, k, v)
+                else:
+                    mine[k].append(v)
+        theirs = other["train_counts"]
+        if len(theirs):
+            c = np.bincount(lut[:len(theirs)], weights=theirs, minlength=len(self.parser.tokens)).astype(np.int64)
+            c[:len(self.train_counts)] += self.train_counts
+            self.train_counts = c
+        self.no_events += other["no_events"]
+        self.stays_cut += other["stays_cut"]
+
     def write(self, split: int, path: Path, lut: np.ndarray, vocab_fingerprint: str, stage=lambda p: p) -> dict:
         """Concatenate one split, remap to vocabulary ids, save (to `stage(path)`); returns its manifest entry."""
         # torch (~200 MB) is loaded only by the process that writes; conversion workers never do

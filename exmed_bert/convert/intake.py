@@ -24,9 +24,20 @@ def reason_kind(reason: str) -> str:
     return reason.strip()
 
 
+def reject_line(record: int, pid, reason: str) -> str:
+    """One line of the rejects file."""
+    return json.dumps({"record": record, "patient_id": pid, "reason": reason}) + "\n"
+
+
+def fail_message(input, record: int, pid, reason: str) -> str:
+    """The error of --on-error fail at a bad record."""
+    return f"{input}: record {record} (patient_id {pid!r}): {reason}; fix the record or use --on-error skip"
+
+
 class Intake:
     def __init__(self, parser: RecordParser, pre, task, labels: dict | None, *, seed: int, train_ratio: float,
                  on_error: str, input, rejects, split_of=None):
+        """`rejects`: the rejects file (lines are written) or a list (a worker's: tuples are kept)."""
         self.parser, self.pre, self.task, self.labels = parser, pre, task, labels
         self.seed, self.train_ratio, self.on_error, self.input, self.rej = seed, train_ratio, on_error, input, rejects
         # patient_id -> split index, or -1 to leave the patient out of every split (MEDS subject splits);
@@ -34,6 +45,7 @@ class Intake:
         self.split_of = split_of
         self.n_unsplit = 0
         self.seen: set[str] = set()
+        self.empty: set[str] = set()   # ids of records rejected only for having no events (see workers.py)
         self.reasons: Counter = Counter()
         self.n_records = self.n_unlabelled = 0
 
@@ -46,15 +58,18 @@ class Intake:
             if p.patient_id in self.seen:
                 raise Reject(f"duplicate patient_id {p.patient_id!r} (the first record is kept)")
             if not p.days:
+                self.empty.add(p.patient_id)
                 raise Reject("no diagnoses, prescriptions or procedures")
         except Reject as r:
             pid = obj.get("patient_id") if isinstance(obj, dict) else None
             pid = pid if isinstance(pid, (str, int)) else None
             if self.on_error == "fail":
-                raise UserError(f"{self.input}: record {self.n_records} (patient_id {pid!r}): {r}; "
-                                "fix the record or use --on-error skip") from None
+                raise UserError(fail_message(self.input, self.n_records, pid, str(r))) from None
             self.reasons[reason_kind(str(r))] += 1
-            self.rej.write(json.dumps({"record": self.n_records, "patient_id": pid, "reason": str(r)}) + "\n")
+            if isinstance(self.rej, list):   # a worker keeps them; the main process numbers and writes them
+                self.rej.append((self.n_records, pid, str(r)))
+            else:
+                self.rej.write(reject_line(self.n_records, pid, str(r)))
             return None
         self.seen.add(p.patient_id)
         return p

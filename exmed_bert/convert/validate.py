@@ -11,6 +11,8 @@ import datetime as _dt
 from collections import Counter
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from exmed_bert.codes import OTHER, OTHER_SYSTEM, CodeError, normalize, token_type
 from exmed_bert.data.layout import EPOCH_ORDINAL, FIRST_CODE_ID, SPECIAL_TOKENS, SYSTEM_TYPES, UNKNOWN_BIRTH, day_to_iso
 
@@ -133,6 +135,21 @@ class RecordParser:
             self.sort_keys.append(code_sort_key(norm))
         self._by_raw[key] = tid
         return tid
+
+    def adopt(self, tokens: list[str], types: list[int], sort_keys: list[int]) -> np.ndarray:
+        """This table's provisional ids [len(tokens)] int32 for another parser's token table (a worker's),
+        adding the tokens it lacks."""
+        lut = np.arange(len(tokens), dtype=np.int32)   # the special tokens are the same
+        ids = self._ids
+        for i in range(FIRST_CODE_ID, len(tokens)):
+            tid = ids.get(tokens[i])
+            if tid is None:
+                tid = ids[tokens[i]] = len(self.tokens)
+                self.tokens.append(tokens[i])
+                self.token_types.append(types[i])
+                self.sort_keys.append(sort_keys[i])
+            lut[i] = tid
+        return lut
 
     def other_token(self, text: str) -> int:
         """The provisional id of "other:<text>" (type OTHER), created on first use."""

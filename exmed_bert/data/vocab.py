@@ -8,8 +8,6 @@ import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
-import torch
-
 from exmed_bert.codes import OTHER, OTHER_SYSTEM
 from exmed_bert.data.layout import (  # noqa: F401 - re-exported: the vocabulary's names live here too
     CLS_ID, FIRST_CODE_ID, MASK_ID, PAD_ID, SEP_ID, SPECIAL_TOKENS, SYSTEM_TYPES, UNK_ID)
@@ -71,6 +69,8 @@ class Vocab:
 
     def token_types(self):
         """LongTensor [V]: 0 special, 1 diagnosis, 2 drug, 3 procedure, 4 other."""
+        import torch  # ~200 MB: only models need it; a conversion and its workers read vocabularies without it
+
         return torch.tensor([type_of_token(t) for t in self.tokens], dtype=torch.long)
 
     def type_vocab_size(self) -> int:

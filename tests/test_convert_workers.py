@@ -1,0 +1,109 @@
+"""Issue 18 (scale): `--workers N` converts MEDS shards or JSONL blocks in worker processes, and every output
+file is byte-identical to a conversion in one process: rejects and their record numbers, duplicates across
+pieces, task datasets, MEDS subject splits, --on-error fail."""
+
+import json
+import subprocess
+import sys
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import exmed_bert.convert.records as records
+import exmed_bert.convert.workers as workers
+from exmed_bert.convert.conversion import convert_patients
+from exmed_bert.errors import UserError
+from test_data_records import mixed_records
+from test_meds_fastpath import nasty_subjects, outputs, write_fixture
+
+
+def convert_both(input, tmp_path, **kw) -> dict:
+    files = {}
+    for n in (1, 2):
+        out = tmp_path / f"w{n}"
+        convert_patients(input, out / "ds.pt", progress=False, workers=n, **kw)
+        files[n] = outputs(out)
+    return files
+
+
+def assert_same(files):
+    assert files[1].keys() == files[2].keys()
+    for name in files[1]:
+        assert files[2][name] == files[1][name], name
+
+
+def test_meds_shards_in_workers_write_the_one_process_files(tmp_path, monkeypatch):
+    subjects = nasty_subjects() * 4
+    root = write_fixture(tmp_path / "meds", subjects, shards=3)
+    # a subject repeated in a later shard (MEDS forbids it; real exports have it): a duplicate there
+    first = pq.read_table(root / "data" / "0.parquet")
+    dup = first.filter(pa.compute.equal(first["subject_id"], 1000))
+    pq.write_table(pa.concat_tables([dup, pq.read_table(root / "data" / "2.parquet")]).sort_by("subject_id"),
+                   root / "data" / "2.parquet")
+    (root / "metadata").mkdir()
+    pq.write_table(pa.table({"subject_id": pa.array(range(1000, 1000 + len(subjects)), pa.int64()),
+                             "split": [["train", "tuning", "held_out", "other"][i % 4] for i in range(len(subjects))]}),
+                   root / "metadata" / "subject_splits.parquet")
+    task = tmp_path / "task.csv"
+    task.write_text("patient_id,label,prediction_date\n" + "".join(
+        f"{1000 + i},{i % 2},{'2020-03-04' if i % 3 else ''}\n" for i in range(0, len(subjects), 2)))
+    again = []   # pieces the main process converted again (a patient id of an earlier piece)
+    real = workers.feed
+    monkeypatch.setattr(workers, "feed", lambda run, piece, *a: again.append(piece.file) or real(run, piece, *a))
+    files = convert_both(root, tmp_path, task_data=task, other_codes="keep")
+    assert_same(files)
+    assert again == [str(root / "data" / "2.parquet")]
+    man = files[2]["dataset_manifest.json"]
+    assert man["split_source"] == "meds" and man["patients_outside_the_meds_splits"] > 0
+    assert any("duplicate patient_id" in line for line in files[2]["ds_rejected.jsonl"].decode().splitlines())
+
+
+def test_jsonl_blocks_in_workers_write_the_one_process_files(tmp_path, monkeypatch):
+    monkeypatch.setattr(records, "_BLOCK", 2500)    # many blocks (the main process cuts them)
+    monkeypatch.setattr(workers, "_BLOCK", 2500)
+    (tmp_path / "in.jsonl").write_text(mixed_records())
+    task = tmp_path / "task.csv"
+    task.write_text("patient_id,label,prediction_date\n"
+                    + "".join(f"P{i},{i % 2},{'2016-01-01' if i % 3 else ''}\n" for i in range(0, 120, 2)))
+    files = convert_both(tmp_path / "in.jsonl", tmp_path, task_data=task)
+    assert_same(files)
+    rejects = [json.loads(line) for line in files[2]["ds_rejected.jsonl"].decode().splitlines()]
+    assert len(rejects) > 20 and rejects[-1]["record"] > 150   # numbered across the whole file
+
+
+def test_on_error_fail_names_the_same_first_bad_record(tmp_path, monkeypatch):
+    monkeypatch.setattr(records, "_BLOCK", 2500)
+    monkeypatch.setattr(workers, "_BLOCK", 2500)
+    def line(pid, **kw):
+        return json.dumps({"patient_id": pid, "birth_date": "1960-01-01", "sex": "F",
+                           "diagnoses": [{"code": "E11.65", "date": "2020-01-01"}], **kw})
+    good = [line(f"P{i}") for i in range(120)]
+    (tmp_path / "in.jsonl").write_text("\n".join(good[:60] + [line("B1", sex="X")] + good[60:]
+                                                 + [line("B2", birth_date="2021-02-30")]) + "\n")
+    errors = {}
+    for n in (1, 2):
+        with pytest.raises(UserError) as e:
+            convert_patients(tmp_path / "in.jsonl", tmp_path / f"w{n}" / "ds.pt", progress=False, workers=n,
+                             on_error="fail")
+        errors[n] = str(e.value)
+    assert errors[1] == errors[2] and "record 61 (patient_id 'B1'): unknown sex" in errors[1]
+    assert len((tmp_path / "in.jsonl").read_bytes()) > 3 * 2500   # the bad record is not in the first block
+
+
+def test_how_many_workers(tmp_path):
+    root = write_fixture(tmp_path / "meds", nasty_subjects(), shards=2)
+    from exmed_bert.convert.meds import MedsReader
+    reader = MedsReader(root)
+    assert workers.plan_workers(None, root, reader, False) == 1        # small input: this process
+    assert workers.plan_workers(8, root, reader, False) == 2           # never more than pieces
+    assert workers.plan_workers(4, tmp_path / "x.json", None, False) == 1   # a JSON document is one piece
+    with pytest.raises(UserError, match="--workers must be at least 1"):
+        workers.plan_workers(0, root, reader, False)
+
+
+def test_workers_do_not_load_torch():
+    code = ("import sys, exmed_bert.convert.workers, exmed_bert.convert.conversion; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
