@@ -11,10 +11,12 @@ distinct codes per system) unless --input is given, then times scripts/convert_s
 library path in a child process and reports patients/s and peak RSS (ru_maxrss of that process).
 
 --meds writes N patients of the project's generator (scripts/generate_synthetic_patients.py, or
---input's JSONL) as a MEDS root with benchmarks/meds_writer.py (4 shards sorted by subject_id),
-times our conversion of that root (patients/s, MEDS rows/s, peak RSS) and, when `meds_reader_convert`
-(pip install meds_reader) is found, that converter on the same root in the same run (whole process:
-wall time and the peak RSS of its largest process), and prints the ratio.
+--input's JSONL) as a MEDS root with benchmarks/meds_writer.py (4 shards sorted by subject_id), then
+times the whole conversion command (scripts/convert_synthetic_to_dataset.py: Python start, imports and
+writing included) with --workers 1 and --workers N (default: every CPU), and, when `meds_reader_convert`
+(pip install meds_reader) is found, that converter with N threads on the same root, interleaved in the
+same run (--repeats R for medians). Each line gives wall time, patients/s, rows/s and the peak RSS of
+the command's largest process; then the N-vs-1 speed-up and meds_reader's time over ours.
 """
 
 from __future__ import annotations
@@ -82,14 +84,14 @@ def generator_jsonl(work: Path, n: int) -> Path:
     return path
 
 
-def timed(cmd: list[str]) -> dict:
+def timed(cmd: list[str], env: dict | None = None) -> dict:
     """Run `cmd` in a child of a fresh Python process: wall seconds and the peak RSS of its largest
     process (RUSAGE_CHILDREN of that fresh process sees only this command)."""
     probe = ("import json, resource, subprocess, sys, time; t = time.perf_counter(); "
              "rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode; "
              "print(json.dumps({'rc': rc, 'seconds': time.perf_counter() - t, "
              "'peak_rss_mb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))")
-    out = subprocess.run([sys.executable, "-c", probe, *cmd], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", probe, *cmd], capture_output=True, text=True, check=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -108,31 +110,52 @@ def meds_benchmark(a: argparse.Namespace, work: Path) -> int:
               f"{time.perf_counter() - t0:.1f}s -> {root}", file=sys.stderr)
     rows = sum(pq.ParquetFile(f).metadata.num_rows for f in sorted((root / "data").glob("*.parquet")))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, __file__, "--child", str(root), str(work / "bench_meds.pt"), "1"],
-                         capture_output=True, text=True, env=env)
-    if out.returncode:
-        print(out.stderr, file=sys.stderr)
-        return out.returncode
-    r = json.loads(out.stdout.strip().splitlines()[-1])
     where = (f"({platform.processor() or platform.machine()}, {os.cpu_count()} cores, load "
              f"{os.getloadavg()[0]:.1f}, {time.strftime('%Y-%m-%d')})")
-    print(f"exmed-bert MEDS conversion: {r['patients']} patients, {rows} rows in {r['seconds']:.1f}s: "
-          f"{r['patients'] / r['seconds']:.0f} patients/s, {rows / r['seconds']:.0f} rows/s, peak RSS "
-          f"{r['peak_rss_mb']:.0f} MB {where}")
+    print(f"{root}: {rows} MEDS rows in {a.shards} shards {where}")
+    cli = str(Path(__file__).resolve().parent.parent / "scripts" / "convert_synthetic_to_dataset.py")
     exe = shutil.which("meds_reader_convert") or shutil.which(
         "meds_reader_convert", path=str(Path(sys.executable).parent))
+    counts = sorted({1, a.workers})
+    results: dict = {}
+    for rep in range(a.repeats):   # interleaved, so load changes hit every command alike
+        for n in counts:
+            out = work / f"bench_meds_w{n}.pt"
+            r = timed([sys.executable, cli, "--input", str(root), "--output", str(out), "--workers", str(n)], env)
+            if r["rc"]:
+                print(f"conversion with --workers {n} failed (exit {r['rc']})", file=sys.stderr)
+                return r["rc"]
+            results.setdefault(n, []).append(r)
+        if exe is not None:
+            dest = work / f"meds_reader_{root.name}"
+            shutil.rmtree(dest, ignore_errors=True)
+            m = timed([exe, str(root), str(dest), "--num_threads", str(a.meds_reader_threads)], env)
+            if m["rc"]:
+                print(f"meds_reader_convert failed (exit {m['rc']})", file=sys.stderr)
+                return 1
+            results.setdefault("meds_reader", []).append(m)
+    patients = json.loads((work / "dataset_manifest.json").read_text())["records"]
+
+    def median(rs: list, key: str) -> float:
+        return sorted(r[key] for r in rs)[len(rs) // 2]
+
+    line = {}
+    for key, rs in results.items():
+        t, rss = median(rs, "seconds"), median(rs, "peak_rss_mb")
+        line[key] = t
+        name = (f"meds_reader_convert ({a.meds_reader_threads} threads)" if key == "meds_reader"
+                else f"exmed-bert --workers {key}")
+        runs = " / ".join(f"{r['seconds']:.1f}" for r in rs)
+        print(f"{name}: {t:.1f} s (runs {runs}): {patients / t:,.0f} patients/s, {rows / t:,.0f} rows/s, "
+              f"peak RSS {rss:.0f} MB (largest process, whole command)")
+    if len(counts) > 1:
+        print(f"--workers {a.workers} vs 1: {line[1] / line[a.workers]:.2f}x")
     if exe is None:
         print("meds_reader_convert not found (pip install meds_reader to compare)")
-        return 0
-    dest = work / f"meds_reader_{root.name}"
-    shutil.rmtree(dest, ignore_errors=True)
-    m = timed([exe, str(root), str(dest), "--num_threads", str(a.meds_reader_threads)])
-    if m["rc"]:
-        print(f"meds_reader_convert failed (exit {m['rc']})", file=sys.stderr)
-        return 1
-    print(f"meds_reader_convert ({a.meds_reader_threads} threads, whole process): {m['seconds']:.1f}s: "
-          f"{r['patients'] / m['seconds']:.0f} patients/s, {rows / m['seconds']:.0f} rows/s, peak RSS "
-          f"{m['peak_rss_mb']:.0f} MB; ours takes {r['seconds'] / m['seconds']:.1f}x its time")
+    else:
+        for n in counts:
+            print(f"meds_reader_convert time / exmed-bert --workers {n} time: {line['meds_reader'] / line[n]:.2f} "
+                  "(above 1: ours is faster)")
     return 0
 
 
@@ -146,7 +169,11 @@ def main() -> int:
     ap.add_argument("--meds", action="store_true",
                     help="write the patients as a MEDS root and time its conversion (and meds_reader_convert)")
     ap.add_argument("--shards", type=int, default=4, help="--meds: number of MEDS shards (default 4)")
-    ap.add_argument("--meds-reader-threads", type=int, default=2, help="--meds: meds_reader_convert --num_threads")
+    ap.add_argument("--meds-reader-threads", type=int, default=None,
+                    help="--meds: meds_reader_convert --num_threads (default: --workers)")
+    ap.add_argument("--workers", type=int, default=None,
+                    help="--meds: our --workers for the parallel run (default: every CPU); 1 is always run too")
+    ap.add_argument("--repeats", type=int, default=1, help="--meds: runs of each command (the median is reported)")
     ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
@@ -155,6 +182,8 @@ def main() -> int:
     work = Path(a.workdir)
     work.mkdir(parents=True, exist_ok=True)
     if a.meds:
+        a.workers = a.workers or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
+        a.meds_reader_threads = a.meds_reader_threads or a.workers
         return meds_benchmark(a, work)
     input = Path(a.input) if a.input else work / f"bench_{a.patients}.jsonl"
     if not input.exists():
