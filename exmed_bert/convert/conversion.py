@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from exmed_bert.convert.args import ON_ERROR, SPLIT_SOURCES, ConvertArgs
 from exmed_bert.convert.family import Family
-from exmed_bert.convert.fastpath import fast_block, read_table
+from exmed_bert.convert.fastpath import read_table
 from exmed_bert.convert.intake import Intake
 from exmed_bert.convert.labels import TaskTable, read_task_csv
 from exmed_bert.convert.meds import MedsReader
