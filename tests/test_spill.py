@@ -22,7 +22,46 @@ def test_spill_round_trip_by_split_and_key(tmp_path):
     with pytest.raises(TypeError):
         s.append(1, "input_ids", np.array([1], dtype=np.int64))
     s.close()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["pretrain_1_input_ids.bin"]  # taken files are deleted
+    left = [p.name for p in tmp_path.iterdir()]
+    assert len(left) == 1 and left[0].startswith("pretrain_1_input_ids")  # taken files are deleted
+
+
+def test_adopted_worker_files_keep_input_order_and_map_their_ids(tmp_path):
+    """A worker's spill files join the main spill in merge order, between the main process's own appends,
+    and their input ids go through the worker's id map only when read; nothing is copied when adopting."""
+    main, worker = Spill(tmp_path, "pretrain"), Spill(tmp_path, "w1-1-pre")
+    main.append(0, "input_ids", np.array([5, 6], dtype=np.int32))
+    main.append(0, "days", np.array([100, 101], dtype=np.int32))
+    worker.append(0, "input_ids", np.array([0, 1, 1], dtype=np.int32))
+    worker.append(0, "days", np.array([7, 8, 9], dtype=np.int32))
+    exported = worker.export()
+    def worker_files():
+        return {p.name: p.read_bytes() for p in tmp_path.glob("w1-*")}
+
+    before = worker_files()
+    main.adopt(exported, lut=np.array([40, 41], dtype=np.int32))
+    assert worker_files() == before and len(before) == 2                        # adopted as they are
+    main.append(0, "input_ids", np.array([7], dtype=np.int32))                   # after the adopted piece
+    main.append(0, "days", np.array([102], dtype=np.int32))
+    ids = main.chunks(0, "input_ids", np.int32, step=2)
+    assert ids.length == 6
+    np.testing.assert_array_equal(np.concatenate(list(ids.chunks())), [5, 6, 40, 41, 41, 7])
+    np.testing.assert_array_equal(main.take(0, "days"), [100, 101, 7, 8, 9, 102])  # other keys: no map
+    assert list(tmp_path.iterdir()) == []                                        # every file read is deleted
+    with pytest.raises(TypeError):
+        main.adopt({(0, "days"): ("<i8", [])})
+
+
+def test_discarded_results_leave_no_files(tmp_path):
+    from exmed_bert.convert.spill import discard_exported
+
+    w = Spill(tmp_path, "w")
+    w.append(1, "input_ids", np.array([1, 2], dtype=np.int32))
+    discard_exported(w.export())
+    w2 = Spill(tmp_path, "w2")
+    w2.append(0, "age_ids", np.array([3], dtype=np.int16))
+    w2.discard()
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.skipif(os.name != "posix", reason="stale folders are recognised by a POSIX process probe")

@@ -10,11 +10,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
-import importlib
 import json
 import os
 import sys
-import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -184,12 +182,8 @@ def _convert(input, paths, task_paths, table: TaskTable | None, spills, *, split
                       train_ratio=train_ratio, pretraining=pretraining, labels=labels,
                       splits=reader.subject_splits if used_source == "meds" else None,
                       value_edges=reader.value_edges if reader is not None else {},
-                      batch_rows=MedsReader.batch_rows)
-            # the writer's torch import (~1.2 s) runs in a thread while this process mostly waits on workers
-            writer = threading.Thread(target=importlib.import_module, args=("exmed_bert.data.dataset",), daemon=True)
-            writer.start()
+                      batch_rows=MedsReader.batch_rows, spill_dir=str(spills[0].folder))
             convert_in_workers(run, job, pieces(input, reader), n_workers, reader, bar)
-            writer.join()
             if run.n_records == 0 and jsonl:
                 raise UserError(f"{input}: no patients in the file")
             meds = reader

@@ -1,5 +1,6 @@
 """One output family of a conversion ('pretrain' or 'task'): accepted patients are encoded by chunks, kept
-per split (token arrays spilled to disk), then each split is remapped to vocabulary ids and saved.
+per split (token arrays spilled to disk), then each split is remapped to vocabulary ids and streamed into
+its dataset file, without torch.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import numpy as np
 from exmed_bert.convert.columns import NO_CUT, concat, cut_stays, rows_batch
 from exmed_bert.convert.encode import encode_chunk
 from exmed_bert.convert.validate import RecordParser
-from exmed_bert.data.layout import FIRST_CODE_ID, TOKEN_KEYS, UNK_ID
+from exmed_bert.data.layout import DTYPES, FIRST_CODE_ID, TOKEN_KEYS, UNK_ID, dataset_dict
+from exmed_bert.data.ptfile import Chunks, write_pt
 from exmed_bert.data.splits import SPLITS
 
 CHUNK = 8192  # patients encoded together
@@ -117,17 +119,23 @@ class Family:
                 self.train_counts = c
 
     def export(self) -> dict:
-        """Everything this family encoded, per split (a worker's family, with spill=None), for `merge`."""
+        """Everything this family encoded, per split (a worker's family), for `merge`: token arrays as the
+        names of its spill files when it has a spill, else as arrays; the rest as arrays."""
         self.flush()
-        parts = [{k: (v if k == "patient_ids" else np.concatenate(v) if v else None) for k, v in p.items()}
-                 for p in self.parts]
-        return {"parts": parts, "train_counts": self.train_counts, "no_events": self.no_events,
-                "stays_cut": self.stays_cut}
+        parts = [{k: (v if k == "patient_ids" else np.concatenate(v) if v else None) for k, v in p.items()
+                  if not (self.spill is not None and k in TOKEN_KEYS)} for p in self.parts]
+        return {"parts": parts, "spilled": self.spill.export() if self.spill is not None else None,
+                "train_counts": self.train_counts, "no_events": self.no_events, "stays_cut": self.stays_cut}
 
     def merge(self, other: dict, lut: np.ndarray) -> None:
         """Append another family's `export` (a worker's, encoded with its own provisional ids; `lut` maps
-        them to this parser's) after everything added so far."""
+        them to this parser's) after everything added so far. Spilled token files are adopted as they are
+        (`lut` applied when the split is written), never read here."""
         self.flush()
+        if other["spilled"] is not None:
+            if self.spill is None:
+                raise ValueError("a family without a spill cannot merge spilled token files")
+            self.spill.adopt(other["spilled"], lut)
         for s, (mine, theirs) in enumerate(zip(self.parts, other["parts"])):
             for k, v in theirs.items():
                 if k == "patient_ids":
@@ -150,36 +158,39 @@ class Family:
         self.stays_cut += other["stays_cut"]
 
     def write(self, split: int, path: Path, lut: np.ndarray, vocab_fingerprint: str, stage=lambda p: p) -> dict:
-        """Concatenate one split, remap to vocabulary ids, save (to `stage(path)`); returns its manifest entry."""
-        # torch (~200 MB) is loaded only by the process that writes; conversion workers never do
-        from exmed_bert.data.dataset import PatientDataset, build_dataset_dict
-
+        """Write one split (to `stage(path)`), token arrays streamed from the spill and remapped to vocabulary
+        ids chunk by chunk; returns its manifest entry. Needs no torch (exmed_bert.data.ptfile)."""
         parts, self.parts[split] = self.parts[split], {}
         patient_ids = parts.pop("patient_ids")
-        cat = {}
-        for k in list(parts):  # release each chunk list as soon as it is joined (peak ~1x, not 2x)
-            v = parts.pop(k)
-            if self.spill is not None and k in TOKEN_KEYS:
-                cat[k] = self.spill.take(split, k)
-            else:
-                cat[k] = np.concatenate(v) if v else np.zeros(0)
-            del v
-        ids = np.ascontiguousarray(cat["input_ids"], dtype=np.int32)
-        code_tokens = int(np.count_nonzero(ids >= FIRST_CODE_ID))
-        step = 1 << 22
-        for i in range(0, len(ids), step):  # remap in place by slices: no int64 copy of all tokens
-            ids[i:i + step] = lut[ids[i:i + step]]
-        unk = int(np.count_nonzero(ids == UNK_ID))  # provisional ids never hold [UNK], so each one is a code
-        cat["input_ids"] = ids
+        cat = {k: np.concatenate(v) if v else np.zeros(0, dtype=DTYPES.get(k, np.int64))
+               for k, v in parts.items() if k not in TOKEN_KEYS}
         lengths = cat["lengths"].astype(np.int64)
         cat["offsets"] = np.r_[0, np.cumsum(lengths)]
         cat["los_offsets"] = np.r_[0, np.cumsum(cat["los_counts"].astype(np.int64))]
-        data = build_dataset_dict(cat, patient_ids, cat["labels"] if self.task else None,
-                                  cat["prediction_days"] if self.task else None)
+        for k in TOKEN_KEYS:
+            if self.spill is not None:
+                cat[k] = self.spill.chunks(split, k, DTYPES[k])
+            else:
+                whole = np.concatenate(parts[k]) if parts[k] else np.zeros(0, dtype=DTYPES[k])
+                cat[k] = Chunks(DTYPES[k], len(whole), lambda whole=whole: [whole])
+            if cat[k].length != cat["offsets"][-1]:
+                raise RuntimeError(f"{k}: {cat[k].length} tokens written for {cat['offsets'][-1]} (a conversion bug)")
+        provisional, tally = cat["input_ids"], {"code": 0, "unk": 0}
+
+        def remapped():
+            for ids in provisional.chunks():
+                tally["code"] += int(np.count_nonzero(ids >= FIRST_CODE_ID))
+                ids = lut[ids]
+                tally["unk"] += int(np.count_nonzero(ids == UNK_ID))  # provisional ids never hold [UNK]: each is a code
+                yield ids
+
+        cat["input_ids"] = Chunks(DTYPES["input_ids"], provisional.length, remapped)
+        data = dataset_dict(cat, patient_ids, cat["labels"] if self.task else None,
+                            cat["prediction_days"] if self.task else None)
         data["vocab_fingerprint"] = vocab_fingerprint  # lets loaders catch a dataset/vocab.json mismatch
-        PatientDataset(data).save(stage(path))
+        write_pt(stage(path), data)
         entry = {"path": path.name, "patients": len(patient_ids), "tokens": int(lengths.sum()),
-                 "code_tokens": code_tokens, "unk_tokens": unk, "length_percentiles": _percentiles(lengths)}
+                 "code_tokens": tally["code"], "unk_tokens": tally["unk"], "length_percentiles": _percentiles(lengths)}
         if self.task:
             labels = cat["labels"].astype(np.int64)
             entry["label_counts"] = {str(k): int(v) for k, v in zip(*np.unique(labels, return_counts=True))}

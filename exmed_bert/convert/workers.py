@@ -35,6 +35,7 @@ from exmed_bert.convert.feed import feed_jsonl_block, feed_meds_file, meds_split
 from exmed_bert.convert.intake import Intake, fail_message, reject_line
 from exmed_bert.convert.meds import MedsReader
 from exmed_bert.convert.records import JsonlBlock, _BLOCK, iter_jsonl_blocks
+from exmed_bert.convert.spill import Spill, discard_exported
 from exmed_bert.convert.validate import RecordParser
 from exmed_bert.errors import UserError
 
@@ -81,6 +82,7 @@ class Job:
     splits: dict | None          # MEDS subject splits {str(subject_id): split name}, or None (hash)
     value_edges: dict            # --value-bins edges {code: edges}
     batch_rows: int              # MedsReader.batch_rows
+    spill_dir: str | None = None # the main process's spill folder: workers spill token arrays there
 
 
 @dataclass
@@ -100,6 +102,7 @@ def pieces(input, reader: MedsReader | None) -> Iterator[Piece]:
 # -- in a worker ---------------------------------------------------------------------------------
 _JOB: Job | None = None
 _READER: MedsReader | None = None
+_N = 0   # pieces this worker converted (names its spill files)
 
 
 def _start(job: Job) -> None:
@@ -122,9 +125,12 @@ def convert_piece(piece: Piece) -> dict:
     """A worker's whole pass over one piece; see the module docstring for what comes back."""
     global _READER
     job = _JOB
+    global _N
+    _N += 1
     parser = RecordParser(other_codes=job.other_codes)
-    pre = Family(parser, job.max_length, task=False) if job.pretraining else None
-    task = Family(parser, job.max_length, task=True) if job.labels is not None else None
+    spills = [Spill(job.spill_dir, f"w{os.getpid()}-{_N}-{tag}") if job.spill_dir else None for tag in ("pre", "task")]
+    pre = Family(parser, job.max_length, task=False, spill=spills[0]) if job.pretraining else None
+    task = Family(parser, job.max_length, task=True, spill=spills[1]) if job.labels is not None else None
     rejects: list = []
     run = Intake(parser, pre, task, job.labels, seed=job.seed, train_ratio=job.train_ratio, on_error="skip",
                  input=job.input, rejects=rejects,
@@ -137,7 +143,13 @@ def convert_piece(piece: Piece) -> dict:
         reader = _READER
         reader.ignored.clear()
         reader.kept.clear()
-    feed(run, piece, job.input, reader)
+    try:
+        feed(run, piece, job.input, reader)
+    except BaseException:
+        for sp in spills:
+            if sp is not None:
+                sp.discard()
+        raise
     return {"n_records": run.n_records, "reasons": run.reasons, "rejects": rejects, "seen": run.seen,
             "empty": run.empty, "n_unlabelled": run.n_unlabelled, "n_unsplit": run.n_unsplit,
             "tokens": parser.tokens, "types": parser.token_types, "sort_keys": parser.sort_keys,
@@ -151,10 +163,12 @@ def convert_piece(piece: Piece) -> dict:
 def merge(run: Intake, piece: Piece, r: dict, reader: MedsReader | None) -> None:
     """Append a worker's result for `piece` to the main pass `run`, as if `run` had read the piece."""
     if not run.seen.isdisjoint(r["seen"]) or not run.seen.isdisjoint(r["empty"]):
+        discard(r)
         feed(run, piece, run.input, reader)   # a patient id of an earlier piece: the reference rules decide
         return
     if run.on_error == "fail" and r["rejects"]:
         n, pid, reason = r["rejects"][0]
+        discard(r)
         raise UserError(fail_message(run.input, run.n_records + n, pid, reason))
     base = run.n_records
     for n, pid, reason in r["rejects"]:
@@ -174,6 +188,13 @@ def merge(run: Intake, piece: Piece, r: dict, reader: MedsReader | None) -> None
     for family, part in ((run.pre, r["pre"]), (run.task, r["task"])):
         if family is not None:
             family.merge(part, lut)
+
+
+def discard(r: dict) -> None:
+    """Delete the spill files of a worker's result that is not merged."""
+    for part in (r["pre"], r["task"]):
+        if part is not None and part["spilled"] is not None:
+            discard_exported(part["spilled"])
 
 
 def _context():

@@ -13,12 +13,10 @@ import numpy as np
 import torch
 
 from exmed_bert.data.layout import (  # noqa: F401 - re-exported: the dataset's names live here too
-    EPOCH_ORDINAL, PATIENT_KEYS, SEQ_KEYS, TOKEN_KEYS, UNKNOWN_BIRTH, day_to_iso)
+    EPOCH_ORDINAL, FORMAT, PATIENT_KEYS, SEQ_KEYS, TOKEN_KEYS, UNKNOWN_BIRTH, VERSION, dataset_dict, day_to_iso)
+from exmed_bert.data.ptfile import write_pt
 from exmed_bert.errors import UserError
-from exmed_bert.io import save_torch
 
-FORMAT = "exmed-bert-dataset"
-VERSION = 1
 REQUIRED = (*TOKEN_KEYS, "offsets", *PATIENT_KEYS, "los_offsets", "los_days", "patient_ids")
 # `los_start_days` (each stay's admission day) came later without a version bump: a pretraining dataset
 # converted before it loads (stay dates unknown, `stay_starts` is None); a task dataset from then is
@@ -79,7 +77,7 @@ class PatientDataset(torch.utils.data.Dataset):
                             "or mixed conversion?); re-run scripts/convert_synthetic_to_dataset.py")
 
     def save(self, path: str | os.PathLike) -> None:
-        save_torch(self.data, path)
+        write_pt(path, self.data)
 
     # -- indexing --------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -130,18 +128,6 @@ def _max_per_segment(offsets: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 
 def build_dataset_dict(parts: dict, patient_ids: list[str], labels=None, prediction_days=None) -> dict:
-    """The on-disk dict from numpy arrays (dtypes as in ARCHITECTURE.md); `los_start_days` is written
-    when `parts` has it (the conversion always does)."""
-    data = {"format": FORMAT, "version": VERSION}
-    dtypes = {"input_ids": np.int32, "token_type_ids": np.int8, "position_ids": np.int16, "age_ids": np.int16,
-              "days": np.int32, "offsets": np.int64, "sex": np.int8, "birth_days": np.int32,
-              "los_offsets": np.int64, "los_days": np.int16}
-    for k, dtype in dtypes.items():
-        data[k] = torch.from_numpy(np.ascontiguousarray(parts[k], dtype=dtype))
-    if "los_start_days" in parts:
-        data["los_start_days"] = torch.from_numpy(np.ascontiguousarray(parts["los_start_days"], dtype=np.int32))
-    if labels is not None:
-        data["labels"] = torch.from_numpy(np.asarray(labels, dtype=np.int64))
-        data["prediction_days"] = torch.from_numpy(np.asarray(prediction_days, dtype=np.int32))
-    data["patient_ids"] = list(patient_ids)
-    return data
+    """The on-disk dict (layout.dataset_dict) with tensors, as `torch.load` gives it back."""
+    return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v
+            for k, v in dataset_dict(parts, patient_ids, labels, prediction_days).items()}

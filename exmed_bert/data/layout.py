@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+import numpy as np
+
 from exmed_bert.codes import SYSTEMS, token_type
 
 # -- vocabulary ------------------------------------------------------------------------------------
@@ -29,3 +31,31 @@ EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()  # days and birth_days count day
 def day_to_iso(day: int) -> str:
     """A `days` / `birth_days` value as YYYY-MM-DD."""
     return dt.date.fromordinal(int(day) + EPOCH_ORDINAL).isoformat()
+
+
+# -- the encoded dataset file ----------------------------------------------------------------------
+FORMAT = "exmed-bert-dataset"
+VERSION = 1
+DTYPES = {"input_ids": np.int32, "token_type_ids": np.int8, "position_ids": np.int16, "age_ids": np.int16,
+          "days": np.int32, "offsets": np.int64, "sex": np.int8, "birth_days": np.int32,
+          "los_offsets": np.int64, "los_days": np.int16, "los_start_days": np.int32,
+          "labels": np.int64, "prediction_days": np.int32}
+
+
+def dataset_dict(parts: dict, patient_ids: list[str], labels=None, prediction_days=None) -> dict:
+    """The on-disk dict (docs/ARCHITECTURE.md, "Encoded dataset") with numpy arrays in the dtypes of
+    DTYPES; `los_start_days` is included when `parts` has it (the conversion always does). A value that
+    is not an array (a data.ptfile.Chunks streamed from disk) is passed through as it is."""
+    def arr(k, v):
+        return np.ascontiguousarray(v, dtype=DTYPES[k]) if isinstance(v, (np.ndarray, list)) else v
+
+    data = {"format": FORMAT, "version": VERSION}
+    for k in ("input_ids", "token_type_ids", "position_ids", "age_ids", "days", "offsets", "sex", "birth_days",
+              "los_offsets", "los_days", "los_start_days"):
+        if k in parts:
+            data[k] = arr(k, parts[k])
+    if labels is not None:
+        data["labels"] = arr("labels", np.asarray(labels))
+        data["prediction_days"] = arr("prediction_days", np.asarray(prediction_days))
+    data["patient_ids"] = list(patient_ids)
+    return data
