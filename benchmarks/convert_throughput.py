@@ -86,10 +86,19 @@ def generator_jsonl(work: Path, n: int) -> Path:
 
 def timed(cmd: list[str], env: dict | None = None) -> dict:
     """Run `cmd` in a child of a fresh Python process: wall seconds and the peak RSS of its largest
-    process (RUSAGE_CHILDREN of that fresh process sees only this command)."""
-    probe = ("import json, resource, subprocess, sys, time; t = time.perf_counter(); "
-             "rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode; "
-             "print(json.dumps({'rc': rc, 'seconds': time.perf_counter() - t, "
+    process. That process makes itself a child subreaper (Linux), so conversion workers, which are children
+    of the fork server rather than of the command, are reaped by it too and RUSAGE_CHILDREN sees every
+    process the command started; elsewhere it sees the processes the command waited for."""
+    probe = ("import ctypes, json, os, resource, subprocess, sys, time\n"
+             "try: ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER\n"
+             "except (OSError, AttributeError): pass\n"
+             "t = time.perf_counter()\n"
+             "rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL).returncode\n"
+             "seconds = time.perf_counter() - t\n"
+             "while True:  # orphans the command left (the fork server and its workers): reap them\n"
+             "    try: os.waitpid(-1, 0)\n"
+             "    except ChildProcessError: break\n"
+             "print(json.dumps({'rc': rc, 'seconds': seconds, "
              "'peak_rss_mb': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}))")
     out = subprocess.run([sys.executable, "-c", probe, *cmd], capture_output=True, text=True, check=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -222,10 +222,9 @@ def _convert(input, paths, task_paths, table: TaskTable | None, spills, *, split
         if meds_split_counts is not None:
             manifest["meds_subject_splits"] = meds_split_counts
             manifest["patients_outside_the_meds_splits"] = run.n_unsplit
-        if pre is not None:
-            for s, name in enumerate(SPLITS):
-                if name in wanted:
-                    manifest["splits"][name] = pre.write(s, paths[name], lut, vocab.fingerprint(), stage)
+        fingerprint = vocab.fingerprint()
+        todo = [(pre, s, paths[name], manifest["splits"], name) for s, name in enumerate(SPLITS)
+                if pre is not None and name in wanted]
         if task is not None:
             manifest["task"] = {"task_data": str(table.path), "task_fingerprint": table.fingerprint,
                                 "unlabelled_patients": n_unlabelled,
@@ -235,9 +234,14 @@ def _convert(input, paths, task_paths, table: TaskTable | None, spills, *, split
                 manifest["task"]["label_column"] = table.label_column
             if table.classes is not None:
                 manifest["task"]["label_classes"] = {c: i for i, c in enumerate(table.classes)}
-            for s, name in enumerate(SPLITS):
-                if name in wanted:
-                    manifest["task"]["splits"][name] = task.write(s, task_paths[name], lut, vocab.fingerprint(), stage)
+            todo += [(task, s, task_paths[name], manifest["task"]["splits"], name) for s, name in enumerate(SPLITS)
+                     if name in wanted]
+        # the dataset files are written side by side: reading the spill, id lookups, CRCs and writes free the GIL
+        with ThreadPoolExecutor(3) as writes:
+            jobs = [(entries, name, writes.submit(fam.write, s, path, lut, fingerprint, stage))
+                    for fam, s, path, entries, name in todo]
+            for entries, name, job in jobs:
+                entries[name] = job.result()
         write_json(stage(paths["manifest"]), manifest)
     return manifest
 

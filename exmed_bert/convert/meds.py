@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from exmed_bert.convert import arrow
 from exmed_bert.convert.meds_block import MedsBlock
 from exmed_bert.convert.meds_codes import EVENT_KINDS, MedsCode, ignored, other_code, parse_meds_code
 from exmed_bert.convert.value_bins import BIN_SEPARATOR, VALUE_COLUMN, bin_of
@@ -178,7 +179,7 @@ class MedsReader:
         has_end = END_COLUMN in schema.names
         columns = list(REQUIRED_COLUMNS) + ([END_COLUMN] if has_end else []) + (
             [VALUE_COLUMN] if self.value_edges and VALUE_COLUMN in schema.names else [])
-        value_set = pa.array(used, pa.string())
+        value_set = arrow.array(used, pa.string())
         if not is_sorted:
             print(f"note: {path} is not sorted by subject_id (MEDS shards are); reading it whole to sort it, "
                   "so memory grows with this file", file=sys.stderr)
@@ -196,7 +197,7 @@ class MedsReader:
                 if subjects[0] != carry_subject:
                     subjects.insert(0, carry_subject)
             last = subjects[-1]
-            n_last = pc.sum(pc.equal(rows["subject_id"], last)).as_py() or 0
+            n_last = pc.sum(pc.equal(rows["subject_id"], arrow.scalar(last, rows.schema.field("subject_id").type))).as_py() or 0
             carry, carry_subject = rows.slice(rows.num_rows - n_last), last
             if len(subjects) > 1:
                 yield from emit(rows.slice(0, rows.num_rows - n_last), subjects[:-1], has_end)

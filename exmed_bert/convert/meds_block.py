@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from exmed_bert.convert import arrow
 from exmed_bert.convert.meds_codes import EVENT_KINDS
 from exmed_bert.convert.validate import _SEX, MAX_OTHER_CODE_LENGTH, STAY_CAP_DAYS, RecordParser
 from exmed_bert.data.layout import EPOCH_ORDINAL, UNKNOWN_BIRTH
@@ -40,8 +41,8 @@ def _days(time: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if pa.types.is_timestamp(t) and t.tz is not None:
         time = time.cast(pa.timestamp(t.unit))
     d = time.cast(pa.date32()).cast(pa.int32())
-    null = d.is_null().to_numpy(zero_copy_only=False) if d.null_count else np.zeros(len(d), dtype=bool)
-    days = d.fill_null(0).to_numpy().astype(np.int64)
+    null = arrow.numpy(d.is_null()) if d.null_count else np.zeros(len(d), dtype=bool)
+    days = arrow.numpy(d.fill_null(arrow.scalar(0, pa.int32()))).astype(np.int64)
     return days, null, ~null & ((days < _MIN_DAY) | (days > _MAX_DAY))
 
 
@@ -63,13 +64,13 @@ class MedsBlock:
                 table.schema.field("subject_id").type):
             slow |= np.array([s == "" for s in subjects], dtype=bool)   # "missing patient_id"
         ids = table["subject_id"]
-        pat = pc.index_in(ids, value_set=pa.array(subjects, type=ids.type)).to_numpy(zero_copy_only=False)
+        pat = arrow.numpy(pc.index_in(ids, value_set=arrow.array(subjects, ids.type)))
         pat = pat.astype(np.int64)
         self._starts = np.searchsorted(pat, np.arange(n + 1))   # rows of patient i: starts[i]:starts[i+1]
 
         # each distinct code once: its kind, family, token (events) and sex
         enc = pc.dictionary_encode(table["code"]).combine_chunks()
-        idx = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        idx = arrow.numpy(enc.indices).astype(np.int64)
         distinct = enc.dictionary.to_pylist()
         edges = reader.value_edges
         kinds, toks, sexes, families = [], [], [], []

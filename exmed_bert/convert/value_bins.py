@@ -19,6 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from exmed_bert.convert import arrow
+
 VALUE_COLUMN = "numeric_value"
 SAMPLE_PER_CODE = 10_000
 BIN_SEPARATOR = "|q"
@@ -78,10 +80,11 @@ def learn_edges(reader, is_train: Callable[[str], bool], n_bins: int, *, sample:
             mask = np.fromiter((train[s] for s in sids), dtype=bool, count=len(sids))
             if not mask.any():
                 continue
-            codes = pc.cast(table["code"], pa.string()).filter(pa.array(mask))
-            values = pc.cast(table[VALUE_COLUMN], pa.float64()).filter(pa.array(mask)).to_numpy(zero_copy_only=False)
+            codes = pc.cast(table["code"], pa.string()).filter(arrow.array(mask, pa.bool_()))
+            values = pc.cast(table[VALUE_COLUMN], pa.float64()).filter(arrow.array(mask, pa.bool_()))
+            values = arrow.numpy(values)
             enc = pc.dictionary_encode(codes).combine_chunks()
-            idx = enc.indices.to_numpy(zero_copy_only=False)
+            idx = arrow.numpy(enc.indices)
             order = np.argsort(idx, kind="stable")   # file order within each code
             bounds = np.searchsorted(idx[order], np.arange(len(enc.dictionary) + 1))
             for k, code in enumerate(enc.dictionary.to_pylist()):

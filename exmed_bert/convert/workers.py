@@ -12,7 +12,7 @@ everything after the pieces before it. Two things only the whole input knows are
 Visit order depends only on the codes, not on which piece saw a code first (Family._token_tables), and
 the vocabulary is sorted by token text, so neither depends on how the input was cut.
 
-Workers start from a fork server on POSIX systems and with `spawn` on Windows (`_context`): they import
+Workers start from a fork server on POSIX systems and with `spawn` on Windows (`processes.context`): they import
 no torch, hold one piece at a time, and disable the cyclic GC like the main pass. A JSON document (not JSONL) is one piece: it is
 converted in the main process.
 """
@@ -20,7 +20,6 @@ converted in the main process.
 from __future__ import annotations
 
 import gc
-import multiprocessing
 import os
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
@@ -34,23 +33,11 @@ from exmed_bert.convert.fastpath import read_table
 from exmed_bert.convert.feed import feed_jsonl_block, feed_meds_file, meds_split_of
 from exmed_bert.convert.intake import Intake, fail_message, reject_line
 from exmed_bert.convert.meds import MedsReader
+from exmed_bert.convert.processes import AUTO_MIN_BYTES, context, cpu_count
 from exmed_bert.convert.records import JsonlBlock, _BLOCK, iter_jsonl_blocks
 from exmed_bert.convert.spill import Spill, discard_exported
 from exmed_bert.convert.validate import RecordParser
 from exmed_bert.errors import UserError
-
-# With --workers left at its default, inputs smaller than this are converted in the main process:
-# starting workers (about 0.5 s) costs more than it saves below ~50,000 patients.
-AUTO_MIN_BYTES = 16 << 20
-
-
-def cpu_count() -> int:
-    """CPUs this process may run on (the affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:   # Windows, macOS
-        return os.cpu_count() or 1
-
 
 def plan_workers(workers: int | None, input, reader: MedsReader | None, jsonl: bool) -> int:
     """How many worker processes convert `input` (1 = none, the main process does it). `workers` None is
@@ -197,22 +184,11 @@ def discard(r: dict) -> None:
             discard_exported(part["spilled"])
 
 
-def _context():
-    """forkserver where the OS has it (POSIX): one clean process imports this module once and forks each
-    worker from it, so workers start in milliseconds and never inherit the main process's threads;
-    spawn elsewhere (Windows), where each worker imports it again (about 0.4 s)."""
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["__main__", __name__])   # used when the server starts (once per process)
-        return ctx
-    return multiprocessing.get_context("spawn")
-
-
 def convert_in_workers(run: Intake, job: Job, work: Iterable[Piece], workers: int, reader: MedsReader | None,
                        bar) -> None:
     """Convert `work` in `workers` processes, merging results in order; at most 2 pieces per worker are
     in flight, so memory stays bounded on inputs of any length."""
-    pool = ProcessPoolExecutor(workers, mp_context=_context(), initializer=_start, initargs=(job,))
+    pool = ProcessPoolExecutor(workers, mp_context=context(), initializer=_start, initargs=(job,))
     try:
         todo = iter(work)
         flight: deque = deque()

@@ -28,7 +28,8 @@ import struct
 import sys
 import zipfile
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -173,10 +174,21 @@ class _Pickler:
         out += b"tR"
 
 
+def _ahead(it: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    """`it`'s items, each produced in a thread while the caller writes the one before (reading and id
+    lookups overlap with CRCs and writes; all of them free the GIL)."""
+    with ThreadPoolExecutor(1) as pool:
+        it = iter(it)
+        nxt = pool.submit(next, it, None)
+        while (item := nxt.result()) is not None:
+            nxt = pool.submit(next, it, None)
+            yield item
+
+
 def _pieces(src: np.ndarray | Chunks) -> Iterable[np.ndarray]:
     if isinstance(src, Chunks):
         n = 0
-        for c in src.chunks():
+        for c in _ahead(src.chunks()):
             c = np.ascontiguousarray(c, dtype=src.dtype).ravel()
             n += len(c)
             if n > src.length:
