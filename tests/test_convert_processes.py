@@ -1,0 +1,83 @@
+"""What keeps conversion workers light and quick to start: Arrow arrays built without pyarrow's pandas
+check (exmed_bert.convert.arrow), no pandas in a worker's pass, and the fork server started early
+(exmed_bert.convert.processes.start_early)."""
+
+import datetime as dt
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from exmed_bert.convert import arrow
+from test_meds_fastpath import nasty_subjects, write_fixture
+
+
+@pytest.mark.parametrize("values,type", [
+    ([3, -1, 2 ** 40], pa.int64()), ([7, 0], pa.int32()), ([65535, 1], pa.uint16()),
+    (["E11.65", "", "ümlaut ✓"], pa.string()), (["a", "bc"], pa.large_string()),
+    ([True, False, True] * 5, pa.bool_()), ([], pa.int64()), ([], pa.string()),
+    (["a", None], pa.string()),                                          # a null: pyarrow builds it
+])
+def test_arrays_and_scalars_equal_pyarrows(values, type):
+    built = arrow.array(values, type)
+    assert built.type == type and built.equals(pa.array(values, type=type))
+    if values and values[0] is not None:
+        assert arrow.scalar(values[0], type).equals(pa.scalar(values[0], type=type))
+
+
+def test_numpy_reads_buffers_with_offsets_and_chunks():
+    ints = pa.array(np.arange(20, dtype=np.int32)).slice(5, 9)          # a view: offset 5
+    bools = pa.array([i % 3 == 0 for i in range(21)]).slice(3, 13)      # offset inside a byte
+    floats = pa.array(np.linspace(0, 1, 7)).slice(2)
+    days = pa.array([dt.date(2020, 1, 1) + dt.timedelta(d) for d in range(6)], pa.date32()).slice(1, 4)
+    chunked = pa.chunked_array([pa.array([1, 2], pa.int64()), pa.array([3], pa.int64()).slice(0, 1), pa.array([4, 5], pa.int64())])
+    for a, expected in [(ints, np.arange(5, 14, dtype=np.int32)), (bools, np.array([i % 3 == 0 for i in range(3, 16)])),
+                        (floats, np.linspace(0, 1, 7)[2:]), (days, np.arange(18262 + 1, 18262 + 5, dtype=np.int32)),
+                        (chunked, np.array([1, 2, 3, 4, 5])), (pa.array([1, None, 3]), None)]:
+        got = arrow.numpy(a)
+        if expected is None:   # nulls: left to pyarrow
+            assert np.isnan(got[1]) and got[0] == 1
+            continue
+        assert got.dtype == expected.dtype and np.array_equal(got, expected), a
+
+
+def test_a_workers_pass_over_a_meds_shard_loads_no_pandas(tmp_path):
+    root = write_fixture(tmp_path / "meds", nasty_subjects() * 3, shards=2)
+    (tmp_path / "spill").mkdir()
+    code = textwrap.dedent(f"""
+        import sys
+        import exmed_bert.convert.workers as w
+        from exmed_bert.convert.meds import MedsReader
+        w._start(w.Job(input={str(root)!r}, other_codes="keep", max_length=64, seed=42, train_ratio=0.8,
+                       pretraining=True, labels=None, splits=None, value_edges={{}}, batch_rows=5,
+                       spill_dir={str(tmp_path / "spill")!r}))
+        r = w.convert_piece(w.Piece(file={str(root / "data" / "0.parquet")!r}))
+        assert r["n_records"] > 0 and r["pre"]["spilled"]
+        print("pandas" in sys.modules)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stderr
+
+
+@pytest.mark.skipif("forkserver" not in __import__("multiprocessing").get_all_start_methods(),
+                    reason="the fork server is POSIX-only (Windows workers start with spawn)")
+def test_fork_server_starts_early_only_when_workers_are_likely(tmp_path):
+    root = write_fixture(tmp_path / "meds", nasty_subjects(), shards=3)
+    one = tmp_path / "one.parquet"
+    one.write_bytes((root / "data" / "0.parquet").read_bytes())
+    doc = tmp_path / "p.json"
+    doc.write_text('{"patients": []}')
+    code = textwrap.dedent(f"""
+        from multiprocessing import forkserver
+        from exmed_bert.convert.processes import start_early
+        running = lambda: forkserver._forkserver._forkserver_pid is not None
+        print(start_early({str(root)!r}, 1), start_early({str(root)!r}, None), start_early({str(one)!r}, 4),
+              start_early({str(doc)!r}, 4), start_early({str(tmp_path / "missing")!r}, 4), running())
+        print(start_early({str(root)!r}, 2), running())
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
+    # workers 1, a small input at the default, one shard, a JSON document, a missing path: not started
+    assert out.stdout.split() == ["False"] * 6 + ["True", "True"], out.stderr
