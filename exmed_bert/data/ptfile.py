@@ -40,7 +40,7 @@ _STORAGES = {np.dtype(np.bool_): "BoolStorage", np.dtype(np.uint8): "ByteStorage
              np.dtype(np.int16): "ShortStorage", np.dtype(np.int32): "IntStorage", np.dtype(np.int64): "LongStorage",
              np.dtype(np.float16): "HalfStorage", np.dtype(np.float32): "FloatStorage",
              np.dtype(np.float64): "DoubleStorage"}
-_STEP = 1 << 22   # elements per write when an in-memory array is written
+_STEP = 1 << 20   # elements per write when an in-memory array is written
 
 
 @dataclass
