@@ -81,3 +81,31 @@ def test_fork_server_starts_early_only_when_workers_are_likely(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
     # workers 1, a small input at the default, one shard, a JSON document, a missing path: not started
     assert out.stdout.split() == ["False"] * 6 + ["True", "True"], out.stderr
+
+
+def test_malloc_tuning_sets_glibc_options_on_linux_only(monkeypatch):
+    from exmed_bert.convert import processes
+
+    calls = []
+
+    class Libc:
+        def mallopt(self, option, value):
+            calls.append((option, value))
+            return 1
+
+    monkeypatch.setattr(processes.ctypes, "CDLL", lambda name: Libc())
+    monkeypatch.setattr(processes.sys, "platform", "linux")
+    processes.tune_malloc()
+    assert calls == [(-2, 64 << 20), (-3, 32 << 20)]      # M_TOP_PAD, M_MMAP_THRESHOLD
+    calls.clear()
+    for platform in ("win32", "darwin"):
+        monkeypatch.setattr(processes.sys, "platform", platform)
+        processes.tune_malloc()
+    assert calls == []
+
+    def missing(name):
+        raise OSError(name)
+
+    monkeypatch.setattr(processes.sys, "platform", "linux")
+    monkeypatch.setattr(processes.ctypes, "CDLL", missing)   # musl or another libc: nothing to tune
+    processes.tune_malloc()

@@ -33,7 +33,7 @@ from exmed_bert.convert.fastpath import read_table
 from exmed_bert.convert.feed import feed_jsonl_block, feed_meds_file, meds_split_of
 from exmed_bert.convert.intake import Intake, fail_message, reject_line
 from exmed_bert.convert.meds import MedsReader
-from exmed_bert.convert.processes import AUTO_MIN_BYTES, context, cpu_count
+from exmed_bert.convert.processes import AUTO_MIN_BYTES, context, cpu_count, tune_malloc
 from exmed_bert.convert.records import JsonlBlock, _BLOCK, iter_jsonl_blocks
 from exmed_bert.convert.spill import Spill, discard_exported
 from exmed_bert.convert.validate import RecordParser
@@ -95,6 +95,7 @@ _N = 0   # pieces this worker converted (names its spill files)
 def _start(job: Job) -> None:
     global _JOB
     _JOB = job
+    tune_malloc()
     gc.disable()   # as conversion._gc_paused: millions of acyclic containers, rescanned for nothing
 
 
