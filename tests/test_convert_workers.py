@@ -59,6 +59,51 @@ def test_meds_shards_in_workers_write_the_one_process_files(tmp_path, monkeypatc
     assert any("duplicate patient_id" in line for line in files[2]["ds_rejected.jsonl"].decode().splitlines())
 
 
+def one_shard(tmp_path, subjects, *, unsorted_group=False, **kw):
+    """One Parquet file in row groups of 7 rows, so most subjects span two or more row groups."""
+    root = write_fixture(tmp_path / "src", subjects, shards=1, **kw)
+    table = pq.read_table(root / "data" / "0.parquet")
+    if unsorted_group:   # two subjects swapped inside one row group: the group stats stay in order
+        idx = list(range(table.num_rows))
+        i = next(j for j in range(21, table.num_rows - 1)
+                 if table["subject_id"][j].as_py() != table["subject_id"][j + 1].as_py() and (j + 1) % 7)
+        idx[i], idx[i + 1] = idx[i + 1], idx[i]
+        table = table.take(idx)
+    (tmp_path / "one" / "data").mkdir(parents=True)
+    pq.write_table(table, tmp_path / "one" / "data" / "0.parquet", row_group_size=7)
+    return tmp_path / "one"
+
+
+@pytest.mark.parametrize("case", ["int ids", "unsorted row group", "text ids"])
+def test_one_shard_cut_into_row_group_parts_writes_the_one_process_files(tmp_path, monkeypatch, case):
+    """A dataset in one shard is shared by the workers in row-group parts, cut by subject_id ranges: a
+    subject whose rows span a cut is converted once, by the part that owns it."""
+    monkeypatch.setattr(workers, "MIN_PART_ROWS", 20)
+    root = one_shard(tmp_path, nasty_subjects() * 3, unsorted_group=case == "unsorted row group",
+                     text_ids=case == "text ids")
+    from exmed_bert.convert.meds import MedsReader, shard_parts
+    parts = workers.meds_pieces(MedsReader(root), 2)
+    if case == "text ids":   # no exact integer statistics to cut by: the shard is one piece
+        assert [p.part for p in parts] == [None]
+    else:
+        assert len(parts) >= 3 and all(p.part is not None for p in parts)
+        spans = [p.part for p in parts if p.part.first < parts[parts.index(p) - 1].part.end]
+        assert spans, "no subject spans a cut: the fixture does not test the boundary rule"
+    task = tmp_path / "task.csv"
+    n = len(nasty_subjects()) * 3
+    task.write_text("patient_id,label,prediction_date\n" + "".join(
+        f"{'S' if case == 'text ids' else ''}{1000 + i},{i % 2},{'2020-03-04' if i % 3 else ''}\n"
+        for i in range(0, n, 2)))
+    files = convert_both(root, tmp_path, task_data=task, other_codes="keep")
+    assert_same(files)
+    assert files[1]["dataset_manifest.json"]["records"] == n
+    assert shard_parts(root / "data" / "0.parquet", 10 ** 9) is None   # parts bigger than the shard: none
+    if case != "text ids":   # the per-record reader takes the same parts: together, every patient once
+        reader, path = MedsReader(root), root / "data" / "0.parquet"
+        whole = list(reader._read_file(path, reader._patients))
+        assert [r for p in parts for r in reader._read_file(path, reader._patients, p.part)] == whole
+
+
 def test_jsonl_blocks_in_workers_write_the_one_process_files(tmp_path, monkeypatch):
     monkeypatch.setattr(records, "_BLOCK", 2500)    # many blocks (the main process cuts them)
     monkeypatch.setattr(workers, "_BLOCK", 2500)

@@ -68,7 +68,7 @@ def write_root(root, shards):
 def whole(monkeypatch):
     """Make every shard take the whole-file path (the reader as it was before streaming)."""
     scan = MedsReader._scan
-    monkeypatch.setattr(MedsReader, "_scan", lambda self, file: (False, scan(self, file)[1]))
+    monkeypatch.setattr(MedsReader, "_scan", lambda self, file, part=None: (False, scan(self, file, part)[1]))
 
 
 def read(root, batch_rows=None):

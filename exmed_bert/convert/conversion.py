@@ -183,7 +183,7 @@ def _convert(input, paths, task_paths, table: TaskTable | None, spills, *, split
                       splits=reader.subject_splits if used_source == "meds" else None,
                       value_edges=reader.value_edges if reader is not None else {},
                       batch_rows=MedsReader.batch_rows, spill_dir=str(spills[0].folder))
-            convert_in_workers(run, job, pieces(input, reader), n_workers, reader, bar)
+            convert_in_workers(run, job, pieces(input, reader, n_workers), n_workers, reader, bar)
             if run.n_records == 0 and jsonl:
                 raise UserError(f"{input}: no patients in the file")
             meds = reader

@@ -41,13 +41,14 @@ def feed_jsonl_block(run: Intake, path: Path, block, table) -> None:
     run.block(fb, record_of)
 
 
-def feed_meds_file(run: Intake, reader: MedsReader, file: Path, fast: bool = True) -> None:
-    """One MEDS shard through `run`: columnar blocks (fast), or one patient dict at a time."""
+def feed_meds_file(run: Intake, reader: MedsReader, file: Path, fast: bool = True, part=None) -> None:
+    """One MEDS shard (or a `meds.ShardPart` of it) through `run`: columnar blocks (fast), or one patient
+    dict at a time."""
     if not fast:
-        for obj in reader._read_file(file, reader._patients):
+        for obj in reader._read_file(file, reader._patients, part):
             run.record(obj)
         return
-    for item in reader.blocks(run.parser, [file]):
+    for item in reader.blocks(run.parser, [file], part):
         if isinstance(item, dict):
             run.record(item)
         else:

@@ -17,6 +17,7 @@ import math
 import os
 import sys
 from collections import Counter
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Iterator
@@ -62,6 +63,54 @@ def event_files(path: Path) -> list[Path]:
     if not files:
         raise UserError(f"{folder}: no .parquet files found; {FORMS}")
     return files
+
+
+@dataclass(frozen=True)
+class ShardPart:
+    """Row groups [first, end) of a shard sorted by subject_id, and the subjects lo <= id < hi taken from
+    them (None: unbounded). A subject's rows may start in the row group before `first`: the part then
+    starts there, and the part before it leaves those rows out."""
+    first: int
+    end: int
+    lo: int | None = None
+    hi: int | None = None
+
+
+def shard_parts(path: Path, rows_per_part: int) -> list[ShardPart] | None:
+    """Cut a shard into parts of about `rows_per_part` rows at row-group starts, by subject_id ranges from
+    the row groups' statistics, so conversion workers can share one large shard. None (read it whole, as
+    one piece) unless subject_id is an integer column with exact min/max statistics, no nulls, and row
+    groups in subject order."""
+    try:
+        md = pq.ParquetFile(path).metadata
+        col = md.schema.to_arrow_schema().get_field_index("subject_id")
+        if col < 0 or not pa.types.is_integer(md.schema.to_arrow_schema().field(col).type) or md.num_row_groups < 2:
+            return None
+        stats = [md.row_group(i).column(col).statistics for i in range(md.num_row_groups)]
+    except (pa.ArrowInvalid, OSError):
+        return None   # the conversion reports it
+    if any(st is None or not st.has_min_max or st.null_count for st in stats):
+        return None
+    mins, maxs = [st.min for st in stats], [st.max for st in stats]
+    if any(maxs[i] > mins[i + 1] for i in range(len(stats) - 1)):
+        return None
+    cuts, rows = [0], 0
+    for j in range(len(stats)):
+        if rows >= rows_per_part and mins[j] > mins[cuts[-1]]:
+            cuts.append(j)
+            rows = 0
+        rows += md.row_group(j).num_rows
+    if len(cuts) < 2:
+        return None
+    parts = []
+    for k, start in enumerate(cuts):
+        end = cuts[k + 1] if k + 1 < len(cuts) else len(stats)
+        lo = mins[start] if k else None
+        first = start
+        while k and first > 0 and maxs[first - 1] >= lo:   # the first subject's rows may begin earlier
+            first -= 1
+        parts.append(ShardPart(first, end, lo, mins[end] if end < len(stats) else None))
+    return parts
 
 
 class MedsReader:
@@ -133,7 +182,7 @@ class MedsReader:
         for path in self.files:
             yield from self._read_file(path, self._patients)
 
-    def blocks(self, parser, files: list[Path] | None = None) -> Iterator:
+    def blocks(self, parser, files: list[Path] | None = None, part: ShardPart | None = None) -> Iterator:
         """The patients of `files` (default: all) as columnar `MedsBlock`s, one per streamed piece; their
         tokens are created in `parser`. A piece whose subject ids are not plain integers or text (or are
         null) comes as patient dicts instead, for the per-record path."""
@@ -147,7 +196,7 @@ class MedsReader:
             yield MedsBlock(self, table, subjects, has_end, parser)
 
         for path in (self.files if files is None else files):
-            yield from self._read_file(path, emit)
+            yield from self._read_file(path, emit, part)
 
     def _parse(self, code: str | None) -> MedsCode:
         """parse_meds_code, once per distinct code string."""
@@ -159,10 +208,11 @@ class MedsReader:
             self._parsed[code] = m
         return m
 
-    def _read_file(self, path: Path, emit) -> Iterator:
+    def _read_file(self, path: Path, emit, part: ShardPart | None = None) -> Iterator:
         """One shard's patients in subject_id order. A shard sorted by subject_id (MEDS writes them so)
         is streamed in batches of `batch_rows` rows, so memory does not grow with the shard; an unsorted
-        one is read whole and sorted, with a note. Either way the patients are the same."""
+        one is read whole and sorted, with a note. Either way the patients are the same. With `part`,
+        only its row groups are read, and only its subjects kept (`shard_parts`)."""
         try:
             file = pq.ParquetFile(path)
             schema = file.schema_arrow   # the schema every batch has, checked before any row is read
@@ -172,7 +222,7 @@ class MedsReader:
             check_types(path, schema)
             if file.metadata.num_rows == 0:
                 return
-            is_sorted, used = self._scan(file)
+            is_sorted, used = self._scan(file, part)
         except (pa.ArrowInvalid, OSError, KeyError) as e:
             raise UserError(f"{path}: not a MEDS Parquet file with columns {', '.join(REQUIRED_COLUMNS)} "
                             f"({(str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)).splitlines()[0]})") from None
@@ -183,12 +233,10 @@ class MedsReader:
         if not is_sorted:
             print(f"note: {path} is not sorted by subject_id (MEDS shards are); reading it whole to sort it, "
                   "so memory grows with this file", file=sys.stderr)
-            yield from self._read_whole(path, columns, value_set, has_end, emit)
+            yield from self._read_whole(path, columns, value_set, has_end, emit, part)
             return
         carry, carry_subject = None, None   # used rows of a batch's last subject, which may go on
-        for batch in file.iter_batches(batch_size=self.batch_rows, columns=columns):
-            if batch.num_rows == 0:
-                continue
+        for batch in _batches(file, self.batch_rows, columns, part):
             table = _with_string_codes(pa.Table.from_batches([batch]))
             subjects = pc.unique(table["subject_id"]).to_pylist()   # ascending: the shard is sorted
             rows = table.filter(pc.is_in(table["code"], value_set=value_set))
@@ -204,14 +252,12 @@ class MedsReader:
         if carry is not None:
             yield from emit(carry, [carry_subject], has_end)
 
-    def _scan(self, file: pq.ParquetFile) -> tuple[bool, list]:
+    def _scan(self, file: pq.ParquetFile, part: ShardPart | None = None) -> tuple[bool, list]:
         """One pass over subject_id and code, in batches: whether subject ids never decrease (and none
         is null), and the distinct codes that are read. Rows of ignored codes are counted here, each
         distinct code is parsed once (most MIMIC-IV rows are labs and charts)."""
         is_sorted, previous, used, seen = True, None, [], set()
-        for batch in file.iter_batches(batch_size=self.batch_rows, columns=["subject_id", "code"]):
-            if batch.num_rows == 0:
-                continue
+        for batch in _batches(file, self.batch_rows, ["subject_id", "code"], part):
             ids = batch.column(0)
             if is_sorted:
                 is_sorted = ids.null_count == 0 and (previous is None or previous <= ids[0].as_py()) and (
@@ -235,9 +281,14 @@ class MedsReader:
                 used.append(code)
         return used
 
-    def _read_whole(self, path: Path, columns: list, value_set: pa.Array, has_end: bool, emit) -> Iterator:
-        """An unsorted shard: read whole, then sorted by subject_id and time."""
-        table = _with_string_codes(pq.read_table(path, columns=columns))
+    def _read_whole(self, path: Path, columns: list, value_set: pa.Array, has_end: bool, emit,
+                    part: ShardPart | None = None) -> Iterator:
+        """An unsorted shard (or part): read whole, then sorted by subject_id and time."""
+        if part is None:
+            table = pq.read_table(path, columns=columns)
+        else:
+            table = _subjects_in(pq.ParquetFile(path).read_row_groups(range(part.first, part.end), columns=columns), part)
+        table = _with_string_codes(table)
         # A subject left without rows still becomes a patient (rejected as having no events), so the
         # rejects file counts every subject of the input.
         every_subject = pc.unique(table["subject_id"]).sort().to_pylist()
@@ -334,3 +385,25 @@ def iso_dates(time: pa.ChunkedArray) -> pa.ChunkedArray:
     if pa.types.is_timestamp(t) and t.tz is not None:
         time = time.cast(pa.timestamp(t.unit))
     return time.cast(pa.date32()).cast(pa.string())
+
+
+def _subjects_in(table, part: ShardPart | None):
+    """The rows of `table` (or a record batch) whose subject_id is in the part's range."""
+    if part is None or (part.lo is None and part.hi is None):
+        return table
+    ids, t = table.column(table.schema.get_field_index("subject_id")), table.schema.field("subject_id").type
+    keep = None
+    for bound, op in ((part.lo, pc.greater_equal), (part.hi, pc.less)):
+        if bound is not None:
+            m = op(ids, arrow.scalar(bound, t))
+            keep = m if keep is None else pc.and_(keep, m)
+    return table.filter(keep)
+
+
+def _batches(file: pq.ParquetFile, rows: int, columns: list, part: ShardPart | None) -> Iterator:
+    """Non-empty record batches of `file` (of the part's row groups and subjects)."""
+    groups = None if part is None else list(range(part.first, part.end))
+    for batch in file.iter_batches(batch_size=rows, columns=columns, row_groups=groups):
+        batch = _subjects_in(batch, part)
+        if batch.num_rows:
+            yield batch

@@ -28,11 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import pyarrow.parquet as pq
+
 from exmed_bert.convert.family import Family
 from exmed_bert.convert.fastpath import read_table
 from exmed_bert.convert.feed import feed_jsonl_block, feed_meds_file, meds_split_of
 from exmed_bert.convert.intake import Intake, fail_message, reject_line
-from exmed_bert.convert.meds import MedsReader
+from exmed_bert.convert.meds import MedsReader, ShardPart, shard_parts
 from exmed_bert.convert.processes import AUTO_MIN_BYTES, context, cpu_count, tune_malloc
 from exmed_bert.convert.records import JsonlBlock, _BLOCK, iter_jsonl_blocks
 from exmed_bert.convert.spill import Spill, discard_exported
@@ -41,19 +43,22 @@ from exmed_bert.errors import UserError
 
 def plan_workers(workers: int | None, input, reader: MedsReader | None, jsonl: bool) -> int:
     """How many worker processes convert `input` (1 = none, the main process does it). `workers` None is
-    the default: every CPU for inputs of at least AUTO_MIN_BYTES, else 1. Never more than pieces."""
+    the default: every CPU for inputs of at least AUTO_MIN_BYTES, else 1. Never more than pieces (MEDS
+    shards, cut into row-group parts when there are fewer shards than twice the workers)."""
     if workers is not None and workers < 1:
         raise UserError(f"--workers must be at least 1, got {workers}")
     if reader is not None:
-        pieces, size = len(reader.files), sum(f.stat().st_size for f in reader.files)
+        size = sum(f.stat().st_size for f in reader.files)
     elif jsonl:
         size = Path(input).stat().st_size
-        pieces = -(-size // _BLOCK)
     else:
         return 1
     if workers is None:
         workers = cpu_count() if size >= AUTO_MIN_BYTES else 1
-    return max(1, min(workers, pieces))
+    if workers == 1:
+        return 1
+    n = len(meds_pieces(reader, workers)) if reader is not None else -(-size // _BLOCK)
+    return max(1, min(workers, n))
 
 
 @dataclass
@@ -74,15 +79,35 @@ class Job:
 
 @dataclass
 class Piece:
-    """One unit of work: a MEDS shard (`file`) or a block of JSONL lines (`data`, from `first_line`)."""
+    """One unit of work: a MEDS shard (`file`), or a part of one (`part`), or a block of JSONL lines
+    (`data`, from `first_line`)."""
     file: str | None = None
     data: bytes | None = None
     first_line: int = 1
+    part: ShardPart | None = None
 
 
-def pieces(input, reader: MedsReader | None) -> Iterator[Piece]:
+# a shard is cut into parts of at least this many rows (a part may read one extra row group at its start)
+MIN_PART_ROWS = 500_000
+
+
+def meds_pieces(reader: MedsReader, workers: int) -> list[Piece]:
+    """The shards in order; when there are fewer than two per worker, shards are cut into row-group parts
+    (`meds.shard_parts`) of about rows / (2 x workers) rows, so every worker has work."""
+    if len(reader.files) >= 2 * workers:
+        return [Piece(file=str(f)) for f in reader.files]
+    rows = {f: pq.ParquetFile(f).metadata.num_rows for f in reader.files}
+    per = max(MIN_PART_ROWS, sum(rows.values()) // (2 * workers))
+    out = []
+    for f in reader.files:
+        parts = shard_parts(f, per) if rows[f] >= 2 * per else None
+        out += [Piece(file=str(f), part=p) for p in parts] if parts else [Piece(file=str(f))]
+    return out
+
+
+def pieces(input, reader: MedsReader | None, workers: int = 1) -> Iterator[Piece]:
     if reader is not None:
-        return (Piece(file=str(f)) for f in reader.files)
+        return iter(meds_pieces(reader, workers))
     return (Piece(data=b.data, first_line=b.first_line) for b in iter_jsonl_blocks(Path(input)))
 
 
@@ -102,7 +127,7 @@ def _start(job: Job) -> None:
 def feed(run: Intake, piece: Piece, input, reader: MedsReader | None) -> None:
     """One piece through a pass `run` (a worker's, or the main process's for a piece it converts again)."""
     if piece.file is not None:
-        feed_meds_file(run, reader, Path(piece.file))
+        feed_meds_file(run, reader, Path(piece.file), part=piece.part)
     else:
         block = JsonlBlock(piece.data, piece.first_line)
         table = read_table(block.data, block.line_count()) if block.simple_newlines() else None
