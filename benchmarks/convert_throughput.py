@@ -8,7 +8,8 @@
 
 Synthesises histories shaped like the generator's (median ~80 codes over ~25 visits, a few hundred
 distinct codes per system) unless --input is given, then times scripts/convert_synthetic_to_dataset.py's
-library path in a child process and reports patients/s and peak RSS (ru_maxrss of that process).
+library path in one process (--workers 1, the command's malloc settings) in a child process and
+reports patients/s and peak RSS (ru_maxrss of that process).
 
 --meds writes N patients of the project's generator (scripts/generate_synthetic_patients.py, or
 --input's JSONL) as a MEDS root with benchmarks/meds_writer.py (4 shards sorted by subject_id), then
@@ -16,7 +17,8 @@ times the whole conversion command (scripts/convert_synthetic_to_dataset.py: Pyt
 writing included) with --workers 1 and --workers N (default: every CPU), and, when `meds_reader_convert`
 (pip install meds_reader) is found, that converter with N threads on the same root, interleaved in the
 same run (--repeats R for medians). Each line gives wall time, patients/s, rows/s and the peak RSS of
-the command's largest process; then the N-vs-1 speed-up and meds_reader's time over ours.
+the command's largest process, workers included (the timing process is a child subreaper on Linux, so
+it reaps the fork server's workers too); then the N-vs-1 speed-up and meds_reader's time over ours.
 """
 
 from __future__ import annotations
@@ -60,12 +62,14 @@ def synthesise(path: Path, n: int, seed: int = 0) -> None:
 
 
 def child(input: str, output: str, fast: str = "1") -> None:
-    import torch  # noqa: F401 - a one-off ~2-3 s import, excluded from the rate
-
+    """One conversion in this process (--workers 1: ru_maxrss of this process is then the whole peak;
+    --meds times whole commands, workers included)."""
     from exmed_bert.convert.conversion import convert_patients
+    from exmed_bert.convert.processes import tune_malloc
 
+    tune_malloc()   # as the command line does
     t0 = time.perf_counter()
-    man = convert_patients(input, output, progress=False, **({} if fast == "1" else {"fast": False}))
+    man = convert_patients(input, output, progress=False, workers=1, **({} if fast == "1" else {"fast": False}))
     dt = time.perf_counter() - t0
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"patients": man["records"], "seconds": dt, "patients_per_s": man["records"] / dt,
