@@ -3,18 +3,22 @@ in worker processes, and the main process merges their results in input order, s
 byte-identical to a conversion in one process.
 
 A worker runs the same pass as the main process (`Intake`, `Family`) on its piece with its own token
-table, and returns the encoded patients per split, its tokens, counts and rejects (numbered within the
-piece). The main process maps the worker's tokens into its own table, renumbers the rejects, and appends
-everything after the pieces before it. Two things only the whole input knows are settled there:
+table, spills the piece's token arrays into the main process's temporary folder, and returns the names
+of those files, the patient-level arrays per split, its tokens, counts and rejects (numbered within the
+piece). A piece is a MEDS shard, a row-group part of a large one (`meds_pieces`, `meds.shard_parts`), or
+a JSONL block. The main process maps the worker's tokens into its own table, renumbers the rejects, and appends
+everything after the pieces before it (the token files are adopted as they are; the id map is applied
+when a split is written). Two things only the whole input knows are settled there:
   - a patient id already taken by an earlier piece: that piece is converted again in the main process,
     by the reference rules (the later record is a duplicate), rather than merged;
   - --on-error fail: the first bad record in input order stops the conversion, with its input-wide number.
 Visit order depends only on the codes, not on which piece saw a code first (Family._token_tables), and
 the vocabulary is sorted by token text, so neither depends on how the input was cut.
 
-Workers start from a fork server on POSIX systems and with `spawn` on Windows (`processes.context`): they import
-no torch, hold one piece at a time, and disable the cyclic GC like the main pass. A JSON document (not JSONL) is one piece: it is
-converted in the main process.
+Workers start from a fork server on POSIX systems and with `spawn` on Windows (`processes.context`):
+they import neither torch nor pandas, hold one piece at a time, keep freed memory for the next chunk
+(`processes.tune_malloc`) and disable the cyclic GC like the main pass. A JSON document (not JSONL) is
+one piece: it is converted in the main process.
 """
 
 from __future__ import annotations
@@ -136,9 +140,8 @@ def feed(run: Intake, piece: Piece, input, reader: MedsReader | None) -> None:
 
 def convert_piece(piece: Piece) -> dict:
     """A worker's whole pass over one piece; see the module docstring for what comes back."""
-    global _READER
+    global _READER, _N
     job = _JOB
-    global _N
     _N += 1
     parser = RecordParser(other_codes=job.other_codes)
     spills = [Spill(job.spill_dir, f"w{os.getpid()}-{_N}-{tag}") if job.spill_dir else None for tag in ("pre", "task")]
