@@ -14,7 +14,8 @@ conversion's writer holds one chunk at a time and never imports torch:
     archive/version                  b"3\\n"
     archive/.data/serialization_id   40 digits derived from the record names and CRCs
 
-This is the layout torch.save writes (torch 2.x), read by every torch from 1.6. Values may be None,
+This is the layout torch.save writes (torch 2.x; the zip format is torch's since 1.6), and
+`tests/test_ptfile.py` reads every supported value back with `torch.load`. Values may be None,
 bools, ints, floats, strings, lists, tuples and dicts of them, and numeric arrays (numpy, `Chunks`, or
 anything with `.numpy()`, such as a CPU tensor). Output is deterministic: the same dict gives the same bytes.
 """
@@ -27,8 +28,8 @@ import pickle
 import struct
 import sys
 import zipfile
-from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
 import numpy as np
