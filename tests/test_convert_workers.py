@@ -74,13 +74,13 @@ def one_shard(tmp_path, subjects, *, unsorted_group=False, **kw):
     return tmp_path / "one"
 
 
-@pytest.mark.parametrize("case", ["int ids", "unsorted row group", "text ids"])
+@pytest.mark.parametrize("case", ["int ids", "unsorted row group", "text ids", "value bins"])
 def test_one_shard_cut_into_row_group_parts_writes_the_one_process_files(tmp_path, monkeypatch, case):
     """A dataset in one shard is shared by the workers in row-group parts, cut by subject_id ranges: a
     subject whose rows span a cut is converted once, by the part that owns it."""
     monkeypatch.setattr(workers, "MIN_PART_ROWS", 20)
     root = one_shard(tmp_path, nasty_subjects() * 3, unsorted_group=case == "unsorted row group",
-                     text_ids=case == "text ids")
+                     text_ids=case == "text ids", values=case == "value bins")
     from exmed_bert.convert.meds import MedsReader, shard_parts
     parts = workers.meds_pieces(MedsReader(root), 2)
     if case == "text ids":   # no exact integer statistics to cut by: the shard is one piece
@@ -94,9 +94,12 @@ def test_one_shard_cut_into_row_group_parts_writes_the_one_process_files(tmp_pat
     task.write_text("patient_id,label,prediction_date\n" + "".join(
         f"{'S' if case == 'text ids' else ''}{1000 + i},{i % 2},{'2020-03-04' if i % 3 else ''}\n"
         for i in range(0, n, 2)))
-    files = convert_both(root, tmp_path, task_data=task, other_codes="keep")
+    files = convert_both(root, tmp_path, task_data=task, other_codes="keep",
+                         value_bins=4 if case == "value bins" else 0)
     assert_same(files)
     assert files[1]["dataset_manifest.json"]["records"] == n
+    if case == "value bins":
+        assert files[1]["dataset_manifest.json"]["value_bins"]["codes_binned"] > 0
     assert shard_parts(root / "data" / "0.parquet", 10 ** 9) is None   # parts bigger than the shard: none
     if case != "text ids":   # the per-record reader takes the same parts: together, every patient once
         reader, path = MedsReader(root), root / "data" / "0.parquet"
