@@ -155,3 +155,17 @@ def test_workers_do_not_load_torch():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_damaged_shard_is_the_same_one_line_error_with_workers(tmp_path):
+    """Planning the pieces reads every shard's footer; a file that is not Parquet must still reach the
+    reader's one-line error (exit 2), not an internal error."""
+    root = write_fixture(tmp_path / "meds", nasty_subjects(), shards=1)
+    (root / "data" / "1.parquet").write_bytes(b"not parquet\n")
+    errors = {}
+    for n in (1, 2):
+        with pytest.raises(UserError) as e:
+            convert_patients(root, tmp_path / f"w{n}" / "ds.pt", progress=False, workers=n)
+        errors[n] = str(e.value)
+    assert errors[1] == errors[2] and "1.parquet: not a MEDS Parquet file" in errors[2]
+    assert not list((tmp_path / "w2").glob("*.pt"))

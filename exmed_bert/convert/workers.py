@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from exmed_bert.convert.family import Family
@@ -100,13 +101,21 @@ def meds_pieces(reader: MedsReader, workers: int) -> list[Piece]:
     (`meds.shard_parts`) of about rows / (2 x workers) rows, so every worker has work."""
     if len(reader.files) >= 2 * workers:
         return [Piece(file=str(f)) for f in reader.files]
-    rows = {f: pq.ParquetFile(f).metadata.num_rows for f in reader.files}
+    rows = {f: _rows(f) for f in reader.files}
     per = max(MIN_PART_ROWS, sum(rows.values()) // (2 * workers))
     out = []
     for f in reader.files:
         parts = shard_parts(f, per) if rows[f] >= 2 * per else None
         out += [Piece(file=str(f), part=p) for p in parts] if parts else [Piece(file=str(f))]
     return out
+
+
+def _rows(path) -> int:
+    """Rows of a Parquet file from its footer; 0 if unreadable (its piece then reports why, in order)."""
+    try:
+        return pq.ParquetFile(path).metadata.num_rows
+    except (pa.ArrowInvalid, OSError):
+        return 0
 
 
 def pieces(input, reader: MedsReader | None, workers: int = 1) -> Iterator[Piece]:
