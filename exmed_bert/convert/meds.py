@@ -87,7 +87,7 @@ def shard_parts(path: Path, rows_per_part: int) -> list[ShardPart] | None:
         if col < 0 or not pa.types.is_integer(md.schema.to_arrow_schema().field(col).type) or md.num_row_groups < 2:
             return None
         stats = [md.row_group(i).column(col).statistics for i in range(md.num_row_groups)]
-    except (pa.ArrowInvalid, OSError):
+    except (pa.ArrowException, OSError):
         return None   # the conversion reports it
     if any(st is None or not st.has_min_max or st.null_count for st in stats):
         return None

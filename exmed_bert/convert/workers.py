@@ -114,7 +114,7 @@ def _rows(path) -> int:
     """Rows of a Parquet file from its footer; 0 if unreadable (its piece then reports why, in order)."""
     try:
         return pq.ParquetFile(path).metadata.num_rows
-    except (pa.ArrowInvalid, OSError):
+    except (pa.ArrowException, OSError):
         return 0
 
 
