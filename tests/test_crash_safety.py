@@ -26,7 +26,7 @@ from conftest import SCRIPTS, script_env
 OUTPUTS = ("synthetic_train.pt", "synthetic_val.pt", "synthetic_test.pt", "vocab.json", "dataset_manifest.json",
            "synthetic_rejected.jsonl", "synthetic_run_config.json")
 TEMP = re.compile(r"^\..+\.tmp$")  # exmed_bert.io.atomic_write: .<name>.<random>.tmp beside the target
-N_PATIENTS = 3000
+N_PATIENTS = 10000
 RUN_TIMEOUT_S = 300
 
 
