@@ -81,7 +81,8 @@ def test_one_shard_cut_into_row_group_parts_writes_the_one_process_files(tmp_pat
     monkeypatch.setattr(workers, "MIN_PART_ROWS", 20)
     root = one_shard(tmp_path, nasty_subjects() * 3, unsorted_group=case == "unsorted row group",
                      text_ids=case == "text ids", values=case == "value bins")
-    from exmed_bert.convert.meds import MedsReader, shard_parts
+    from exmed_bert.convert.meds import MedsReader
+    from exmed_bert.convert.shard_parts import shard_parts
     parts = workers.meds_pieces(MedsReader(root), 2)
     if case == "text ids":   # no exact integer statistics to cut by: the shard is one piece
         assert [p.part for p in parts] == [None]

@@ -42,7 +42,7 @@ def feed_jsonl_block(run: Intake, path: Path, block, table) -> None:
 
 
 def feed_meds_file(run: Intake, reader: MedsReader, file: Path, fast: bool = True, part=None) -> None:
-    """One MEDS shard (or a `meds.ShardPart` of it) through `run`: columnar blocks (fast), or one patient
+    """One MEDS shard (or a `shard_parts.ShardPart` of it) through `run`: columnar blocks (fast), or one patient
     dict at a time."""
     if not fast:
         for obj in reader._read_file(file, reader._patients, part):

@@ -17,7 +17,6 @@ import math
 import os
 import sys
 from collections import Counter
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Iterator
@@ -28,6 +27,7 @@ import pyarrow.parquet as pq
 
 from exmed_bert.convert import arrow
 from exmed_bert.convert.meds_block import MedsBlock
+from exmed_bert.convert.shard_parts import ShardPart, batches, subjects_in
 from exmed_bert.convert.meds_codes import EVENT_KINDS, MedsCode, ignored, other_code, parse_meds_code
 from exmed_bert.convert.value_bins import BIN_SEPARATOR, VALUE_COLUMN, bin_of
 from exmed_bert.errors import UserError
@@ -63,54 +63,6 @@ def event_files(path: Path) -> list[Path]:
     if not files:
         raise UserError(f"{folder}: no .parquet files found; {FORMS}")
     return files
-
-
-@dataclass(frozen=True)
-class ShardPart:
-    """Row groups [first, end) of a shard sorted by subject_id, and the subjects lo <= id < hi taken from
-    them (None: unbounded). A subject's rows may start in the row group before `first`: the part then
-    starts there, and the part before it leaves those rows out."""
-    first: int
-    end: int
-    lo: int | None = None
-    hi: int | None = None
-
-
-def shard_parts(path: Path, rows_per_part: int) -> list[ShardPart] | None:
-    """Cut a shard into parts of about `rows_per_part` rows at row-group starts, by subject_id ranges from
-    the row groups' statistics, so conversion workers can share one large shard. None (read it whole, as
-    one piece) unless subject_id is an integer column with exact min/max statistics, no nulls, and row
-    groups in subject order."""
-    try:
-        md = pq.ParquetFile(path).metadata
-        col = md.schema.to_arrow_schema().get_field_index("subject_id")
-        if col < 0 or not pa.types.is_integer(md.schema.to_arrow_schema().field(col).type) or md.num_row_groups < 2:
-            return None
-        stats = [md.row_group(i).column(col).statistics for i in range(md.num_row_groups)]
-    except (pa.ArrowException, OSError):
-        return None   # the conversion reports it
-    if any(st is None or not st.has_min_max or st.null_count for st in stats):
-        return None
-    mins, maxs = [st.min for st in stats], [st.max for st in stats]
-    if any(maxs[i] > mins[i + 1] for i in range(len(stats) - 1)):
-        return None
-    cuts, rows = [0], 0
-    for j in range(len(stats)):
-        if rows >= rows_per_part and mins[j] > mins[cuts[-1]]:
-            cuts.append(j)
-            rows = 0
-        rows += md.row_group(j).num_rows
-    if len(cuts) < 2:
-        return None
-    parts = []
-    for k, start in enumerate(cuts):
-        end = cuts[k + 1] if k + 1 < len(cuts) else len(stats)
-        lo = mins[start] if k else None
-        first = start
-        while k and first > 0 and maxs[first - 1] >= lo:   # the first subject's rows may begin earlier
-            first -= 1
-        parts.append(ShardPart(first, end, lo, mins[end] if end < len(stats) else None))
-    return parts
 
 
 class MedsReader:
@@ -236,7 +188,7 @@ class MedsReader:
             yield from self._read_whole(path, columns, value_set, has_end, emit, part)
             return
         carry, carry_subject = None, None   # used rows of a batch's last subject, which may go on
-        for batch in _batches(file, self.batch_rows, columns, part):
+        for batch in batches(file, self.batch_rows, columns, part):
             table = _with_string_codes(pa.Table.from_batches([batch]))
             subjects = pc.unique(table["subject_id"]).to_pylist()   # ascending: the shard is sorted
             rows = table.filter(pc.is_in(table["code"], value_set=value_set))
@@ -257,7 +209,7 @@ class MedsReader:
         is null), and the distinct codes that are read. Rows of ignored codes are counted here, each
         distinct code is parsed once (most MIMIC-IV rows are labs and charts)."""
         is_sorted, previous, used, seen = True, None, [], set()
-        for batch in _batches(file, self.batch_rows, ["subject_id", "code"], part):
+        for batch in batches(file, self.batch_rows, ["subject_id", "code"], part):
             ids = batch.column(0)
             if is_sorted:
                 is_sorted = ids.null_count == 0 and (previous is None or previous <= ids[0].as_py()) and (
@@ -287,7 +239,7 @@ class MedsReader:
         if part is None:
             table = pq.read_table(path, columns=columns)
         else:
-            table = _subjects_in(pq.ParquetFile(path).read_row_groups(range(part.first, part.end), columns=columns), part)
+            table = subjects_in(pq.ParquetFile(path).read_row_groups(range(part.first, part.end), columns=columns), part)
         table = _with_string_codes(table)
         # A subject left without rows still becomes a patient (rejected as having no events), so the
         # rejects file counts every subject of the input.
@@ -386,24 +338,3 @@ def iso_dates(time: pa.ChunkedArray) -> pa.ChunkedArray:
         time = time.cast(pa.timestamp(t.unit))
     return time.cast(pa.date32()).cast(pa.string())
 
-
-def _subjects_in(table, part: ShardPart | None):
-    """The rows of `table` (or a record batch) whose subject_id is in the part's range."""
-    if part is None or (part.lo is None and part.hi is None):
-        return table
-    ids, t = table.column(table.schema.get_field_index("subject_id")), table.schema.field("subject_id").type
-    keep = None
-    for bound, op in ((part.lo, pc.greater_equal), (part.hi, pc.less)):
-        if bound is not None:
-            m = op(ids, arrow.scalar(bound, t))
-            keep = m if keep is None else pc.and_(keep, m)
-    return table.filter(keep)
-
-
-def _batches(file: pq.ParquetFile, rows: int, columns: list, part: ShardPart | None) -> Iterator:
-    """Non-empty record batches of `file` (of the part's row groups and subjects)."""
-    groups = None if part is None else list(range(part.first, part.end))
-    for batch in file.iter_batches(batch_size=rows, columns=columns, row_groups=groups):
-        batch = _subjects_in(batch, part)
-        if batch.num_rows:
-            yield batch

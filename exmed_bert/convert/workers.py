@@ -5,7 +5,7 @@ byte-identical to a conversion in one process.
 A worker runs the same pass as the main process (`Intake`, `Family`) on its piece with its own token
 table, spills the piece's token arrays into the main process's temporary folder, and returns the names
 of those files, the patient-level arrays per split, its tokens, counts and rejects (numbered within the
-piece). A piece is a MEDS shard, a row-group part of a large one (`meds_pieces`, `meds.shard_parts`), or
+piece). A piece is a MEDS shard, a row-group part of a large one (`meds_pieces`, `shard_parts`), or
 a JSONL block. The main process maps the worker's tokens into its own table, renumbers the rejects, and appends
 everything after the pieces before it (the token files are adopted as they are; the id map is applied
 when a split is written). Two things only the whole input knows are settled there:
@@ -39,7 +39,8 @@ from exmed_bert.convert.family import Family
 from exmed_bert.convert.fastpath import read_table
 from exmed_bert.convert.feed import feed_jsonl_block, feed_meds_file, meds_split_of
 from exmed_bert.convert.intake import Intake, fail_message, reject_line
-from exmed_bert.convert.meds import MedsReader, ShardPart, shard_parts
+from exmed_bert.convert.meds import MedsReader
+from exmed_bert.convert.shard_parts import ShardPart, shard_parts
 from exmed_bert.convert.processes import AUTO_MIN_BYTES, context, cpu_count, tune_malloc
 from exmed_bert.convert.records import JsonlBlock, _BLOCK, iter_jsonl_blocks
 from exmed_bert.convert.spill import Spill, discard_exported
@@ -98,7 +99,7 @@ MIN_PART_ROWS = 500_000
 
 def meds_pieces(reader: MedsReader, workers: int) -> list[Piece]:
     """The shards in order; when there are fewer than two per worker, shards are cut into row-group parts
-    (`meds.shard_parts`) of about rows / (2 x workers) rows, so every worker has work."""
+    (`shard_parts`) of about rows / (2 x workers) rows, so every worker has work."""
     if len(reader.files) >= 2 * workers:
         return [Piece(file=str(f)) for f in reader.files]
     rows = {f: _rows(f) for f in reader.files}
