@@ -5,16 +5,18 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import io
 import json
 import os
 import platform
 import subprocess
 import sys
 import tempfile
+import threading
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 
 def _current_umask() -> int:
@@ -47,6 +49,20 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def start_writeback(f: BinaryIO, start: int, end: int) -> int:
+    """Ask the kernel to start writing bytes [start, end) of the open file `f` to disk now, without waiting
+    (Linux: posix_fadvise DONTNEED starts writeback of dirty pages and keeps them cached), so the fsync of
+    an atomic write finds them written. Elsewhere (or on a file without a descriptor) it does nothing.
+    Returns `end`."""
+    if hasattr(os, "posix_fadvise") and end > start:
+        try:
+            f.flush()
+            os.posix_fadvise(f.fileno(), start, end - start, os.POSIX_FADV_DONTNEED)
+        except (OSError, AttributeError, io.UnsupportedOperation):
+            pass
+    return end
 
 
 @contextlib.contextmanager
@@ -111,8 +127,9 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def file_fingerprint(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """sha256 of a file (or of every file below a folder, in sorted order)."""
+def file_fingerprint(path: str | os.PathLike, chunk: int = 1 << 20,
+                     stop: threading.Event | None = None) -> str | None:
+    """sha256 of a file (or of every file below a folder, in sorted order); None if `stop` is set first."""
     path = Path(path)
     h = hashlib.sha256()
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
@@ -120,8 +137,39 @@ def file_fingerprint(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         h.update(str(p.relative_to(path) if path.is_dir() else p.name).encode())
         with open(p, "rb") as f:
             while block := f.read(chunk):
+                if stop is not None and stop.is_set():
+                    return None
                 h.update(block)
     return h.hexdigest()
+
+
+@contextlib.contextmanager
+def fingerprint_meanwhile(path: str | os.PathLike) -> Iterator[Callable[[], str]]:
+    """`file_fingerprint(path)` computed in a thread while the block runs (sha256 and reads release the
+    GIL, so it costs the block no time where a core is free); yields a function that waits for it and
+    returns it (or raises what hashing raised). Leaving the block stops the hashing."""
+    stop, box = threading.Event(), {}
+
+    def work() -> None:
+        try:
+            box["value"] = file_fingerprint(path, stop=stop)
+        except BaseException as e:  # re-raised by result(), in the caller's thread
+            box["error"] = e
+
+    thread = threading.Thread(target=work, name="fingerprint", daemon=True)
+    thread.start()
+
+    def result() -> str:
+        thread.join()
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
+
+    try:
+        yield result
+    finally:
+        stop.set()
+        thread.join()
 
 
 def package_versions() -> dict[str, str]:

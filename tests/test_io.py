@@ -40,3 +40,34 @@ def test_atomic_write_uses_normal_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_fingerprint_meanwhile_is_the_file_fingerprint_and_reraises(tmp_path):
+    import threading
+
+    from exmed_bert.io import file_fingerprint, fingerprint_meanwhile
+
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.parquet").write_bytes(b"x" * 3_000_000)
+    (tmp_path / "d" / "b.json").write_text("{}")
+    with fingerprint_meanwhile(tmp_path / "d") as result:
+        assert result() == file_fingerprint(tmp_path / "d")
+    with fingerprint_meanwhile(tmp_path / "missing") as result:
+        with pytest.raises(FileNotFoundError):
+            result()
+    stop = threading.Event()
+    stop.set()
+    assert file_fingerprint(tmp_path / "d", stop=stop) is None      # leaving the block early stops hashing
+
+
+def test_start_writeback_keeps_the_data_and_ignores_files_without_a_descriptor(tmp_path):
+    import io
+
+    from exmed_bert.io import start_writeback
+
+    with atomic_write(tmp_path / "x.bin", "wb") as f:
+        f.write(b"a" * 100_000)
+        assert start_writeback(f, 0, 100_000) == 100_000
+        f.write(b"b" * 10)
+    assert (tmp_path / "x.bin").read_bytes() == b"a" * 100_000 + b"b" * 10
+    assert start_writeback(io.BytesIO(b"abc"), 0, 3) == 3

@@ -94,3 +94,39 @@ def test_bad_values_are_refused_and_leave_no_file(tmp_path):
     with pytest.raises(ValueError, match="declared"):
         write_pt(tmp_path / "d.pt", {"x": Chunks(np.int32, 2, lambda: [np.arange(3)])})
     assert list(tmp_path.iterdir()) == []                    # atomic: nothing half-written is left
+
+
+def test_writeback_is_requested_over_the_records_data_only(tmp_path, monkeypatch):
+    """Every 32 MB (here: 1 KB) the written range is handed to the kernel to start writing back: contiguous
+    ranges, inside the streamed records, and the file is the same as without the requests."""
+    import exmed_bert.data.ptfile as ptfile
+
+    data = {"a": np.arange(3000, dtype=np.int32),
+            "b": Chunks(np.int16, 4000, lambda: (np.arange(i, i + 500, dtype=np.int16) for i in range(0, 4000, 500)))}
+    write_pt(tmp_path / "plain.pt", data)
+    asked = []
+    real = ptfile.start_writeback
+    monkeypatch.setattr(ptfile, "_WRITEBACK", 1024)
+    monkeypatch.setattr(ptfile, "start_writeback", lambda f, s, e: asked.append((s, e)) or real(f, s, e))
+    write_pt(tmp_path / "hinted.pt", data)
+    assert (tmp_path / "hinted.pt").read_bytes() == (tmp_path / "plain.pt").read_bytes()
+    with zipfile.ZipFile(tmp_path / "hinted.pt") as z:
+        spans = {}
+        for info in z.infolist():
+            if "/data/" in info.filename:
+                start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+                spans[info.filename] = (start, start + info.file_size)
+    assert sum(e - s for s, e in asked) > 12000 + 8000 - 2 * 1024   # all but each record's last < 1 KB
+    for s, e in asked:
+        assert e - s >= 1024 and any(a <= s and e <= b for a, b in spans.values())
+    assert all(e0 <= s1 for (_, e0), (s1, _) in zip(asked, asked[1:]))
+
+
+def test_a_failing_stream_stops_the_writer_and_leaves_no_file(tmp_path):
+    def pieces():
+        yield np.arange(5, dtype=np.int32)
+        raise OSError("disk went away")
+
+    with pytest.raises(OSError, match="went away"):
+        write_pt(tmp_path / "x.pt", {"a": np.arange(4), "b": Chunks(np.int32, 10, pieces), "c": np.arange(2)})
+    assert list(tmp_path.iterdir()) == []

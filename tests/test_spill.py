@@ -108,3 +108,17 @@ def test_a_full_disk_is_a_clear_error(tmp_path, monkeypatch):
         s.append(0, "input_ids", np.array([1], dtype=np.int32))
     monkeypatch.undo()
     s.close()
+
+
+def test_a_lut_given_when_reading_is_composed_with_each_segments_own(tmp_path):
+    """The writer's map (provisional -> vocabulary ids) is applied after a worker segment's map and alone
+    on the main process's own segments; other keys are never mapped."""
+    main, worker = Spill(tmp_path, "pretrain"), Spill(tmp_path, "w1-1-pre")
+    main.append(0, "input_ids", np.array([5, 6], dtype=np.int32))
+    worker.append(0, "input_ids", np.array([0, 1, 1], dtype=np.int32))
+    main.adopt(worker.export(), lut=np.array([6, 7], dtype=np.int32))   # worker 0 -> 6, 1 -> 7
+    main.append(0, "input_ids", np.array([7], dtype=np.int32))
+    final = np.array([0, 1, 2, 3, 4, 50, 60, 70], dtype=np.int32)
+    ids = main.chunks(0, "input_ids", np.int32, step=2, lut=final)
+    np.testing.assert_array_equal(np.concatenate(list(ids.chunks())), [50, 60, 60, 70, 70, 70])
+    assert list(tmp_path.iterdir()) == []

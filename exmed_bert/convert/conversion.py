@@ -37,7 +37,7 @@ from exmed_bert.codes import OTHER_SYSTEM
 from exmed_bert.data.splits import SPLITS, read_split_record, split_index
 from exmed_bert.data.vocab import FIRST_CODE_ID, UNK_ID, Vocab
 from exmed_bert.errors import UserError
-from exmed_bert.io import atomic_write, file_fingerprint, output_set, write_json, write_run_info
+from exmed_bert.io import atomic_write, fingerprint_meanwhile, output_set, write_json, write_run_info
 
 
 def output_paths(output: str | os.PathLike, task: bool = False) -> dict[str, Path]:
@@ -142,11 +142,12 @@ def convert_patients(input: str | os.PathLike, output: str | os.PathLike, *, spl
         raise ValueError("a task-only build needs task_data and a vocabulary")
     paths["rejected"].parent.mkdir(parents=True, exist_ok=True)
     # token arrays wait on disk, next to the output, until their split is written (exmed_bert.convert.spill)
-    with spill_folder(paths["rejected"].parent) as tmp:
+    # the input is hashed for the manifest while it is converted (exmed_bert.io.fingerprint_meanwhile)
+    with spill_folder(paths["rejected"].parent) as tmp, fingerprint_meanwhile(input) as fingerprint:
         spills = [Spill(tmp, name) for name in ("pretrain", "task")]
         try:
-            return _convert(input, paths, task_paths, table, spills, split=split, max_length=max_length,
-                            train_ratio=train_ratio, seed=seed, min_code_count=min_code_count,
+            return _convert(input, paths, task_paths, table, spills, fingerprint, split=split,
+                            max_length=max_length, train_ratio=train_ratio, seed=seed, min_code_count=min_code_count,
                             on_error=on_error, vocab=vocab, pretraining=pretraining, args=args, progress=progress,
                             fast=fast, split_source=split_source, other_codes=other_codes,
                             value_bins=value_bins, workers=workers)
@@ -155,9 +156,9 @@ def convert_patients(input: str | os.PathLike, output: str | os.PathLike, *, spl
                 s.close()
 
 
-def _convert(input, paths, task_paths, table: TaskTable | None, spills, *, split, max_length, train_ratio, seed,
-             min_code_count, on_error, vocab, pretraining, args, progress, fast, split_source, other_codes,
-             value_bins, workers) -> dict:
+def _convert(input, paths, task_paths, table: TaskTable | None, spills, input_fingerprint, *, split, max_length,
+             train_ratio, seed, min_code_count, on_error, vocab, pretraining, args, progress, fast, split_source,
+             other_codes, value_bins, workers) -> dict:
     reader = MedsReader(input, other_codes=other_codes) if is_meds(input) else None
     split_of, used_source, meds_split_counts = meds_splitter(reader, split_source, input)
     if value_bins:   # first pass: quantile edges from train subjects only (exmed_bert.convert.value_bins)
@@ -192,7 +193,7 @@ def _convert(input, paths, task_paths, table: TaskTable | None, spills, *, split
         if run.n_records == 0:
             raise UserError(f"{input}: no patients in the input")
     if not run.seen:  # the rejects file is written (the block above closed cleanly); so is the manifest
-        write_json(paths["manifest"], {"input": str(input), "input_fingerprint": file_fingerprint(input),
+        write_json(paths["manifest"], {"input": str(input), "input_fingerprint": input_fingerprint(),
                                        "args": args or {}, "records": run.n_records, "rejected": run.n_records,
                                        "reject_reasons": dict(run.reasons), "rejected_file": paths["rejected"].name,
                                        "all_rejected": True, "vocab_size": 0, "splits": {},
@@ -211,7 +212,7 @@ def _convert(input, paths, task_paths, table: TaskTable | None, spills, *, split
                                        if counts[i] > 0}, min_count=min_code_count)
             vocab.save(stage(paths["vocab"]))
         lut = _lookup(parser, vocab)
-        manifest: dict = {"input": str(input), "input_fingerprint": file_fingerprint(input), "args": args or {},
+        manifest: dict = {"input": str(input), "input_fingerprint": input_fingerprint(), "args": args or {},
                           "records": n_records, "rejected": sum(reasons.values()), "reject_reasons": dict(reasons),
                           "rejected_file": paths["rejected"].name, "vocab_size": len(vocab), "splits": {}}
         manifest["split_source"] = used_source

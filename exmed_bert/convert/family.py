@@ -169,24 +169,27 @@ class Family:
         lengths = cat["lengths"].astype(np.int64)
         cat["offsets"] = np.r_[0, np.cumsum(lengths)]
         cat["los_offsets"] = np.r_[0, np.cumsum(cat["los_counts"].astype(np.int64))]
-        for k in TOKEN_KEYS:
+        for k in TOKEN_KEYS:   # input ids are mapped to vocabulary ids as they are read
+            k_lut = lut if k == "input_ids" else None
             if self.spill is not None:
-                cat[k] = self.spill.chunks(split, k, DTYPES[k])
+                cat[k] = self.spill.chunks(split, k, DTYPES[k], lut=k_lut)
             else:
                 whole = np.concatenate(parts[k]) if parts[k] else np.zeros(0, dtype=DTYPES[k])
-                cat[k] = Chunks(DTYPES[k], len(whole), lambda whole=whole: [whole])
+                cat[k] = Chunks(DTYPES[k], len(whole), lambda w=whole, m=k_lut: [w if m is None else m[w]])
             if cat[k].length != cat["offsets"][-1]:
                 raise RuntimeError(f"{k}: {cat[k].length} tokens written for {cat['offsets'][-1]} (a conversion bug)")
-        provisional, tally = cat["input_ids"], {"code": 0, "unk": 0}
+        mapped, tally = cat["input_ids"], {"code": 0, "unk": 0}
 
-        def remapped():
-            for ids in provisional.chunks():
-                tally["code"] += int(np.count_nonzero(ids >= FIRST_CODE_ID))
-                ids = lut[ids]
-                tally["unk"] += int(np.count_nonzero(ids == UNK_ID))  # provisional ids never hold [UNK]: each is a code
+        def counted():
+            # a code is either in the vocabulary (an id from FIRST_CODE_ID on) or [UNK]: provisional ids never
+            # hold [UNK], and the special tokens map to themselves
+            for ids in mapped.chunks():
+                unk = int(np.count_nonzero(ids == UNK_ID))
+                tally["unk"] += unk
+                tally["code"] += int(np.count_nonzero(ids >= FIRST_CODE_ID)) + unk
                 yield ids
 
-        cat["input_ids"] = Chunks(DTYPES["input_ids"], provisional.length, remapped)
+        cat["input_ids"] = Chunks(DTYPES["input_ids"], mapped.length, counted)
         data = dataset_dict(cat, patient_ids, cat["labels"] if self.task else None,
                             cat["prediction_days"] if self.task else None)
         data["vocab_fingerprint"] = vocab_fingerprint  # lets loaders catch a dataset/vocab.json mismatch

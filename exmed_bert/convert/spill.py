@@ -85,19 +85,22 @@ class Spill:
             self._segments.setdefault((split, key), []).extend(
                 Segment(Path(p), n, lut if key == lut_key else None) for p, n in segs)
 
-    def chunks(self, split: int, key: str, dtype, step: int = 1 << 20) -> Chunks:
+    def chunks(self, split: int, key: str, dtype, step: int = 1 << 20, lut: np.ndarray | None = None) -> Chunks:
         """All chunks of (split, key), in order, as a `Chunks` of `dtype` that reads `step` elements at a
-        time (the writer streams it into the dataset file); each file is deleted once read to its end."""
+        time (the writer streams it into the dataset file); each file is deleted once read to its end.
+        `lut`, if given, maps the ids after each segment's own map: the two are composed once per segment,
+        so every element is looked up once."""
         self._close(split, key)
         segs = self._segments.pop((split, key), [])
         stored = self._dtypes.get(key)
 
         def read():
             for g in segs:
+                m = g.lut if lut is None else lut if g.lut is None else lut[g.lut]
                 with open(g.path, "rb") as fh:
                     for start in range(0, g.length, step):
                         a = np.fromfile(fh, dtype=stored, count=min(step, g.length - start))
-                        yield g.lut[a] if g.lut is not None else a
+                        yield a if m is None else m[a]
                 g.path.unlink()
 
         return Chunks(dtype, sum(g.length for g in segs), read)

@@ -22,6 +22,7 @@ anything with `.numpy()`, such as a CPU tensor). Output is deterministic: the sa
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import pickle
@@ -34,7 +35,7 @@ from typing import Any, BinaryIO, Callable, Iterable, Iterator
 
 import numpy as np
 
-from exmed_bert.io import atomic_write
+from exmed_bert.io import atomic_write, start_writeback
 
 ALIGNMENT = 64
 _STORAGES = {np.dtype(np.bool_): "BoolStorage", np.dtype(np.uint8): "ByteStorage", np.dtype(np.int8): "CharStorage",
@@ -42,6 +43,7 @@ _STORAGES = {np.dtype(np.bool_): "BoolStorage", np.dtype(np.uint8): "ByteStorage
              np.dtype(np.float16): "HalfStorage", np.dtype(np.float32): "FloatStorage",
              np.dtype(np.float64): "DoubleStorage"}
 _STEP = 1 << 20   # elements per write when an in-memory array is written
+_WRITEBACK = 32 << 20   # bytes written between requests to start writing them to disk
 
 
 @dataclass
@@ -175,7 +177,7 @@ class _Pickler:
         out += b"tR"
 
 
-def _ahead(it: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+def _ahead(it: Iterable) -> Iterator:
     """`it`'s items, each produced in a thread while the caller writes the one before (reading and id
     lookups overlap with CRCs and writes; all of them free the GIL)."""
     with ThreadPoolExecutor(1) as pool:
@@ -189,7 +191,7 @@ def _ahead(it: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
 def _pieces(src: np.ndarray | Chunks) -> Iterable[np.ndarray]:
     if isinstance(src, Chunks):
         n = 0
-        for c in _ahead(src.chunks()):
+        for c in src.chunks():
             c = np.ascontiguousarray(c, dtype=src.dtype).ravel()
             n += len(c)
             if n > src.length:
@@ -201,6 +203,18 @@ def _pieces(src: np.ndarray | Chunks) -> Iterable[np.ndarray]:
     flat = src.reshape(-1)
     for i in range(0, len(flat), _STEP):
         yield flat[i:i + _STEP]
+
+
+def _stream(sources: list) -> Iterator[tuple[int, np.ndarray | None]]:
+    """(record index, piece) for every piece of every source in order, then (index, None) at each record's
+    end; produced one item ahead in a thread, across records, so a record's first read overlaps with the
+    last write of the one before."""
+    def items():
+        for i, src in enumerate(sources):
+            for piece in _pieces(src):
+                yield i, piece
+            yield i, None
+    return _ahead(items())
 
 
 def _nbytes(src: np.ndarray | Chunks) -> int:
@@ -221,10 +235,12 @@ def save_pt(obj: Any, f: BinaryIO) -> None:
                                       ("byteorder", sys.byteorder.encode())]
     records += [(f"data/{i}", src) for i, src in enumerate(pickler.storages)]
     records.append(("version", b"3\n"))
+    records = [(name, np.frombuffer(src, dtype=np.uint8) if isinstance(src, bytes) else src) for name, src in records]
     names, crcs = [], []
-    with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
-        for name, src in records:
-            info = _record(z, f"archive/{name}", src)
+    stream = _stream([src for _, src in records])
+    with contextlib.closing(stream), zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
+        for i, (name, src) in enumerate(records):
+            info = _record(z, f"archive/{name}", _nbytes(src), _until_end(stream, i))
             names.append(info.filename)
             crcs.append(info.CRC)
         digest = hashlib.blake2b("\n".join(names).encode(), digest_size=8).digest()
@@ -232,15 +248,22 @@ def save_pt(obj: Any, f: BinaryIO) -> None:
         for crc in crcs:   # boost-style hash_combine on 64 bits, as torch combines record CRCs
             combined ^= (crc + 0x9E3779B9 + (combined << 6) + (combined >> 2)) & 0xFFFFFFFFFFFFFFFF
         serial = f"{int.from_bytes(digest, 'little'):020d}{combined:020d}".encode()
-        _record(z, "archive/.data/serialization_id", serial)
+        _record(z, "archive/.data/serialization_id", len(serial), [np.frombuffer(serial, dtype=np.uint8)])
 
 
-def _record(z: zipfile.ZipFile, name: str, src) -> zipfile.ZipInfo:
-    """One stored record whose data starts at a multiple of ALIGNMENT (padding in an 'FB' extra field,
-    as torch's writer pads)."""
-    if isinstance(src, bytes):
-        src = np.frombuffer(src, dtype=np.uint8)
-    size = _nbytes(src)
+def _until_end(stream: Iterator[tuple[int, np.ndarray | None]], index: int) -> Iterator[np.ndarray]:
+    for i, piece in stream:
+        if i != index:
+            raise RuntimeError(f"record {index}: got a piece of record {i} (a writer bug)")
+        if piece is None:
+            return
+        yield piece
+
+
+def _record(z: zipfile.ZipFile, name: str, size: int, pieces: Iterable[np.ndarray]) -> zipfile.ZipInfo:
+    """One stored record of `size` bytes whose data starts at a multiple of ALIGNMENT (padding in an 'FB'
+    extra field, as torch's writer pads). Every 32 MB written, the kernel is asked to start writing it to
+    disk (exmed_bert.io.start_writeback), so the fsync that commits the file has little left to wait for."""
     info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
     info.compress_type = zipfile.ZIP_STORED
     info.create_system = 3                  # the same bytes on every OS
@@ -251,8 +274,12 @@ def _record(z: zipfile.ZipFile, name: str, src) -> zipfile.ZipInfo:
     pad = -(z.fp.tell() + header) % ALIGNMENT
     info.extra = b"FB" + struct.pack("<H", pad) + b"Z" * pad
     with z.open(info, "w") as w:           # zipfile computes the CRC and rewrites the header when closed
-        if z.fp.tell() % ALIGNMENT:
+        start = z.fp.tell()
+        if start % ALIGNMENT:
             raise RuntimeError(f"{name}: record data not {ALIGNMENT}-byte aligned (zipfile wrote another header)")
-        for piece in _pieces(src):
-            w.write(memoryview(piece).cast("B"))
+        done = end = start
+        for piece in pieces:
+            end += w.write(memoryview(piece).cast("B"))
+            if end - done >= _WRITEBACK:
+                done = start_writeback(z.fp, done, end)
     return info
