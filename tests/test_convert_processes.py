@@ -74,13 +74,37 @@ def test_fork_server_starts_early_only_when_workers_are_likely(tmp_path):
         from multiprocessing import forkserver
         from exmed_bert.convert.processes import start_early
         running = lambda: forkserver._forkserver._forkserver_pid is not None
-        print(start_early({str(root)!r}, 1), start_early({str(root)!r}, None), start_early({str(one)!r}, 4),
-              start_early({str(doc)!r}, 4), start_early({str(tmp_path / "missing")!r}, 4), running())
-        print(start_early({str(root)!r}, 2), running())
+        print(start_early({str(root)!r}, 1), start_early({str(root)!r}, None), start_early({str(one)!r}, None),
+              start_early({str(doc)!r}, 4), start_early({str(tmp_path / "missing")!r}, 4),
+              start_early(None, 4), running())
+        print(start_early({str(one)!r}, 2), running(), start_early({str(root)!r}, 2))
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
-    # workers 1, a small input at the default, one shard, a JSON document, a missing path: not started
-    assert out.stdout.split() == ["False"] * 6 + ["True", "True"], out.stderr
+    # workers 1, small inputs at the default, a JSON document, a missing path, no input: not started; one
+    # shard with --workers (it may be cut into row-group parts): started, and asking again is harmless
+    assert out.stdout.split() == ["False"] * 7 + ["True"] * 3, out.stderr
+
+
+def test_flags_are_peeked_before_parsing_only_when_the_command_line_holds_them():
+    from exmed_bert.convert.processes import peek_flags
+
+    assert peek_flags(["--input", "d", "--workers", "3"]) == ("d", 3)
+    assert peek_flags(["--output", "o.pt", "--input=d", "--workers=2"]) == ("d", 2)
+    assert peek_flags(["--input", "d"]) == ("d", None)
+    assert peek_flags(["--input", "d", "--workers", "two"]) == ("d", 1)       # the parser will say why
+    assert peek_flags(["--config", "c.yaml", "--input", "d"]) == (None, None)  # the file may set them
+    assert peek_flags(["--config=c.yaml"]) == (None, None)
+    assert peek_flags(["--input", "d", "--help"]) == (None, None)
+    assert peek_flags(["--input"]) == (None, None)
+
+
+def test_the_command_line_module_is_light_to_import():
+    """Every worker imports the main script again (multiprocessing does, for pickled references to it):
+    the conversion's command line must not load the config modules, numpy or pyarrow when imported."""
+    code = ("import sys, exmed_bert.cli.convert; "
+            "print(sorted(m for m in ('numpy', 'pyarrow', 'yaml', 'exmed_bert.config') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stderr
 
 
 def test_malloc_tuning_sets_glibc_options_on_linux_only(monkeypatch):
