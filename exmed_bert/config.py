@@ -17,10 +17,7 @@ import typing
 from pathlib import Path
 from typing import Any, Sequence, TypeVar
 
-import yaml
-
 from exmed_bert.errors import UserError
-from exmed_bert.stages import REGISTRY
 
 T = TypeVar("T")
 Sections = dict  # {section or None (top level): {key: raw yaml value}}, as load_yaml returns it
@@ -128,6 +125,8 @@ def nearest(name: str, candidates: Sequence[str]) -> str | None:
 
 def known_keys() -> dict[str | None, set[str]]:
     """Every key config.yaml may hold, per section (None = top level), from the registry's classes."""
+    from exmed_bert.stages import REGISTRY   # every stage's arguments: loaded only to read a config.yaml
+
     keys: dict[str | None, set[str]] = {None: {"config"}}
     for _, cls in REGISTRY:
         keys.setdefault(cls.yaml_section, set()).update(f.name for f in dataclasses.fields(cls))
@@ -146,6 +145,8 @@ def load_yaml(path: str | Path) -> Sections:
 
 
 def _read(path: Path) -> dict[str, Any]:
+    import yaml   # only a config.yaml needs it; a stage's command line alone does not
+
     if not path.is_file():
         raise UserError(f"{path}: config file not found")
     try:

@@ -102,9 +102,24 @@ def test_the_command_line_module_is_light_to_import():
     """Every worker imports the main script again (multiprocessing does, for pickled references to it):
     the conversion's command line must not load the config modules, numpy or pyarrow when imported."""
     code = ("import sys, exmed_bert.cli.convert; "
-            "print(sorted(m for m in ('numpy', 'pyarrow', 'yaml', 'exmed_bert.config') if m in sys.modules))")
+            "print(sorted(m for m in ('numpy', 'pyarrow', 'yaml', 'exmed_bert.config') if m in sys.modules)); "
+            "import exmed_bert.config, exmed_bert.convert.args; "   # what parsing the flags loads
+            "print(sorted(m for m in ('numpy', 'yaml', 'exmed_bert.training.args') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]", out.stderr
+    assert out.stdout.split() == ["[]", "[]"], out.stderr
+
+
+def test_a_script_freezes_what_is_left_before_exiting(monkeypatch):
+    """The interpreter's last collection would walk every object a stage left; `run` freezes them first."""
+    import gc
+
+    from exmed_bert.errors import run
+
+    calls = []
+    monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
+    with pytest.raises(SystemExit) as e:
+        run(lambda: calls.append("main") or 3)
+    assert e.value.code == 3 and calls == ["main", "freeze"]
 
 
 def test_malloc_tuning_sets_glibc_options_on_linux_only(monkeypatch):
