@@ -79,6 +79,34 @@ def test_all_rejected_json_writes_manifest_and_rejects(tmp_path, capsys):
     assert json.loads((tmp_path / "out" / "dataset_manifest.json").read_text())["all_rejected"] is True
 
 
+def test_all_rejected_over_a_conversion_leaves_it_as_it_was_and_reports_beside_it(tmp_path, capsys):
+    """A run whose every record is rejected must not leave a folder whose manifest and rejects describe
+    datasets they did not produce: the conversion already there stays whole, the report goes beside it."""
+    good = tmp_path / "good.jsonl"
+    good.write_text("\n".join(json.dumps({"patient_id": f"p{i}", "birth_date": "1960-01-01", "sex": "F",
+                                          "diagnoses": [{"code": "E11.65", "date": "2020-01-02"}]})
+                              for i in range(20)) + "\n" + json.dumps({"patient_id": None}) + "\n")
+    out = tmp_path / "out"
+    assert convert(good, out / "j.pt") == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert "j_rejected.jsonl" in before and "dataset_manifest.json" in before
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join(json.dumps({"patient_id": i, "diagnoses": []}) for i in range(4)) + "\n")
+    capsys.readouterr()
+    assert convert(bad, out / "j.pt") == 2
+    err = capsys.readouterr().err
+    assert "all 4 records were rejected" in err and "j_rejected.failed.jsonl" in err and "left as it was" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if ".failed." not in p.name} == before
+    assert len((out / "j_rejected.failed.jsonl").read_text().splitlines()) == 4
+    report = json.loads((out / "dataset_manifest.failed.json").read_text())
+    assert report["all_rejected"] is True and report["rejected_file"] == "j_rejected.failed.jsonl"
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]        # no staged file left
+    # a folder holding only an earlier failure's report is not a conversion: the usual names are reused
+    fresh = tmp_path / "fresh"
+    assert convert(bad, fresh / "j.pt") == 2 and convert(bad, fresh / "j.pt") == 2
+    assert sorted(p.name for p in fresh.iterdir()) == ["dataset_manifest.json", "j_rejected.jsonl"]
+
+
 @pytest.mark.parametrize("fast", ["jsonl", "json"])
 def test_implausible_stays_are_left_out_and_counted(tmp_path, capsys, fast):
     """A Synthea-like 24,206-day stay is dropped (no PLOS label from it); the patient and the short stay

@@ -172,40 +172,38 @@ def _convert(input, paths, task_paths, table: TaskTable | None, spills, input_fi
     task = Family(parser, max_length, task=True, spill=spills[1]) if labels is not None else None
     wanted = SPLITS if split == "all" else (split,)
 
-    with _gc_paused(), atomic_write(paths["rejected"]) as rej, \
-            tqdm(desc="converting", unit=" patients", disable=None if progress else True, file=sys.stderr) as bar:
-        run = Intake(parser, pre, task, labels, seed=seed, train_ratio=train_ratio, on_error=on_error,
-                     input=input, rejects=rej, split_of=split_of)
-        jsonl = reader is None and fast and Path(input).is_file() and detect_format(Path(input)) == "jsonl"
-        n_workers = plan_workers(workers, input, reader, jsonl) if fast else 1
-        if n_workers > 1:
-            job = Job(input=str(input), other_codes=other_codes, max_length=max_length, seed=seed,
-                      train_ratio=train_ratio, pretraining=pretraining, labels=labels,
-                      splits=reader.subject_splits if used_source == "meds" else None,
-                      value_edges=reader.value_edges if reader is not None else {},
-                      batch_rows=MedsReader.batch_rows, spill_dir=str(spills[0].folder))
-            convert_in_workers(run, job, pieces(input, reader, n_workers), n_workers, reader, bar)
-            if run.n_records == 0 and jsonl:
-                raise UserError(f"{input}: no patients in the file")
-            meds = reader
-        else:
-            meds = _feed(run, input, bar, fast, reader)
-        if run.n_records == 0:
-            raise UserError(f"{input}: no patients in the input")
-    if not run.seen:  # the rejects file is written (the block above closed cleanly); so is the manifest
-        write_json(paths["manifest"], {"input": str(input), "input_fingerprint": input_fingerprint(),
-                                       "args": args or {}, "records": run.n_records, "rejected": run.n_records,
-                                       "reject_reasons": dict(run.reasons), "rejected_file": paths["rejected"].name,
-                                       "all_rejected": True, "vocab_size": 0, "splits": {},
-                                       **code_report(meds, parser)})
-        raise UserError(all_rejected_message(input, run, meds, paths))
-    n_records, reasons, n_unlabelled, seen = run.n_records, run.reasons, run.n_unlabelled, run.seen
-    for fam in (pre, task):
-        if fam is not None:
-            fam.flush()
-
-    # Everything a later stage reads together is committed as one set (exmed_bert.io.output_set).
+    # Everything a later stage reads together is committed as one set (exmed_bert.io.output_set), the
+    # rejects file included; a run that rejects every record reports beside a conversion already there
     with output_set() as stage:
+        rejects = stage(paths["rejected"])
+        with _gc_paused(), atomic_write(rejects) as rej, \
+                tqdm(desc="converting", unit=" patients", disable=None if progress else True, file=sys.stderr) as bar:
+            run = Intake(parser, pre, task, labels, seed=seed, train_ratio=train_ratio, on_error=on_error,
+                         input=input, rejects=rej, split_of=split_of)
+            jsonl = reader is None and fast and Path(input).is_file() and detect_format(Path(input)) == "jsonl"
+            n_workers = plan_workers(workers, input, reader, jsonl) if fast else 1
+            if n_workers > 1:
+                job = Job(input=str(input), other_codes=other_codes, max_length=max_length, seed=seed,
+                          train_ratio=train_ratio, pretraining=pretraining, labels=labels,
+                          splits=reader.subject_splits if used_source == "meds" else None,
+                          value_edges=reader.value_edges if reader is not None else {},
+                          batch_rows=MedsReader.batch_rows, spill_dir=str(spills[0].folder))
+                convert_in_workers(run, job, pieces(input, reader, n_workers), n_workers, reader, bar)
+                if run.n_records == 0 and jsonl:
+                    raise UserError(f"{input}: no patients in the file")
+                meds = reader
+            else:
+                meds = _feed(run, input, bar, fast, reader)
+            if run.n_records == 0:
+                raise UserError(f"{input}: no patients in the input")
+        if not run.seen:
+            raise UserError(_report_all_rejected(input, paths, rejects, run, meds, parser, args,
+                                                 input_fingerprint()))
+        n_records, reasons, n_unlabelled, seen = run.n_records, run.reasons, run.n_unlabelled, run.seen
+        for fam in (pre, task):
+            if fam is not None:
+                fam.flush()
+
         if pretraining:
             counts = pre.train_counts
             vocab = Vocab.from_counts({parser.tokens[i]: int(counts[i]) for i in range(FIRST_CODE_ID, len(counts))
@@ -245,6 +243,35 @@ def _convert(input, paths, task_paths, table: TaskTable | None, spills, input_fi
                 entries[name] = job.result()
         write_json(stage(paths["manifest"]), manifest)
     return manifest
+
+
+def _report_all_rejected(input, paths: dict, rejects: Path, run: Intake, meds, parser, args,
+                         fingerprint: str) -> str:
+    """Put the rejects (written to `rejects`, staged) and a manifest where the user finds them, and return
+    the error. The usual names, unless the folder holds a conversion: its datasets, vocabulary, manifest
+    and rejects are left as they are, and this run's report goes beside them (`*.failed.json[l]`)."""
+    kept = _holds_conversion(paths["manifest"])
+    where = dict(paths)
+    if kept:
+        where["manifest"] = paths["manifest"].with_suffix(".failed.json")
+        where["rejected"] = paths["rejected"].with_name(f"{paths['rejected'].stem}.failed.jsonl")
+    os.replace(rejects, where["rejected"])
+    write_json(where["manifest"], {"input": str(input), "input_fingerprint": fingerprint, "args": args or {},
+                                   "records": run.n_records, "rejected": run.n_records,
+                                   "reject_reasons": dict(run.reasons), "rejected_file": where["rejected"].name,
+                                   "all_rejected": True, "vocab_size": 0, "splits": {},
+                                   **code_report(meds, parser)})
+    return all_rejected_message(input, run, meds, where, kept_conversion=kept)
+
+
+def _holds_conversion(manifest: Path) -> bool:
+    """A manifest of a conversion that wrote datasets (not the report of an all-rejected run)."""
+    try:
+        return not json.loads(manifest.read_text(encoding="utf-8")).get("all_rejected", False)
+    except FileNotFoundError:
+        return False
+    except (OSError, ValueError, AttributeError):
+        return True   # unreadable: keep it rather than guess
 
 
 def _prefetched(blocks):

@@ -36,14 +36,16 @@ def _families(counts: dict, top: int = 4) -> str:
     return text + (f" (+{len(items) - top} more)" if len(items) > top else "")
 
 
-def all_rejected_message(input, run: Intake, meds, paths: dict) -> str:
+def all_rejected_message(input, run: Intake, meds, paths: dict, kept_conversion: bool = False) -> str:
     msg = (f"{input}: all {run.n_records} records were rejected (first reasons: {', '.join(run.reasons)})")
     if meds is not None and meds.ignored:
         msg += (f"; the largest ignored code families were {_families(dict(meds.ignored), 3)}, which the "
                 "converter does not read (it reads diagnoses, drugs and procedures of the code systems in "
                 "docs/DATASET.md, 'MEDS code forms'; --other-codes keep reads the others as tokens)")
-    return msg + (f"; see {paths['rejected']} and {paths['manifest']}, or --on-error fail for the first bad "
-                  "record")
+    msg += f"; see {paths['rejected']} and {paths['manifest']}, or --on-error fail for the first bad record"
+    if kept_conversion:
+        msg += f" (the conversion already in {paths['manifest'].parent} is left as it was)"
+    return msg
 
 
 def summary_line(manifest: dict, paths: dict) -> str:
