@@ -125,6 +125,11 @@ def parsed_class(module_name: str, main_name: str = "main"):
     found = [v for k, v in vars(module).items() if k.endswith("Args") and dataclasses.is_dataclass(v)]
     own = [c for c in found if c.__module__ == module_name]
     found = own or found
+    if not found:   # imported inside main (a command line kept light to import): the class its source names
+        import inspect
+
+        found = [getattr(importlib.import_module(m), name) for m, name in
+                 re.findall(r"from (exmed_bert[\w.]*) import (\w+Args)\b", inspect.getsource(module))]
     assert len(found) == 1, f"{module_name}: expected one *Args dataclass, found {sorted(c.__name__ for c in found)}"
     return found[0]
 

@@ -228,6 +228,7 @@ def convert_in_workers(run: Intake, job: Job, work: Iterable[Piece], workers: in
     """Convert `work` in `workers` processes, merging results in order; at most 2 pieces per worker are
     in flight, so memory stays bounded on inputs of any length."""
     pool = ProcessPoolExecutor(workers, mp_context=context(), initializer=_start, initargs=(job,))
+    done = False
     try:
         todo = iter(work)
         flight: deque = deque()
@@ -246,9 +247,12 @@ def convert_in_workers(run: Intake, job: Job, work: Iterable[Piece], workers: in
             before = run.n_records
             merge(run, piece, result, reader)
             bar.update(run.n_records - before)
+        done = True
     except BrokenProcessPool:
         raise UserError(f"{job.input}: a conversion worker stopped (out of memory, or a script calling the "
                         "conversion without an `if __name__ == \"__main__\":` guard); use fewer --workers, or "
                         "--workers 1 to convert in one process") from None
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        # after the last result the workers exit while this process writes (they have nothing left to do);
+        # on an error, wait for them, so nothing of theirs outlives the error
+        pool.shutdown(wait=not done, cancel_futures=True)
