@@ -135,7 +135,7 @@ def test_malloc_tuning_sets_glibc_options_on_linux_only(monkeypatch):
     monkeypatch.setattr(processes.ctypes, "CDLL", lambda name: Libc())
     monkeypatch.setattr(processes.sys, "platform", "linux")
     processes.tune_malloc()
-    assert calls == [(-2, 64 << 20), (-3, 32 << 20)]      # M_TOP_PAD, M_MMAP_THRESHOLD
+    assert calls == [(-2, 64 << 20), (-3, 32 << 20), (-8, 1)]   # M_TOP_PAD, M_MMAP_THRESHOLD, M_ARENA_MAX
     calls.clear()
     for platform in ("win32", "darwin"):
         monkeypatch.setattr(processes.sys, "platform", platform)

@@ -17,8 +17,9 @@ from exmed_bert.data.ptfile import Chunks, write_pt
 from exmed_bert.data.splits import SPLITS
 
 # patients encoded together: encoding needs ~130 bytes per event of temporaries, so this bounds a
-# conversion process's peak (2048 patients of the generator: ~250,000 events, ~35 MB; 8192 took 90 MB more)
-CHUNK = 2048
+# conversion process's peak (1024 patients of the generator: ~125,000 events, ~17 MB; 2048 took 20 MB
+# more at the same speed, 8192 110 MB more)
+CHUNK = 1024
 _KEYS = ("input_ids", "token_type_ids", "position_ids", "age_ids", "days", "lengths", "sex", "birth_days",
          "los_counts", "los_days", "los_start_days", "labels", "prediction_days", "patient_ids")
 

@@ -85,7 +85,7 @@ class Spill:
             self._segments.setdefault((split, key), []).extend(
                 Segment(Path(p), n, lut if key == lut_key else None) for p, n in segs)
 
-    def chunks(self, split: int, key: str, dtype, step: int = 1 << 20, lut: np.ndarray | None = None) -> Chunks:
+    def chunks(self, split: int, key: str, dtype, step: int = 1 << 18, lut: np.ndarray | None = None) -> Chunks:
         """All chunks of (split, key), in order, as a `Chunks` of `dtype` that reads `step` elements at a
         time (the writer streams it into the dataset file); each file is deleted once read to its end.
         `lut`, if given, maps the ids after each segment's own map: the two are composed once per segment,
