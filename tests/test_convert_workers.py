@@ -151,6 +151,18 @@ def test_how_many_workers(tmp_path):
         workers.plan_workers(0, root, reader, False)
 
 
+@pytest.mark.parametrize("cpus, jsonl, expected", [(2, False, 2), (2, True, 1), (8, False, 8), (8, True, 8),
+                                                   (1, False, 1)])
+def test_default_workers_by_input_and_cpus(monkeypatch, cpus, jsonl, expected):
+    """Every CPU from 16 MB of input; JSONL on 2 CPUs stays in one process (which already parses the
+    next block in a thread); small inputs always do."""
+    from exmed_bert.convert import processes
+
+    monkeypatch.setattr(processes, "cpu_count", lambda: cpus)
+    assert processes.default_workers(processes.AUTO_MIN_BYTES, jsonl) == expected
+    assert processes.default_workers(processes.AUTO_MIN_BYTES - 1, jsonl) == 1
+
+
 def test_workers_do_not_load_torch():
     code = ("import sys, exmed_bert.convert.workers, exmed_bert.convert.conversion; "
             "print('torch' in sys.modules)")

@@ -59,7 +59,8 @@ class ConvertArgs:
 
     workers: Optional[int] = field(default=None, metadata={
         "help": "processes converting MEDS shards or JSONL blocks in parallel (default: every CPU for inputs "
-                "of 16 MB or more, else 1); the output is byte-identical for any number"})
+                "of 16 MB or more, else 1; JSONL on 2 CPUs or fewer: 1); the output is byte-identical for "
+                "any number"})
 
     def validate(self) -> None:
         if not 0.0 < self.train_ratio < 1.0:

@@ -41,7 +41,7 @@ from exmed_bert.convert.feed import feed_jsonl_block, feed_meds_file, meds_split
 from exmed_bert.convert.intake import Intake, fail_message, reject_line
 from exmed_bert.convert.meds import MedsReader
 from exmed_bert.convert.shard_parts import ShardPart, shard_parts
-from exmed_bert.convert.processes import AUTO_MIN_BYTES, context, cpu_count, tune_malloc
+from exmed_bert.convert.processes import context, default_workers, tune_malloc
 from exmed_bert.convert.records import JsonlBlock, _BLOCK, iter_jsonl_blocks
 from exmed_bert.convert.spill import Spill, discard_exported
 from exmed_bert.convert.validate import RecordParser
@@ -49,8 +49,9 @@ from exmed_bert.errors import UserError
 
 def plan_workers(workers: int | None, input, reader: MedsReader | None, jsonl: bool) -> int:
     """How many worker processes convert `input` (1 = none, the main process does it). `workers` None is
-    the default: every CPU for inputs of at least AUTO_MIN_BYTES, else 1. Never more than pieces (MEDS
-    shards, cut into row-group parts when there are fewer shards than twice the workers)."""
+    the default (`processes.default_workers`): every CPU for inputs of at least AUTO_MIN_BYTES, else 1,
+    and 1 for JSONL on 2 CPUs or fewer. Never more than pieces (MEDS shards, cut into row-group parts when
+    there are fewer shards than twice the workers)."""
     if workers is not None and workers < 1:
         raise UserError(f"--workers must be at least 1, got {workers}")
     if reader is not None:
@@ -60,7 +61,7 @@ def plan_workers(workers: int | None, input, reader: MedsReader | None, jsonl: b
     else:
         return 1
     if workers is None:
-        workers = cpu_count() if size >= AUTO_MIN_BYTES else 1
+        workers = default_workers(size, jsonl)
     if workers == 1:
         return 1
     n = len(meds_pieces(reader, workers)) if reader is not None else -(-size // _BLOCK)
