@@ -161,8 +161,11 @@ def meds_benchmark(a: argparse.Namespace, work: Path) -> int:
         runs = " / ".join(f"{r['seconds']:.1f}" for r in rs)
         print(f"{name}: {t:.1f} s (runs {runs}): {patients / t:,.0f} patients/s, {rows / t:,.0f} rows/s, "
               f"peak RSS {rss:.0f} MB (largest process, whole command)")
-    if len(counts) > 1:
-        print(f"--workers {a.workers} vs 1: {line[1] / line[a.workers]:.2f}x")
+    if len(counts) > 1:   # run by run: each repeat ran both commands back to back, so load drifts cancel
+        pairs = sorted(one["seconds"] / many["seconds"] for one, many in zip(results[1], results[a.workers]))
+        ratio = median(results[1], "seconds") / median(results[a.workers], "seconds")
+        print(f"--workers {a.workers} vs 1: {ratio:.2f}x (medians); {pairs[len(pairs) // 2]:.2f}x pair by pair (median of {len(pairs)}, from "
+              f"{pairs[0]:.2f}x to {pairs[-1]:.2f}x)")
     if exe is None:
         print("meds_reader_convert not found (pip install meds_reader to compare)")
     else:
