@@ -14,7 +14,6 @@ import sys
 import tempfile
 import threading
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
 
@@ -173,6 +172,8 @@ def fingerprint_meanwhile(path: str | os.PathLike) -> Iterator[Callable[[], str]
 
 
 def package_versions() -> dict[str, str]:
+    from importlib import metadata   # 6 ms to import; every process that writes a file imports this module
+
     out = {"python": platform.python_version()}
     for name in ("exmed-bert", "torch", "transformers", "numpy", "pandas", "scikit-learn", "xgboost"):
         with contextlib.suppress(metadata.PackageNotFoundError):
