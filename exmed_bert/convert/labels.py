@@ -202,8 +202,11 @@ def _meds_columns(f: Path) -> tuple[dict, str | None, bool]:
         raise UserError(f"{f}: not a readable Parquet file ({str(e).splitlines()[0][:200]})") from None
     for name in ("subject_id", "prediction_time"):
         if name not in t.column_names:
+            from exmed_bert.convert.meds import old_names_hint
+
             raise UserError(f"{f}: no column {name}; MEDS label files have subject_id, prediction_time and one of "
-                            f"{', '.join(MEDS_LABEL_COLUMNS)} (got {', '.join(t.column_names)[:200]})")
+                            f"{', '.join(MEDS_LABEL_COLUMNS)} (got {', '.join(t.column_names)[:200]})"
+                            + old_names_hint(t.column_names))
     sid, when = t["subject_id"], t["prediction_time"]
     if not (pa.types.is_integer(sid.type) or pa.types.is_string(sid.type) or pa.types.is_large_string(sid.type)):
         raise UserError(f"{f}: column subject_id is {sid.type}; MEDS wants int64 (or string) subject ids")

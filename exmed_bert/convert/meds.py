@@ -33,6 +33,16 @@ from exmed_bert.convert.value_bins import BIN_SEPARATOR, VALUE_COLUMN, bin_of
 from exmed_bert.errors import UserError
 
 REQUIRED_COLUMNS = ("subject_id", "time", "code")
+# older MEDS named two of them differently (timestamp became time in 0.3.0, patient_id became subject_id
+# in 0.3.2, August 2024); such files are refused with this hint
+OLD_NAMES = {"patient_id": "subject_id", "timestamp": "time"}
+
+
+def old_names_hint(columns) -> str:
+    """'; ...rename...' when `columns` holds a pre-0.3 MEDS name, else ''."""
+    old = [f"{o} -> {n}" for o, n in OLD_NAMES.items() if o in columns and n not in columns]
+    return (f"; this looks like MEDS from before version 0.3.2, which named them differently: rename "
+            f"{', '.join(old)} (e.g. with pyarrow or polars), or export with a current MEDS ETL") if old else ""
 END_COLUMN = "end"   # optional: an event's end time (meds_etl's OMOP visits), read for `Visit/IP` stays
 FORMS = ("a MEDS input is a dataset root (data/ and metadata/), its data/ folder or one Parquet file, "
          "with subject_id, time and code columns")
@@ -169,8 +179,8 @@ class MedsReader:
             file = pq.ParquetFile(path)
             schema = file.schema_arrow   # the schema every batch has, checked before any row is read
             missing = [c for c in REQUIRED_COLUMNS if c not in schema.names]
-            if missing:
-                raise KeyError(f"no column {', '.join(missing)}")   # reported as pq.read_table's errors are
+            if missing:   # reported as pq.read_table's errors are
+                raise KeyError(f"no column {', '.join(missing)}{old_names_hint(schema.names)}")
             check_types(path, schema)
             if file.metadata.num_rows == 0:
                 return
