@@ -61,8 +61,8 @@ def test_categories_map_to_sorted_class_ids(tmp_path):
 
 @pytest.mark.parametrize("cols, match", [
     ({"subject_id": pa.array([1]), "boolean_value": pa.array([True])}, "no column prediction_time"),
-    ({"patient_id": pa.array([1]), "prediction_time": pa.array([T("2020-01-01")]), "boolean_value": pa.array([True])},
-     "no column subject_id.*before version 0.3.2.*rename patient_id -> subject_id"),
+    ({"patient_id": pa.array([1.5]), "prediction_time": pa.array([T("2020-01-01")]), "boolean_value": pa.array([True])},
+     "column subject_id is double"),   # an older MEDS name is checked as the current one
     ({"subject_id": pa.array([1]), "prediction_time": pa.array(["2020-01-01"]), "boolean_value": pa.array([True])},
      "column prediction_time is string"),
     ({"subject_id": pa.array([1.5]), "prediction_time": pa.array([T("2020-01-01")]), "boolean_value": pa.array([True])},

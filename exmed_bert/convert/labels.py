@@ -196,17 +196,16 @@ def _meds_columns(f: Path) -> tuple[dict, str | None, bool]:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
+    from exmed_bert.convert.meds_names import current
+
     try:
-        t = pq.read_table(f)
+        t = current(pq.read_table(f))   # older MEDS labels name subject_id patient_id
     except (pa.ArrowException, OSError) as e:
         raise UserError(f"{f}: not a readable Parquet file ({str(e).splitlines()[0][:200]})") from None
     for name in ("subject_id", "prediction_time"):
         if name not in t.column_names:
-            from exmed_bert.convert.meds import old_names_hint
-
             raise UserError(f"{f}: no column {name}; MEDS label files have subject_id, prediction_time and one of "
-                            f"{', '.join(MEDS_LABEL_COLUMNS)} (got {', '.join(t.column_names)[:200]})"
-                            + old_names_hint(t.column_names))
+                            f"{', '.join(MEDS_LABEL_COLUMNS)} (got {', '.join(t.column_names)[:200]})")
     sid, when = t["subject_id"], t["prediction_time"]
     if not (pa.types.is_integer(sid.type) or pa.types.is_string(sid.type) or pa.types.is_large_string(sid.type)):
         raise UserError(f"{f}: column subject_id is {sid.type}; MEDS wants int64 (or string) subject ids")

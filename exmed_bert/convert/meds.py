@@ -27,22 +27,13 @@ import pyarrow.parquet as pq
 
 from exmed_bert.convert import arrow
 from exmed_bert.convert.meds_block import MedsBlock
-from exmed_bert.convert.shard_parts import ShardPart, batches, subjects_in
 from exmed_bert.convert.meds_codes import EVENT_KINDS, MedsCode, ignored, other_code, parse_meds_code
+from exmed_bert.convert.meds_names import as_file, current
+from exmed_bert.convert.shard_parts import ShardPart, batches, subjects_in
 from exmed_bert.convert.value_bins import BIN_SEPARATOR, VALUE_COLUMN, bin_of
 from exmed_bert.errors import UserError
 
-REQUIRED_COLUMNS = ("subject_id", "time", "code")
-# older MEDS named two of them differently (timestamp became time in 0.3.0, patient_id became subject_id
-# in 0.3.2, August 2024); such files are refused with this hint
-OLD_NAMES = {"patient_id": "subject_id", "timestamp": "time"}
-
-
-def old_names_hint(columns) -> str:
-    """'; ...rename...' when `columns` holds a pre-0.3 MEDS name, else ''."""
-    old = [f"{o} -> {n}" for o, n in OLD_NAMES.items() if o in columns and n not in columns]
-    return (f"; this looks like MEDS from before version 0.3.2, which named them differently: rename "
-            f"{', '.join(old)} (e.g. with pyarrow or polars), or export with a current MEDS ETL") if old else ""
+REQUIRED_COLUMNS = ("subject_id", "time", "code")   # older MEDS names are read too (meds_names)
 END_COLUMN = "end"   # optional: an event's end time (meds_etl's OMOP visits), read for `Visit/IP` stays
 FORMS = ("a MEDS input is a dataset root (data/ and metadata/), its data/ folder or one Parquet file, "
          "with subject_id, time and code columns")
@@ -124,7 +115,8 @@ class MedsReader:
         if path is None:
             return None
         try:
-            table = pq.read_table(path, columns=["subject_id", "split"])
+            names = pq.read_schema(path).names
+            table = current(pq.read_table(path, columns=as_file(["subject_id", "split"], names)))
         except (pa.ArrowInvalid, OSError, KeyError) as e:
             raise UserError(f"{path}: not a MEDS subject split file with columns subject_id and split "
                             f"({str(e).splitlines()[0]})") from None
@@ -177,10 +169,11 @@ class MedsReader:
         only its row groups are read, and only its subjects kept (`shard_parts`)."""
         try:
             file = pq.ParquetFile(path)
-            schema = file.schema_arrow   # the schema every batch has, checked before any row is read
+            # the schema every batch has (older MEDS names read as the current ones), checked before any row
+            schema = current(file.schema_arrow)
             missing = [c for c in REQUIRED_COLUMNS if c not in schema.names]
             if missing:   # reported as pq.read_table's errors are
-                raise KeyError(f"no column {', '.join(missing)}{old_names_hint(schema.names)}")
+                raise KeyError(f"no column {', '.join(missing)}")
             check_types(path, schema)
             if file.metadata.num_rows == 0:
                 return
@@ -246,10 +239,12 @@ class MedsReader:
     def _read_whole(self, path: Path, columns: list, value_set: pa.Array, has_end: bool, emit,
                     part: ShardPart | None = None) -> Iterator:
         """An unsorted shard (or part): read whole, then sorted by subject_id and time."""
+        file = pq.ParquetFile(path)
+        in_file = as_file(columns, file.schema_arrow.names)
         if part is None:
-            table = pq.read_table(path, columns=columns)
+            table = current(pq.read_table(path, columns=in_file))
         else:
-            table = subjects_in(pq.ParquetFile(path).read_row_groups(range(part.first, part.end), columns=columns), part)
+            table = subjects_in(current(file.read_row_groups(range(part.first, part.end), columns=in_file)), part)
         table = _with_string_codes(table)
         # A subject left without rows still becomes a patient (rejected as having no events), so the
         # rejects file counts every subject of the input.

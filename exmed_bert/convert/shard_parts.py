@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from exmed_bert.convert import arrow
+from exmed_bert.convert.meds_names import as_file, current
 
 
 @dataclass(frozen=True)
@@ -36,8 +37,9 @@ def shard_parts(path: Path, rows_per_part: int) -> list[ShardPart] | None:
     groups in subject order."""
     try:
         md = pq.ParquetFile(path).metadata
-        col = md.schema.to_arrow_schema().get_field_index("subject_id")
-        if col < 0 or not pa.types.is_integer(md.schema.to_arrow_schema().field(col).type) or md.num_row_groups < 2:
+        schema = md.schema.to_arrow_schema()
+        col = schema.get_field_index(as_file(["subject_id"], schema.names)[0])
+        if col < 0 or not pa.types.is_integer(schema.field(col).type) or md.num_row_groups < 2:
             return None
         stats = [md.row_group(i).column(col).statistics for i in range(md.num_row_groups)]
     except (pa.ArrowException, OSError):
@@ -80,9 +82,11 @@ def subjects_in(table, part: ShardPart | None):
 
 
 def batches(file: pq.ParquetFile, rows: int, columns: list, part: ShardPart | None) -> Iterator:
-    """Non-empty record batches of `file` (of the part's row groups and subjects)."""
+    """Non-empty record batches of `file` (of the part's row groups and subjects), `columns` by their current
+    MEDS names (a file with older ones is read under those, `meds_names`)."""
     groups = None if part is None else list(range(part.first, part.end))
-    for batch in file.iter_batches(batch_size=rows, columns=columns, row_groups=groups):
-        batch = subjects_in(batch, part)
+    names = file.schema_arrow.names
+    for batch in file.iter_batches(batch_size=rows, columns=as_file(columns, names), row_groups=groups):
+        batch = subjects_in(current(batch), part)
         if batch.num_rows:
             yield batch

@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from exmed_bert.convert import arrow
+from exmed_bert.convert.meds_names import as_file, current
 
 VALUE_COLUMN = "numeric_value"
 SAMPLE_PER_CODE = 10_000
@@ -67,8 +68,10 @@ def learn_edges(reader, is_train: Callable[[str], bool], n_bins: int, *, sample:
         file = pq.ParquetFile(path)
         if VALUE_COLUMN not in file.schema_arrow.names:
             continue
+        names = file.schema_arrow.names
         for batch in file.iter_batches(batch_size=reader.batch_rows,
-                                       columns=["subject_id", "code", VALUE_COLUMN]):
+                                       columns=as_file(["subject_id", "code", VALUE_COLUMN], names)):
+            batch = current(batch)
             value = pc.cast(batch.column(2), pa.float64())
             ok = pc.and_(pc.is_valid(value), pc.is_finite(value))
             if not pc.any(ok).as_py():
