@@ -175,7 +175,7 @@ def test_types_and_columns_are_checked_before_rows(tmp_path):
     with pytest.raises(UserError, match=r"not a MEDS Parquet file .*\(no column code\)"):
         list(MedsReader(tmp_path / "nocode.parquet"))
     pq.write_table(bad.rename_columns(["patient_id", "timestamp", "code"]), tmp_path / "old.parquet")
-    with pytest.raises(UserError, match="column 'time' is int64"):   # older MEDS names: checked as the current
+    with pytest.raises(UserError, match="column 'timestamp' is int64"):   # an older MEDS name, as the file has it
         list(MedsReader(tmp_path / "old.parquet"))
     Path(tmp_path / "junk.parquet").write_bytes(b"not parquet")
     with pytest.raises(UserError, match="not a MEDS Parquet file"):

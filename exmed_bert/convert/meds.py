@@ -174,7 +174,7 @@ class MedsReader:
             missing = [c for c in REQUIRED_COLUMNS if c not in schema.names]
             if missing:   # reported as pq.read_table's errors are
                 raise KeyError(f"no column {', '.join(missing)}")
-            check_types(path, schema)
+            check_types(path, file.schema_arrow)
             if file.metadata.num_rows == 0:
                 return
             is_sorted, used = self._scan(file, part)
@@ -317,8 +317,8 @@ def _with_string_codes(table: pa.Table) -> pa.Table:
 
 def check_types(path: Path, schema: pa.Schema) -> None:
     """One line per file, before any row is read: MEDS `time` (and `end`, when present) is a timestamp,
-    `code` is text."""
-    for name in ("time", END_COLUMN):
+    `code` is text. `schema` is the file's own (a column is named as the file names it)."""
+    for name in as_file(("time", END_COLUMN), schema.names):
         if name not in schema.names:
             continue
         t = schema.field(name).type
