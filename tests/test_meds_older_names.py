@@ -3,7 +3,6 @@ Such data, subject splits and labels are read as they are: every output is the o
 in one process and in workers, streamed, whole (an unsorted shard) and in row-group parts."""
 
 import datetime as dt
-import json
 import shutil
 
 import pyarrow as pa
@@ -16,6 +15,7 @@ from exmed_bert.convert.labels import read_task_csv
 from exmed_bert.convert.meds import MedsReader
 from exmed_bert.convert.meds_names import as_file, current
 from test_meds_fastpath import nasty_subjects, write_fixture
+from test_meds_fastpath import outputs as fastpath_outputs
 
 OLD = {"subject_id": "patient_id", "time": "timestamp"}
 
@@ -40,17 +40,14 @@ def pair(tmp_path, build):
 
 
 def outputs(folder):
-    out = {}
-    for f in sorted(folder.iterdir()):
-        if f.name.endswith("manifest.json"):
-            m = json.loads(f.read_text())
-            for k in ("args", "input", "input_fingerprint"):
-                m.pop(k, None)
-            for k in ("task_data", "task_fingerprint"):
-                m.get("task", {}).pop(k, None)
-            out[f.name] = m
-        elif f.is_file():
-            out[f.name] = f.read_bytes()
+    """The files a conversion wrote (test_meds_fastpath.outputs), without the manifests' input paths and
+    fingerprints, which differ between the two roots."""
+    out = fastpath_outputs(folder)
+    for m in (v for k, v in out.items() if k.endswith("manifest.json")):
+        for k in ("input", "input_fingerprint"):
+            m.pop(k, None)
+        for k in ("task_data", "task_fingerprint"):
+            m.get("task", {}).pop(k, None)
     return out
 
 

@@ -17,12 +17,13 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # the workers' fork server imports its modules while this process imports its own: started on a first
     # look at the flags, then (if a --config file named them) on the parsed arguments
-    start_early(*peek_flags(argv))
+    started = start_early(*peek_flags(argv))
     from exmed_bert.config import parse_args
     from exmed_bert.convert.args import ConvertArgs
 
     args = parse_args(ConvertArgs, argv, prog="convert_synthetic_to_dataset.py")
-    start_early(args.input, args.workers)
+    if not started:
+        start_early(args.input, args.workers)
     tune_malloc()   # this process converts too (one process), and merges and writes (workers)
     # numpy and pyarrow load here, after parsing: 0.2 s to import (python -X importtime), --help 0.1 s
     from exmed_bert.convert.conversion import run

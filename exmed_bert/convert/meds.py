@@ -188,7 +188,7 @@ class MedsReader:
         if not is_sorted:
             print(f"note: {path} is not sorted by subject_id (MEDS shards are); reading it whole to sort it, "
                   "so memory grows with this file", file=sys.stderr)
-            yield from self._read_whole(path, columns, value_set, has_end, emit, part)
+            yield from self._read_whole(file, path, columns, value_set, has_end, emit, part)
             return
         carry, carry_subject = None, None   # used rows of a batch's last subject, which may go on
         for batch in batches(file, self.batch_rows, columns, part):
@@ -236,10 +236,9 @@ class MedsReader:
                 used.append(code)
         return used
 
-    def _read_whole(self, path: Path, columns: list, value_set: pa.Array, has_end: bool, emit,
-                    part: ShardPart | None = None) -> Iterator:
-        """An unsorted shard (or part): read whole, then sorted by subject_id and time."""
-        file = pq.ParquetFile(path)
+    def _read_whole(self, file: pq.ParquetFile, path: Path, columns: list, value_set: pa.Array, has_end: bool,
+                    emit, part: ShardPart | None = None) -> Iterator:
+        """An unsorted shard (or part; `file` is it, opened): read whole, then sorted by subject_id and time."""
         in_file = as_file(columns, file.schema_arrow.names)
         if part is None:
             table = current(pq.read_table(path, columns=in_file))
