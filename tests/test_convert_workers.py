@@ -15,7 +15,7 @@ import exmed_bert.convert.workers as workers
 from exmed_bert.convert.conversion import convert_patients
 from exmed_bert.errors import UserError
 from test_data_records import mixed_records
-from test_meds_fastpath import nasty_subjects, outputs, write_fixture
+from test_meds_fastpath import labels_at_noon, nasty_subjects, outputs, write_fixture
 
 
 def convert_both(input, tmp_path, **kw) -> dict:
@@ -32,6 +32,16 @@ def assert_same(files):
     for name in files[1]:
         assert files[2][name] == files[1][name], name
 
+
+
+def test_meds_labels_with_prediction_times_in_workers(tmp_path):
+    """The prediction-time cut needs each event's time: workers read them as the main process does."""
+    subjects = nasty_subjects() * 2
+    root = write_fixture(tmp_path / "meds", subjects, shards=2)
+    labels = labels_at_noon(tmp_path / "labels.parquet", list(range(1000, 1000 + len(subjects))))
+    files = convert_both(root, tmp_path, task_data=labels)
+    assert_same(files)
+    assert files[2]["dataset_manifest.json"]["task"]["cut"] == "before prediction_time"
 
 def test_meds_shards_in_workers_write_the_one_process_files(tmp_path, monkeypatch):
     subjects = nasty_subjects() * 4

@@ -67,6 +67,18 @@ def nasty_subjects():
         "long other code": base + [ev("2020-01-01"), ev("2020-01-01", "LAB//" + "x" * 200)],
         "late night": base + [(us("2020-01-01T23:30:00"), "ICD10CM//E11.65", None),
                               (us("2020-01-02T00:30:00"), "ATC//N02BE01", None)],
+        # around a prediction time of 2020-03-04T12:00 (labels_at_noon): before, at, after it that day, and a
+        # stay admitted that morning
+        "prediction day": base + [ev("2020-03-01"), (us("2020-03-04T08:00:00"), "ICD10CM//I10", None),
+                                  (us("2020-03-04T12:00:00"), "ATC//N02BE01", None),
+                                  (us("2020-03-04T20:00:00"), "CPT//99214", None),
+                                  (us("2020-03-04T09:00:00"), "HOSPITAL_ADMISSION//IP", None),
+                                  (us("2020-03-06T10:00:00"), "HOSPITAL_DISCHARGE//HOME", None)],
+        "prediction day, flagged": base + [(us("2020-03-04T08:00:00"), "ICD10CM//I10", None),
+                                           (us("2020-03-04T20:00:00"), "CPT//99214", None),
+                                           # a stay over the cap: the per-record path
+                                           (us("2010-03-01"), "HOSPITAL_ADMISSION//IP", None),
+                                           (us("2020-03-05"), "HOSPITAL_DISCHARGE//HOME", None)],
     }
     return list(cases.values())
 
@@ -93,6 +105,20 @@ def write_fixture(root, subjects, *, text_ids=False, tz=None, shards=2, values=F
     return root
 
 
+def labels_at_noon(path, subject_ids, text_ids=False):
+    """A MEDS label file: four subjects of five, prediction_time 2020-03-04T12:00 for two of three of
+    them and midnight of that day for the rest."""
+    rows = [i for i in range(len(subject_ids)) if i % 5 != 4]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({
+        "subject_id": pa.array([f"S{subject_ids[i]}" if text_ids else subject_ids[i] for i in rows],
+                               pa.string() if text_ids else pa.int64()),
+        "prediction_time": pa.array([us("2020-03-04T12:00:00" if i % 3 else "2020-03-04") for i in rows],
+                                    pa.timestamp("us")),
+        "boolean_value": pa.array([bool(i % 4 // 2) for i in rows])}), path)
+    return path
+
+
 def outputs(folder):
     """Every file a conversion wrote, with the manifest's args and its output path left out."""
     out = {}
@@ -106,7 +132,8 @@ def outputs(folder):
     return out
 
 
-@pytest.mark.parametrize("variant", ["int ids", "text ids", "time zone", "keep", "value bins", "small batches"])
+@pytest.mark.parametrize("variant", ["int ids", "text ids", "time zone", "keep", "value bins", "small batches",
+                                     "meds labels"])
 def test_columnar_meds_path_writes_the_per_record_files(tmp_path, monkeypatch, variant):
     subjects = nasty_subjects() * 3   # several subjects per case, spread over both shards
     root = write_fixture(tmp_path / "meds", subjects, text_ids=variant == "text ids",
@@ -118,6 +145,8 @@ def test_columnar_meds_path_writes_the_per_record_files(tmp_path, monkeypatch, v
     task.write_text("patient_id,label,prediction_date\n" + "".join(
         f"{'S' if variant == 'text ids' else ''}{1000 + i},{i % 2},{'2020-03-04' if i % 3 else ''}\n"
         for i in range(0, len(subjects), 2)))
+    if variant == "meds labels":   # prediction times: the prediction day's events before the time are kept
+        task = labels_at_noon(tmp_path / "labels" / "task.parquet", list(range(1000, 1000 + len(subjects))))
     flagged = []
     real = meds.MedsBlock.record
     monkeypatch.setattr(meds.MedsBlock, "record", lambda self, i: flagged.append(i) or real(self, i))

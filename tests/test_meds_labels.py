@@ -1,5 +1,6 @@
 """MEDS label files as --task-data: schema checks, label columns, one prediction time per subject, and the
-prediction-time cut (nothing on the prediction day, before or after the time, reaches the task split)."""
+prediction-time cut (what happened before the prediction time, that day included, reaches the task split;
+nothing at or after it)."""
 
 import datetime as dt
 import json
@@ -105,34 +106,100 @@ def test_null_label_rows_are_rejects(tmp_path):
     assert read_task_csv(f, on_error="skip").labels() == {"1": 1}
 
 
-# subject 1: C the day before, A (08:00) and B (20:00) on the prediction day, prediction_time 12:00
+# subject 1, prediction_time 2020-03-05 12:00: C50 the day before; on the prediction day A01 at 08:00, Z99 at
+# 12:00 (at the time) and B20 at 20:00; a stay from 2020-03-02 to 2020-03-07 (open at the time) and one admitted
+# at 09:00 that day. Subject 2, prediction_time 2020-01-01 00:00: events of 2019 and one at that midnight.
 EVENTS = [(1, "1970-05-05", "MEDS_BIRTH"), (1, "2020-03-04 09:00", "ICD10CM//C50"),
-          (1, "2020-03-05 08:00", "ICD10CM//A01"), (1, "2020-03-05 20:00", "ICD10CM//B20"),
-          (2, "1980-01-01", "MEDS_BIRTH"), (2, "2019-01-01", "ICD10CM//C50"), (2, "2019-06-01", "ICD10CM//B20")]
+          (1, "2020-03-05 08:00", "ICD10CM//A01"), (1, "2020-03-05 12:00", "ICD10CM//Z99"),
+          (1, "2020-03-05 20:00", "ICD10CM//B20"),
+          (1, "2020-03-02 10:00", "HOSPITAL_ADMISSION//IP"), (1, "2020-03-07 10:00", "HOSPITAL_DISCHARGE//HOME"),
+          (1, "2020-03-05 09:00", "HOSPITAL_ADMISSION//IP"), (1, "2020-03-09 10:00", "HOSPITAL_DISCHARGE//HOME"),
+          (2, "1980-01-01", "MEDS_BIRTH"), (2, "2019-01-01", "ICD10CM//C50"), (2, "2019-06-01", "ICD10CM//B20"),
+          (2, "2020-01-01 00:00", "ICD10CM//A01")]
+DAY = (dt.date(2020, 3, 5) - dt.date(1970, 1, 1)).days   # subject 1's prediction day
 
 
-def test_nothing_on_the_prediction_day_reaches_the_task_split(tmp_path):
+def convert_with_labels(tmp_path, time_type=pa.timestamp("us"), *extra):
     (tmp_path / "meds" / "data").mkdir(parents=True)
-    pq.write_table(pa.table({"subject_id": pa.array([e[0] for e in EVENTS], pa.int64()),
-                             "time": pa.array([T(e[1]) for e in EVENTS], pa.timestamp("us")),
+    times = pa.array([T(e[1]) for e in EVENTS], pa.timestamp("us")).cast(time_type)
+    pq.write_table(pa.table({"subject_id": pa.array([e[0] for e in EVENTS], pa.int64()), "time": times,
                              "code": pa.array([e[2] for e in EVENTS])}), tmp_path / "meds" / "data" / "0.parquet")
     labels = labels_file(tmp_path / "labels" / "task.parquet", [1, 2], [T("2020-03-05 12:00"), T("2020-01-01")],
                          categorical_value=pa.array(["yes", "no"]))
     out = tmp_path / "out"
     assert convert_main(["--input", str(tmp_path / "meds"), "--output", str(out / "m.pt"), "--task-data", str(labels),
-                         "--train-ratio", "0.999999"]) == 0
-    vocab = Vocab.load(out / "vocab.json")
+                         "--train-ratio", "0.999999", *extra]) == 0
+    return out, Vocab.load(out / "vocab.json")
+
+
+def codes(ds, vocab, pid):
+    return {vocab.token(t) for t in ds[ds.patient_ids.index(pid)]["input_ids"].tolist()} - set(vocab.tokens[:5])
+
+
+def test_the_task_split_keeps_what_happened_before_the_prediction_time(tmp_path):
+    out, vocab = convert_with_labels(tmp_path)
     full = PatientDataset.load(out / "m_train.pt")
     task = PatientDataset.load(out / "m_task_train.pt")
-
-    def codes(ds, pid):
-        return {vocab.token(t) for t in ds[ds.patient_ids.index(pid)]["input_ids"].tolist()}
-
-    assert {"icd10cm:A01", "icd10cm:B20", "icd10cm:C50"} <= codes(full, "1")  # pretraining sees everything
-    assert "icd10cm:C50" in codes(task, "1")
-    assert "icd10cm:B20" not in codes(task, "1")  # after the prediction time: never in the task split
-    assert "icd10cm:A01" not in codes(task, "1")  # same day, before the time: dropped too (day-level cut)
-    assert codes(task, "2") >= {"icd10cm:C50", "icd10cm:B20"}
+    assert codes(full, vocab, "1") == {"icd10cm:C50", "icd10cm:A01", "icd10cm:Z99", "icd10cm:B20"}  # pretraining
+    assert codes(task, vocab, "1") == {"icd10cm:C50", "icd10cm:A01"}   # before 12:00 that day: kept
+    assert codes(task, vocab, "2") == {"icd10cm:C50", "icd10cm:B20"}   # at the time (midnight): not
+    i = task.patient_ids.index("1")
+    # the first day after the history: the day after the prediction day, whose morning is in it; the
+    # prediction day itself when the time is midnight
+    pred = dict(zip(task.patient_ids, task.data["prediction_days"].tolist()))
+    assert pred == {"1": DAY + 1, "2": (dt.date(2020, 1, 1) - dt.date(1970, 1, 1)).days}
+    # stays as known on the prediction day: the open one truncated to 3 days, the one admitted that day left out
+    lo, hi = task.data["los_offsets"][i : i + 2].tolist()
+    assert task.data["los_days"][lo:hi].tolist() == [3]
     assert task.data["labels"].tolist() == [{"1": 1, "2": 0}[p] for p in task.patient_ids]  # no < yes
     man = json.loads((out / "dataset_manifest.json").read_text())
     assert man["task"]["label_classes"] == {"no": 0, "yes": 1}
+    assert man["task"]["cut"] == "before prediction_time"
+
+    # the baselines read the same history: A01 counts, 0 days before the prediction day's end
+    from exmed_bert.baselines.features import windowed_codes
+
+    x = windowed_codes(task.data, len(vocab)).tocsr()
+    a01 = vocab.id("icd10cm:A01")
+    assert x[i, 3 * len(vocab) + a01] == 1 and x[i, 4 * len(vocab) + a01] == 1   # ever; 1 day before DAY + 1
+    assert x[i, 3 * len(vocab) + vocab.id("icd10cm:B20")] == 0
+
+
+def test_event_dates_without_a_time_leave_the_prediction_day_out(tmp_path):
+    """A date column has no time of day: an event on the prediction day may be after the prediction time."""
+    out, vocab = convert_with_labels(tmp_path, pa.date32())
+    task = PatientDataset.load(out / "m_task_train.pt")
+    assert codes(task, vocab, "1") == {"icd10cm:C50"}
+
+
+def test_task_datasets_of_the_day_level_rule_are_rebuilt(tmp_path):
+    """A conversion from before the prediction-time rule (its manifest's task entry has no "cut") is not
+    reused by task_datasets_for: the task datasets are built again."""
+    from exmed_bert.convert.conversion import task_datasets_for
+
+    out, vocab = convert_with_labels(tmp_path)
+    man_path = out / "dataset_manifest.json"
+    man = json.loads(man_path.read_text())
+    del man["task"]["cut"]
+    man_path.write_text(json.dumps(man))
+    before = (out / "m_task_train.pt").stat().st_mtime_ns
+    paths = task_datasets_for(out, tmp_path / "labels" / "task.parquet")
+    assert paths["train"].stat().st_mtime_ns != before
+    assert codes(PatientDataset.load(paths["train"]), vocab, "1") == {"icd10cm:C50", "icd10cm:A01"}
+
+
+def test_json_events_have_dates_only_so_the_prediction_day_is_left_out(tmp_path):
+    """JSON input with MEDS labels: no event has a time of day, so the cut is by the day."""
+    src = tmp_path / "p.jsonl"
+    src.write_text(json.dumps({"patient_id": "1", "birth_date": "1970-05-05", "diagnoses": [
+        {"code": "C50", "date": "2020-03-04"}, {"code": "A01", "date": "2020-03-05", "time": 0}]}) + "\n")
+    labels = labels_file(tmp_path / "labels" / "task.parquet", [1], [T("2020-03-05 12:00")],
+                         boolean_value=pa.array([True]))
+    out = tmp_path / "out"
+    assert convert_main(["--input", str(src), "--output", str(out / "j.pt"), "--task-data", str(labels),
+                         "--train-ratio", "0.999999"]) == 0
+    vocab = Vocab.load(out / "vocab.json")
+    task = PatientDataset.load(out / "j_task_train.pt")
+    assert codes(task, vocab, "1") == {"icd10cm:C50"}   # a JSON "time" key is not read
+    assert task.data["prediction_days"].tolist() == [DAY]
+    assert json.loads((out / "dataset_manifest.json").read_text())["task"]["cut"] == "before the day of prediction_time"

@@ -2,10 +2,14 @@
 
 A batch is a dict over n patients: split, pids, sex, birth, label, cut [n]; events ev_pat, ev_day,
 ev_tok [E] (ev_pat = patient index, any order); stays los_pat (non-decreasing), los_days, los_start [S]
-(length in days, admission day as days since 1970).
+(length in days, admission day as days since 1970). Optionally ptime [n] (a MEDS label's prediction
+time, microseconds since 1970, NO_TIME for none) and ev_time [E] (each event's time, NO_TIME unknown).
 
-A task family cuts stays at the prediction date ("cut"), like events: a stay admitted on or after it is
-dropped, and one still open on it is truncated to (prediction day - admission day), what was known then.
+A task family keeps the events of days before the prediction day ("cut") and, for a patient with a
+prediction time, the events of that day whose time is known to be earlier (a date-only event, or one of
+unknown time, is left out that day). Stays are cut at the prediction day: a stay admitted on or after it
+is dropped, and one still open on it is truncated to (prediction day - admission day), what was known by
+then whatever the time of day.
 """
 
 from __future__ import annotations
@@ -15,15 +19,22 @@ from itertools import chain
 import numpy as np
 
 NO_CUT = np.iinfo(np.int32).max  # "cut" of a patient without a prediction date
+NO_TIME = np.iinfo(np.int64).max  # "ptime" of a patient without a prediction time; "ev_time" unknown
+_OPTIONAL = {"ptime": "patient", "ev_time": "event"}   # batch keys that some batches carry
 
 
 def rows_batch(rows: list[tuple]) -> dict:
-    """A batch from per-record rows (Parsed, split, label or None, cut day or None)."""
+    """A batch from per-record rows (Parsed, split, label or None, cut day or None, prediction time or None)."""
     pats = [r[0] for r in rows]
     n = len(rows)
     counts = np.fromiter((len(p.days) for p in pats), dtype=np.int64, count=n)
     stays = np.fromiter((len(p.stays) for p in pats), dtype=np.int64, count=n)
-    return {"n": n, "split": np.array([r[1] for r in rows], dtype=np.int8), "pids": [p.patient_id for p in pats],
+    extra = {}
+    if any(r[4] is not None for r in rows):
+        extra["ptime"] = np.array([NO_TIME if r[4] is None else r[4] for r in rows], dtype=np.int64)
+    if any(p.times is not None for p in pats):
+        extra["ev_time"] = event_times(pats)
+    return extra | {"n": n, "split": np.array([r[1] for r in rows], dtype=np.int8), "pids": [p.patient_id for p in pats],
             "sex": np.array([p.sex for p in pats], dtype=np.int8),
             "birth": np.array([p.birth_day for p in pats], dtype=np.int32),
             "label": np.array([0 if r[2] is None else r[2] for r in rows], dtype=np.int64),
@@ -36,11 +47,18 @@ def rows_batch(rows: list[tuple]) -> dict:
             "los_start": np.array(list(chain.from_iterable(p.stay_starts for p in pats)), dtype=np.int32)}
 
 
+def event_times(pats: list) -> np.ndarray:
+    """ev_time [E] of Parsed records, in their event order (NO_TIME where unknown)."""
+    return np.array([NO_TIME if t is None else t for p in pats
+                     for t in (p.times if p.times is not None else [None] * len(p.days))], dtype=np.int64)
+
+
 def select(b: dict, keep: np.ndarray) -> dict:
     """The patients where keep [n] is True, in order."""
     remap = np.cumsum(keep) - 1
     ev, st = keep[b["ev_pat"]], keep[b["los_pat"]]
     out = {k: b[k][keep] for k in ("split", "sex", "birth", "label", "cut")}
+    out.update({k: b[k][keep if level == "patient" else ev] for k, level in _OPTIONAL.items() if k in b})
     out.update(n=int(keep.sum()), pids=[b["pids"][i] for i in np.flatnonzero(keep).tolist()],
                ev_pat=remap[b["ev_pat"][ev]], ev_day=b["ev_day"][ev], ev_tok=b["ev_tok"][ev],
                los_pat=remap[b["los_pat"][st]], los_days=b["los_days"][st], los_start=b["los_start"][st])
@@ -53,6 +71,10 @@ def concat(batches: list[dict]) -> dict:
     base = np.cumsum([0] + [b["n"] for b in batches[:-1]])
     out = {k: np.concatenate([b[k] for b in batches]) for k in
            ("split", "sex", "birth", "label", "cut", "ev_day", "ev_tok", "los_days", "los_start")}
+    for k, level in _OPTIONAL.items():   # NO_TIME where a batch does not carry the key
+        if any(k in b for b in batches):
+            out[k] = np.concatenate([b[k] if k in b else np.full(b["n"] if level == "patient" else len(b["ev_day"]),
+                                                                  NO_TIME, dtype=np.int64) for b in batches])
     out.update(n=int(sum(b["n"] for b in batches)), pids=list(chain.from_iterable(b["pids"] for b in batches)),
                ev_pat=np.concatenate([b["ev_pat"] + o for b, o in zip(batches, base)]),
                los_pat=np.concatenate([b["los_pat"] + o for b, o in zip(batches, base)]))

@@ -40,6 +40,11 @@ from exmed_bert.errors import UserError
 from exmed_bert.io import atomic_write, fingerprint_meanwhile, output_set, write_json, write_run_info
 
 
+# the task manifest's "cut", for labels with prediction times: the prediction day's events before the time are
+# kept (MEDS input, whose events have times), or that whole day is left out (JSON input: dates only)
+CUT_AT_TIME, CUT_AT_DAY = "before prediction_time", "before the day of prediction_time"
+
+
 def output_paths(output: str | os.PathLike, task: bool = False) -> dict[str, Path]:
     """Where a conversion to `output` (e.g. pretrain_stuff/synthetic.pt) writes each file."""
     output = Path(output)
@@ -167,8 +172,13 @@ def _convert(input, paths, task_paths, table: TaskTable | None, spills, input_fi
 
         reader.value_edges = learn_edges(reader, is_train, value_bins, seed=seed)
     parser = RecordParser(other_codes=other_codes)
+    # labels with prediction times (MEDS) keep the events of the prediction day before the time: MEDS events
+    # then carry their times (columns.py); JSON events have dates only, so that day is left out for them
+    timed = reader is not None and table is not None and table.timed
+    if timed:
+        reader.event_times = parser.read_times = True
     pre = Family(parser, max_length, task=False, spill=spills[0]) if pretraining else None
-    labels = table.by_patient() if table is not None else None  # {patient_id: (label, prediction day)}
+    labels = table.by_patient(times=timed) if table is not None else None  # {patient_id: (label, day, time)}
     task = Family(parser, max_length, task=True, spill=spills[1]) if labels is not None else None
     wanted = SPLITS if split == "all" else (split,)
 
@@ -187,7 +197,7 @@ def _convert(input, paths, task_paths, table: TaskTable | None, spills, input_fi
                           train_ratio=train_ratio, pretraining=pretraining, labels=labels,
                           splits=reader.subject_splits if used_source == "meds" else None,
                           value_edges=reader.value_edges if reader is not None else {},
-                          batch_rows=MedsReader.batch_rows, spill_dir=str(spills[0].folder))
+                          batch_rows=MedsReader.batch_rows, spill_dir=str(spills[0].folder), event_times=timed)
                 convert_in_workers(run, job, pieces(input, reader, n_workers), n_workers, reader, bar)
                 if run.n_records == 0 and jsonl:
                     raise UserError(f"{input}: no patients in the file")
@@ -231,6 +241,8 @@ def _convert(input, paths, task_paths, table: TaskTable | None, spills, input_fi
                                 "no_events_before_prediction_date": task.no_events, "splits": {}}
             if table.label_column is not None:  # MEDS labels: which value column, and categories -> class ids
                 manifest["task"]["label_column"] = table.label_column
+            if table.timed:   # the rule the task split was cut by (a task dataset of the day-level rule is rebuilt)
+                manifest["task"]["cut"] = CUT_AT_TIME if timed else CUT_AT_DAY
             if table.classes is not None:
                 manifest["task"]["label_classes"] = {c: i for i, c in enumerate(table.classes)}
             todo += [(task, s, task_paths[name], manifest["task"]["splits"], name) for s, name in enumerate(SPLITS)
@@ -361,9 +373,11 @@ def task_datasets_for(data_dir: str | os.PathLike, task: str | os.PathLike | Tas
     if not isinstance(task, TaskTable):
         task = read_task_csv(task, skip_hint=None)
     fp = task.fingerprint
+    rule = _cut_rule(task, man["input"])
     for m in (man, _read_json(paths["manifest"])):
         t = (m or {}).get("task") or {}
-        if fp and t.get("task_fingerprint") == fp and all(paths[s].is_file() for s in t.get("splits", {})):
+        if fp and t.get("task_fingerprint") == fp and t.get("cut") == rule and all(
+                paths[s].is_file() for s in t.get("splits", {})):
             return {s: paths[s] for s in SPLITS if paths[s].is_file()}
     if not Path(man["input"]).exists():
         raise UserError(f"{man['input']}: the input of this conversion is gone; re-run the conversion with "
@@ -374,6 +388,13 @@ def task_datasets_for(data_dir: str | os.PathLike, task: str | os.PathLike | Tas
                                split_source=man.get("split_source", "hash"),
                                other_codes=man.get("other_codes", a.get("other_codes", "drop")),
                                value_bins=a.get("value_bins", 0))
+
+
+def _cut_rule(table: TaskTable, input) -> str | None:
+    """The manifest's task "cut" that datasets of `table` for `input` get from this version."""
+    if not table.timed:
+        return None
+    return CUT_AT_TIME if is_meds(input) else CUT_AT_DAY
 
 
 def _read_json(path: Path) -> dict | None:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from exmed_bert.convert.columns import NO_CUT, concat, cut_stays, rows_batch
+from exmed_bert.convert.columns import NO_CUT, NO_TIME, concat, cut_stays, rows_batch
 from exmed_bert.convert.encode import encode_chunk
 from exmed_bert.convert.validate import RecordParser
-from exmed_bert.data.layout import DTYPES, FIRST_CODE_ID, TOKEN_KEYS, UNK_ID, dataset_dict
+from exmed_bert.data.layout import DTYPES, FIRST_CODE_ID, TOKEN_KEYS, UNK_ID, US_PER_DAY, dataset_dict
 from exmed_bert.data.ptfile import Chunks, write_pt
 from exmed_bert.data.splits import SPLITS
 
@@ -40,8 +40,8 @@ class Family:
         self._tt = np.zeros(0, dtype=np.int8)
         self._sk = np.zeros(0, dtype=np.int64)
 
-    def add(self, p, split: int, label: int | None = None, cut: int | None = None) -> None:
-        self.rows.append((p, split, label, cut))
+    def add(self, p, split: int, label: int | None = None, cut: int | None = None, ptime: int | None = None) -> None:
+        self.rows.append((p, split, label, cut, ptime))
         self.n_pending += 1
         if self.n_pending >= CHUNK:
             self.flush()
@@ -76,8 +76,11 @@ class Family:
             return
         b, self.batches, self.n_pending = concat(self.batches), [], 0
         tt, sk = self._token_tables()
-        enc = encode_chunk(None, b["ev_day"], b["ev_tok"], b["birth"], tt, sk, self.max_length,
-                           b["cut"] if self.task else None, event_patients=b["ev_pat"])
+        ev_pat, ev_day, ev_tok, cut = b["ev_pat"], b["ev_day"], b["ev_tok"], b["cut"]
+        if self.task and "ptime" in b:   # prediction times: the prediction day's events before the time too
+            ev_pat, ev_day, ev_tok, cut = _before_times(b)
+        enc = encode_chunk(None, ev_day, ev_tok, b["birth"], tt, sk, self.max_length,
+                           cut if self.task else None, event_patients=ev_pat)
         has = enc["lengths"] > 0
         self.no_events += int((~has).sum())
         rows = np.flatnonzero(has)
@@ -113,9 +116,10 @@ class Family:
             if self.task:
                 self.stays_cut[s] += cut_counts[r].sum(axis=0)
                 parts["labels"].append(b["label"][r])
-                # no prediction date: the day after the patient's last event ("all history")
-                cut = b["cut"][r]
-                parts["prediction_days"].append(np.where(cut == NO_CUT, enc["last_day"][r] + 1, cut).astype(np.int32))
+                # the first day after the history: the prediction date; the day after a prediction time's day
+                # (events earlier that day are in); no prediction date: the day after the last event
+                c = cut[r]
+                parts["prediction_days"].append(np.where(c == NO_CUT, enc["last_day"][r] + 1, c).astype(np.int32))
             if s == 0 and not self.task:
                 c = np.bincount(ids, minlength=len(self.parser.tokens))
                 c[: len(self.train_counts)] += self.train_counts
@@ -203,6 +207,21 @@ class Family:
             dropped, truncated = self.stays_cut[split].tolist()
             entry["stays_cut_at_prediction_date"] = {"dropped": dropped, "truncated": truncated}
         return entry
+
+
+def _before_times(b: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(ev_pat, ev_day, ev_tok, event cut day) of a task batch with prediction times ("ptime"): a patient
+    with one after the midnight of its prediction day (cut) keeps that day's events whose time is known
+    to be before it (cut + 1 for the days); every other patient keeps the day cut. Stays keep the day cut
+    (`cut_stays`)."""
+    cut, ptime, pat = b["cut"], b["ptime"], b["ev_pat"]
+    dated = cut != NO_CUT
+    timed = dated & (ptime != NO_TIME) & (ptime > np.where(dated, cut, 0).astype(np.int64) * US_PER_DAY)
+    on_day = timed[pat] & (b["ev_day"] == cut[pat])
+    times = b.get("ev_time")
+    late = on_day if times is None else on_day & (times >= ptime[pat])   # unknown times are NO_TIME: late
+    keep = ~late
+    return pat[keep], b["ev_day"][keep], b["ev_tok"][keep], np.where(timed, cut + 1, cut).astype(np.int32)
 
 
 def _percentiles(lengths: np.ndarray) -> dict:

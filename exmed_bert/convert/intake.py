@@ -10,7 +10,7 @@ from collections import Counter
 
 import numpy as np
 
-from exmed_bert.convert.columns import NO_CUT, select
+from exmed_bert.convert.columns import NO_CUT, NO_TIME, event_times, select
 from exmed_bert.convert.fastpath import FastBlock
 from exmed_bert.convert.validate import Parsed, RecordParser, Reject
 from exmed_bert.data.splits import split_index
@@ -92,7 +92,7 @@ class Intake:
             if lab is None:
                 self.n_unlabelled += 1
             else:
-                self.task.add(p, s, lab[0], lab[1])
+                self.task.add(p, s, lab[0], lab[1], lab[2])
 
     # -- a columnar block ------------------------------------------------------------------------
     def block(self, fb: FastBlock, record_of) -> None:
@@ -106,6 +106,7 @@ class Intake:
         labelled = np.zeros(n, dtype=bool)
         label = np.zeros(n, dtype=np.int64)
         cut = np.full(n, NO_CUT, dtype=np.int32)
+        ptime = np.full(n, NO_TIME, dtype=np.int64)
         slow_rows: list[tuple[int, Parsed]] = []
         labels, seed, ratio, split_of = self.labels, self.seed, self.train_ratio, self.split_of
         left_out = np.zeros(n, dtype=bool)
@@ -141,9 +142,13 @@ class Intake:
                     labelled[i], label[i] = True, lab[0]
                     if lab[1] is not None:
                         cut[i] = lab[1]
+                    if lab[2] is not None:
+                        ptime[i] = lab[2]
         for _, _, _, system, code in pending[k:]:
             parser.token(system, code)
         batch = self._batch(fb, fast, slow_rows, split, label, cut)
+        if labels is not None and (ptime != NO_TIME).any():
+            batch["ptime"] = ptime
         keep = fast.copy()
         keep[[i for i, _ in slow_rows]] = True
         keep &= ~left_out
@@ -161,6 +166,10 @@ class Intake:
         st = fast[fb.los_pat]
         tok = fb.event_tokens(self.parser)
         ev_pat, ev_day, ev_tok = fb.ev_pat[ev], fb.ev_day[ev], tok[ev]
+        fast_time = getattr(fb, "ev_time", None)   # MedsBlock, when the labels have prediction times
+        timed = fast_time is not None or any(p.times is not None for _, p in slow_rows)
+        if timed:
+            ev_time = fast_time[ev] if fast_time is not None else np.full(len(ev_pat), NO_TIME, dtype=np.int64)
         los_pat, los_days, los_start = fb.los_pat[st], fb.los_days[st], fb.los_start[st]
         sex, birth, pids = fb.sex.copy(), fb.birth.copy(), list(fb.pids)
         if slow_rows:
@@ -172,12 +181,17 @@ class Intake:
             ev_pat = np.concatenate([ev_pat, np.repeat(idx, counts)])
             ev_day = np.concatenate([ev_day, np.array([d for _, p in slow_rows for d in p.days], dtype=np.int32)])
             ev_tok = np.concatenate([ev_tok, np.array([t for _, p in slow_rows for t in p.toks], dtype=np.int32)])
+            if timed:
+                ev_time = np.concatenate([ev_time, event_times([p for _, p in slow_rows])])
             los_pat = np.concatenate([los_pat, np.repeat(idx, stays)])
             los_days = np.concatenate([los_days, np.array([d for _, p in slow_rows for d in p.stays], dtype=np.int16)])
             los_start = np.concatenate([los_start, np.array([a for _, p in slow_rows for a in p.stay_starts],
                                                             dtype=np.int32)])
             order = np.argsort(los_pat, kind="stable")      # stays stay patient-major
             los_pat, los_days, los_start = los_pat[order], los_days[order], los_start[order]
-        return {"n": fb.n, "split": split, "pids": pids, "sex": sex, "birth": birth, "label": label, "cut": cut,
-                "ev_pat": ev_pat, "ev_day": ev_day, "ev_tok": ev_tok, "los_pat": los_pat, "los_days": los_days,
-                "los_start": los_start}
+        out = {"n": fb.n, "split": split, "pids": pids, "sex": sex, "birth": birth, "label": label, "cut": cut,
+               "ev_pat": ev_pat, "ev_day": ev_day, "ev_tok": ev_tok, "los_pat": los_pat, "los_days": los_days,
+               "los_start": los_start}
+        if timed:
+            out["ev_time"] = ev_time
+        return out

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from exmed_bert.convert.validate import parse_day
+from exmed_bert.data.layout import US_PER_DAY
 from exmed_bert.errors import UserError
 from exmed_bert.io import atomic_write, file_fingerprint
 
@@ -63,9 +64,17 @@ class TaskTable:
     def labels(self) -> dict[str, int]:
         return {pid: r.label for pid, r in self.rows.items()}
 
-    def by_patient(self) -> dict[str, tuple[int, int | None]]:
-        """{patient_id: (label, prediction day or None)}: what the conversion cuts and labels by."""
-        return {pid: (r.label, r.prediction_day) for pid, r in self.rows.items()}
+    def by_patient(self, times: bool = True) -> dict[str, tuple[int, int | None, int | None]]:
+        """{patient_id: (label, prediction day or None, prediction time or None)}: what the conversion cuts
+        and labels by (the time, in microseconds since 1970, only for MEDS labels, and only with `times`:
+        an input whose events have dates only is cut by the day)."""
+        return {pid: (r.label, r.prediction_day, r.prediction_time if times else None) for pid, r in self.rows.items()}
+
+    @property
+    def timed(self) -> bool:
+        """Rows carry a prediction time (MEDS labels): the task split keeps events of the prediction day
+        that happened before it."""
+        return any(r.prediction_time is not None for r in self.rows.values())
 
 
 def _parse_label(raw: str, num_labels: int | None) -> tuple[int | None, str | None, str | None]:
@@ -177,7 +186,6 @@ def _read_row(table: TaskTable, rec: list[str], line: int, i_id: int, i_label: i
 
 
 MEDS_LABEL_COLUMNS = ("boolean_value", "integer_value", "categorical_value")  # in the order they are looked for
-US_PER_DAY = 86_400_000_000
 
 
 def _meds_files(path: Path) -> list[Path]:
@@ -238,8 +246,8 @@ def read_meds_labels(path: str | os.PathLike, num_labels: int | None = None, on_
 
     The label comes from the one value column with values: boolean_value (False/True -> 0/1), integer_value
     (as is), or categorical_value (the categories sorted, class id = position; `table.classes`). The
-    prediction day is the calendar day of prediction_time, so the conversion keeps only events of earlier
-    days: nothing at or after the prediction time, nor earlier that day, reaches the task split. One
+    conversion keeps events before prediction_time: those of earlier days, and those of its day whose
+    time is known to be earlier (nothing at or after it reaches the task split; `columns`). One
     prediction time per subject: a subject with several label rows is an error.
     """
     path = Path(path)

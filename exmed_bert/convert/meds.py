@@ -26,7 +26,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from exmed_bert.convert import arrow
-from exmed_bert.convert.meds_block import MedsBlock
+from exmed_bert.convert.columns import NO_TIME
+from exmed_bert.convert.meds_block import MedsBlock, event_times_us
 from exmed_bert.convert.meds_codes import EVENT_KINDS, MedsCode, ignored, other_code, parse_meds_code
 from exmed_bert.convert.meds_names import as_file, current
 from exmed_bert.convert.shard_parts import ShardPart, batches, subjects_in
@@ -87,6 +88,9 @@ class MedsReader:
         self.ignored: Counter = Counter()
         self.kept: Counter = Counter()
         self._parsed: dict[str | None, MedsCode] = {}
+        # events carry their times (MedsBlock.ev_time, "time" in patient dicts): set for a conversion whose
+        # labels have prediction times, which keeps the events of the prediction day before that time
+        self.event_times = False
         self.dataset_info: dict | None = self._read_dataset_info()
 
     def _metadata_file(self, name: str) -> Path | None:
@@ -261,22 +265,28 @@ class MedsReader:
         ids = table["subject_id"].to_pylist()
         codes = table["code"].to_pylist()
         values = table[VALUE_COLUMN].to_pylist() if VALUE_COLUMN in table.column_names else None
+        times = event_times_us(table["time"]).tolist() if self.event_times else None
         start = 0
         for subject in subjects:
             end = start
             while end < len(ids) and ids[end] == subject:
                 end += 1
             yield self._patient(subject, dates[start:end], codes[start:end], ends[start:end],
-                                values[start:end] if values is not None else None)
+                                values[start:end] if values is not None else None,
+                                times[start:end] if times is not None else None)
             start = end
 
     def _patient_rows(self, subject, table: pa.Table, has_end: bool) -> dict:
         """One subject's patient dict from its used rows (sorted by time)."""
         return self._patient(subject, iso_dates(table["time"]).to_pylist(), table["code"].to_pylist(),
                              iso_dates(table[END_COLUMN]).to_pylist() if has_end else [None] * table.num_rows,
-                             table[VALUE_COLUMN].to_pylist() if VALUE_COLUMN in table.column_names else None)
+                             table[VALUE_COLUMN].to_pylist() if VALUE_COLUMN in table.column_names else None,
+                             event_times_us(table["time"]).tolist() if self.event_times else None)
 
-    def _patient(self, subject, dates: list, codes: list, ends: list, values: list | None = None) -> dict:
+    def _patient(self, subject, dates: list, codes: list, ends: list, values: list | None = None,
+                 times: list | None = None) -> dict:
+        """`times`: each row's time in microseconds (NO_TIME unknown), given for a prediction-time cut;
+        events then carry it as "time"."""
         p: dict = {"patient_id": subject, "diagnoses": [], "prescriptions": [], "procedures": [],
                    "hospitalizations": []}
         admissions: list = []
@@ -285,13 +295,16 @@ class MedsReader:
         for i, (date, code, stop) in enumerate(zip(dates, codes, ends)):
             m = self._parse(code)
             kind = m.kind
+            e = None
             if kind in EVENT_KINDS:
-                p[kind].append({"code": m.value, "date": date, "system": m.system})
+                e = {"code": m.value, "date": date, "system": m.system}
+                p[kind].append(e)
             elif kind == "other":   # the JSON schema has three event lists; the system names the token type
                 text = m.value
                 if values is not None and code in edges and values[i] is not None and math.isfinite(values[i]):
                     text = f"{text}{BIN_SEPARATOR}{bin_of(values[i], edges[code])}"
-                p["diagnoses"].append({"code": text, "date": date, "system": m.system})
+                e = {"code": text, "date": date, "system": m.system}
+                p["diagnoses"].append(e)
             elif kind == "birth":
                 p["birth_date"] = date
             elif kind == "sex":
@@ -305,6 +318,8 @@ class MedsReader:
             else:
                 self.ignored[m.family if kind != "visit" else f"{m.family} (no end)"] += 1
                 continue
+            if e is not None and times is not None and times[i] != NO_TIME:
+                e["time"] = times[i]
             kept[m.family] += 1
         return p
 

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from exmed_bert.convert import arrow
+from exmed_bert.convert.columns import NO_TIME
 from exmed_bert.convert.meds_codes import EVENT_KINDS
 from exmed_bert.convert.validate import _SEX, MAX_OTHER_CODE_LENGTH, STAY_CAP_DAYS, RecordParser
 from exmed_bert.data.layout import EPOCH_ORDINAL, UNKNOWN_BIRTH
@@ -44,6 +45,19 @@ def _days(time: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     null = arrow.numpy(d.is_null()) if d.null_count else np.zeros(len(d), dtype=bool)
     days = arrow.numpy(d.fill_null(arrow.scalar(0, pa.int32()))).astype(np.int64)
     return days, null, ~null & ((days < _MIN_DAY) | (days > _MAX_DAY))
+
+
+def event_times_us(time: pa.ChunkedArray) -> np.ndarray:
+    """Microseconds since 1970 (int64) of a MEDS time column, NO_TIME where unknown: a null, a date
+    column (no time of day), a null-typed column. Timezone-aware times as UTC, like `iso_dates`; naive
+    ones as written (a label's prediction_time is read the same way, so the two compare)."""
+    t = time.type
+    if not pa.types.is_timestamp(t):
+        return np.full(len(time), NO_TIME, dtype=np.int64)
+    if t.tz is not None:
+        time = time.cast(pa.timestamp(t.unit))
+    us = pc.cast(time, pa.timestamp("us"), safe=False).cast(pa.int64())
+    return arrow.numpy(us.fill_null(arrow.scalar(NO_TIME, pa.int64()))).astype(np.int64)
 
 
 def _last_per_run(pat: np.ndarray) -> np.ndarray:
@@ -95,6 +109,8 @@ class MedsBlock:
         slow[pat[ev & (bad_day | (tok < 0))]] = True
         slow[pat[kind == _IGNORED]] = True    # not a used code (cannot happen: the reader filters them)
         self.ev_pat, self.ev_day, self._ev_tok = pat[ev], day[ev].astype(np.int32), tok[ev].astype(np.int32)
+        if reader.event_times:   # a prediction-time cut: each event's time (NO_TIME unknown)
+            self.ev_time = event_times_us(table["time"])[ev]
         slow |= np.bincount(self.ev_pat, minlength=n) == 0                       # no events: a reject
 
         self.birth = np.full(n, UNKNOWN_BIRTH, dtype=np.int32)

@@ -55,6 +55,9 @@ class Parsed:
     toks: list = field(default_factory=list)    # provisional token ids, parallel to days
     stays: list = field(default_factory=list)   # hospital length of stay in days
     stay_starts: list = field(default_factory=list)  # admission day of each stay (days since 1970), parallel
+    # event times (microseconds since 1970, None unknown), parallel to days; None when no event has one.
+    # Only a MEDS label's prediction time reads them (the MEDS reader writes them for task conversions)
+    times: list | None = None
 
 
 class RecordParser:
@@ -75,6 +78,9 @@ class RecordParser:
         self._days: dict[str, int] = {}
         self._code_ok: dict[tuple[str, str], bool] = {}
         self.implausible_stays = 0   # stays over STAY_CAP_DAYS left out of accepted-so-far records
+        # read events' "time" (Parsed.times): set with MEDS input and labels with prediction times (the MEDS
+        # reader writes it); a JSON record's own "time" keys are not read
+        self.read_times = False
 
     # -- pieces ------------------------------------------------------------------------------
     def day(self, value, what: str) -> int:
@@ -179,7 +185,10 @@ class RecordParser:
             return None
         return self.other_token(text), self.day(date, f"{category} {code!r}")
 
-    def _slow_event(self, e, category: str, default_system: str) -> tuple[int, int] | None:
+    def _slow_event(self, e, category: str, default_system: str) -> tuple[int, int, int | None] | None:
+        """(token, day, time or None) of an event that is not a plain cached {code, date}; None for a
+        dropped other code. With `read_times`, an int `time` (microseconds since 1970, as the MEDS reader
+        writes it) is the event's time, for a prediction-time cut; else it is unknown (None)."""
         if not isinstance(e, dict):
             raise Reject(f"{category} entries must be objects with code and date, got {type(e).__name__}")
         code, date, system = e.get("code"), e.get("date"), e.get("system", default_system)
@@ -194,14 +203,18 @@ class RecordParser:
         if not isinstance(system, str) or not system.strip():
             raise Reject(f"code system must be a name, got {system!r} in {category} (use one of "
                          f"{', '.join(SYSTEM_TYPES)}, or any other name for an other code)")
+        time = e.get("time") if self.read_times else None
+        if not isinstance(time, int) or isinstance(time, bool):
+            time = None
         if system.lower() not in SYSTEM_TYPES:
-            return self._other_event(system, code, date, category)
+            ev = self._other_event(system, code, date, category)
+            return None if ev is None else (*ev, time)
         system = system.lower()
         day = self.day(date, f"{category} {code!r}")
         tid = self.token(system, code)
         if len(e) == 2 and system == default_system:
             self._fast[category][code] = tid
-        return tid, day
+        return tid, day, time
 
     # -- one record --------------------------------------------------------------------------
     def parse(self, obj) -> Parsed:
@@ -223,7 +236,7 @@ class RecordParser:
         birth = obj.get("birth_date")
         birth_day = UNKNOWN_BIRTH if birth is None else self.day(birth, "birth_date")
         p = Parsed(pid, sex_id, birth_day)
-        days, toks, dcache = p.days, p.toks, self._days
+        days, toks, dcache, times = p.days, p.toks, self._days, None
         if self._dropped:
             self._dropped.clear()   # left by a record that was rejected
         for category, default_system in CATEGORIES:
@@ -239,13 +252,18 @@ class RecordParser:
                         raise KeyError
                     tid = fast[e["code"]]
                     day = dcache[e["date"]]
+                    time = None
                 except (KeyError, TypeError):
                     ev = self._slow_event(e, category, default_system)
                     if ev is None:   # a dropped other code
                         continue
-                    tid, day = ev
+                    tid, day, time = ev
+                if time is not None and times is None:
+                    times = p.times = [None] * len(days)
                 toks.append(tid)
                 days.append(day)
+                if times is not None:
+                    times.append(time)
         if birth_day != UNKNOWN_BIRTH and days and min(days) < birth_day:
             raise Reject(f"birth_date {birth} is after the first event ({day_to_iso(min(days))})")
         stays = obj.get("hospitalizations")

@@ -77,11 +77,12 @@ class Job:
     seed: int
     train_ratio: float
     pretraining: bool
-    labels: dict | None          # {patient_id: (label, prediction day or None)}
+    labels: dict | None          # {patient_id: (label, prediction day or None, prediction time or None)}
     splits: dict | None          # MEDS subject splits {str(subject_id): split name}, or None (hash)
     value_edges: dict            # --value-bins edges {code: edges}
     batch_rows: int              # MedsReader.batch_rows
     spill_dir: str | None = None # the main process's spill folder: workers spill token arrays there
+    event_times: bool = False    # labels with prediction times: events carry their times (MedsReader.event_times)
 
 
 @dataclass
@@ -155,6 +156,7 @@ def convert_piece(piece: Piece) -> dict:
     job = _JOB
     _N += 1
     parser = RecordParser(other_codes=job.other_codes)
+    parser.read_times = job.event_times
     spills = [Spill(job.spill_dir, f"w{os.getpid()}-{_N}-{tag}") if job.spill_dir else None for tag in ("pre", "task")]
     pre = Family(parser, job.max_length, task=False, spill=spills[0]) if job.pretraining else None
     task = Family(parser, job.max_length, task=True, spill=spills[1]) if job.labels is not None else None
@@ -167,6 +169,7 @@ def convert_piece(piece: Piece) -> dict:
         if _READER is None:
             _READER = MedsReader(job.input, other_codes=job.other_codes)
             _READER.value_edges, _READER.batch_rows = job.value_edges, job.batch_rows
+            _READER.event_times = job.event_times
         reader = _READER
         reader.ignored.clear()
         reader.kept.clear()

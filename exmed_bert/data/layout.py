@@ -26,6 +26,7 @@ SEQ_KEYS = TOKEN_KEYS[:4]  # the per-token model inputs an item carries (`days` 
 PATIENT_KEYS = ("sex", "birth_days")
 UNKNOWN_BIRTH = -(2 ** 31)  # birth_days of a patient without a birth date
 EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()  # days and birth_days count days since 1970-01-01
+US_PER_DAY = 86_400_000_000  # MEDS times (prediction_time, event times) are microseconds since 1970-01-01
 
 
 def day_to_iso(day: int) -> str:
