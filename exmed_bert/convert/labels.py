@@ -202,12 +202,12 @@ def _meds_columns(f: Path) -> tuple[dict, str | None, bool]:
     """Check one label file's schema -> ({column: pyarrow array}, the value column with values, float_only)."""
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
+    from exmed_bert.convert import arrow
     from exmed_bert.convert.meds_names import current
 
     try:
-        t = current(pq.read_table(f))   # older MEDS labels name subject_id patient_id
+        t = current(arrow.read_parquet(f))   # older MEDS labels name subject_id patient_id
     except (pa.ArrowException, OSError) as e:
         raise UserError(f"{f}: not a readable Parquet file ({str(e).splitlines()[0][:200]})") from None
     for name in ("subject_id", "prediction_time"):

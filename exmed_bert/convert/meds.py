@@ -120,7 +120,7 @@ class MedsReader:
             return None
         try:
             names = pq.read_schema(path).names
-            table = current(pq.read_table(path, columns=as_file(["subject_id", "split"], names)))
+            table = current(arrow.read_parquet(path, columns=as_file(["subject_id", "split"], names)))
         except (pa.ArrowInvalid, OSError, KeyError) as e:
             raise UserError(f"{path}: not a MEDS subject split file with columns subject_id and split "
                             f"({str(e).splitlines()[0]})") from None
@@ -245,7 +245,7 @@ class MedsReader:
         """An unsorted shard (or part; `file` is it, opened): read whole, then sorted by subject_id and time."""
         in_file = as_file(columns, file.schema_arrow.names)
         if part is None:
-            table = current(pq.read_table(path, columns=in_file))
+            table = current(arrow.read_parquet(path, columns=in_file))
         else:
             table = subjects_in(current(file.read_row_groups(range(part.first, part.end), columns=in_file)), part)
         table = _with_string_codes(table)
