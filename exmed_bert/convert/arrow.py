@@ -18,8 +18,12 @@ _NUMPY = {pa_type(): np.dtype(name) for pa_type, name in (
 
 
 def read_parquet(path, columns: list[str] | None = None) -> pa.Table:
-    """One Parquet file (`columns` of it, or all), as `pq.read_table` reads a file."""
+    """One Parquet file (`columns` of it, or all), as `pq.read_table` reads a file: a column the file does
+    not have is a KeyError (`ParquetFile.read` would leave it out without a word)."""
     with pq.ParquetFile(path) as f:
+        missing = [c for c in columns or () if c not in f.schema_arrow.names]
+        if missing:
+            raise KeyError(f"no column {', '.join(missing)}")
         return f.read(columns=columns)
 
 

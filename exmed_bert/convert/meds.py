@@ -122,8 +122,8 @@ class MedsReader:
             names = pq.read_schema(path).names
             table = current(arrow.read_parquet(path, columns=as_file(["subject_id", "split"], names)))
         except (pa.ArrowInvalid, OSError, KeyError) as e:
-            raise UserError(f"{path}: not a MEDS subject split file with columns subject_id and split "
-                            f"({str(e).splitlines()[0]})") from None
+            why = e.args[0] if isinstance(e, KeyError) and e.args else str(e).splitlines()[0]
+            raise UserError(f"{path}: not a MEDS subject split file with columns subject_id and split ({why})") from None
         out: dict[str, str] = {}
         for sid, split in zip(table["subject_id"].to_pylist(), table["split"].to_pylist()):
             if sid is None or split is None:
