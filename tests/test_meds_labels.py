@@ -203,3 +203,13 @@ def test_json_events_have_dates_only_so_the_prediction_day_is_left_out(tmp_path)
     assert codes(task, vocab, "1") == {"icd10cm:C50"}   # a JSON "time" key is not read
     assert task.data["prediction_days"].tolist() == [DAY]
     assert json.loads((out / "dataset_manifest.json").read_text())["task"]["cut"] == "before the day of prediction_time"
+
+
+def test_task_datasets_are_reused_after_the_meds_input_moved(tmp_path):
+    from exmed_bert.convert.conversion import task_datasets_for
+
+    out, _ = convert_with_labels(tmp_path)
+    before = (out / "m_task_train.pt").stat().st_mtime_ns
+    (tmp_path / "meds").rename(tmp_path / "moved")
+    paths = task_datasets_for(out, tmp_path / "labels" / "task.parquet")
+    assert paths["train"].stat().st_mtime_ns == before

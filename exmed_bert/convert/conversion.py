@@ -373,7 +373,7 @@ def task_datasets_for(data_dir: str | os.PathLike, task: str | os.PathLike | Tas
     if not isinstance(task, TaskTable):
         task = read_task_csv(task, skip_hint=None)
     fp = task.fingerprint
-    rule = _cut_rule(task, man["input"])
+    rule = _cut_rule(task, meds="meds_kept_codes" in man)   # from the manifest: the input may have moved
     for m in (man, _read_json(paths["manifest"])):
         t = (m or {}).get("task") or {}
         if fp and t.get("task_fingerprint") == fp and t.get("cut") == rule and all(
@@ -390,11 +390,11 @@ def task_datasets_for(data_dir: str | os.PathLike, task: str | os.PathLike | Tas
                                value_bins=a.get("value_bins", 0))
 
 
-def _cut_rule(table: TaskTable, input) -> str | None:
-    """The manifest's task "cut" that datasets of `table` for `input` get from this version."""
+def _cut_rule(table: TaskTable, meds: bool) -> str | None:
+    """The manifest's task "cut" that datasets of `table` get from this version, from MEDS input or not."""
     if not table.timed:
         return None
-    return CUT_AT_TIME if is_meds(input) else CUT_AT_DAY
+    return CUT_AT_TIME if meds else CUT_AT_DAY
 
 
 def _read_json(path: Path) -> dict | None:
