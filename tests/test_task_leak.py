@@ -4,7 +4,9 @@ The fixture plants a leak only in the future: every patient has codes and hospit
 prediction date drawn independently of the label, and only positives have stays (and codes) admitted on
 or after it; stays still open on the prediction date last longer for positives. The pretraining
 datasets (not cut) must separate the labels almost perfectly, so the test has power; no statistic of any
-tensor of any task split may separate them better than chance.
+tensor of any task split may separate them better than chance. The same holds for MEDS labels with a
+prediction time at noon: the morning of the prediction day is in, the outcome (at noon, an admission
+at 13:00, and later) is not.
 """
 
 import datetime as dt
@@ -194,3 +196,92 @@ def test_both_conversion_paths_write_the_same_task_splits(converted):
         assert da.keys() == db.keys() and "los_start_days" in da
         for k in da:
             assert torch.equal(da[k], db[k]) if isinstance(da[k], torch.Tensor) else da[k] == db[k], k
+
+
+# -- MEDS labels with a prediction time: the prediction day's morning is in, nothing at or after the time --
+NOON = 12 * 3600 * 1_000_000
+US_DAY = 86_400_000_000
+
+
+def meds_cohort(root, seed: int = 0):
+    """The cohort as a MEDS root with times, and MEDS labels at noon of each prediction day. Every event
+    of the JSON cohort on the prediction day or later is the outcome's (positives only): it is stamped
+    at 13:00 on the prediction day, or later. Added: a label-independent morning code (08:00) for about
+    half of the patients, and for positives an outcome code at exactly noon and a stay admitted at 13:00
+    that day."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pats, labels, pred = make_cohort(seed)
+    rng = np.random.default_rng(seed + 1)
+    rows = []   # (subject, microseconds, code)
+
+    def at(d: str, pid: str, hour: int = 0) -> int:
+        days = (dt.date.fromisoformat(d) - EPOCH).days
+        return days * US_DAY + (13 * 3600 * 1_000_000 if days >= pred[pid] and hour == 0 else hour * 3600 * 1_000_000)
+
+    morning = {}
+    for p in pats:
+        pid, sid = p["patient_id"], int(p["patient_id"][1:])
+        rows += [(sid, at(p["birth_date"], pid), "MEDS_BIRTH"), (sid, at(p["birth_date"], pid), f"GENDER//{p['sex']}")]
+        for key, vocab in (("diagnoses", "ICD10CM"), ("prescriptions", "ATC"), ("procedures", "CPT")):
+            rows += [(sid, at(e["date"], pid), f"{vocab}//{e['code']}") for e in p[key]]
+        for h in p["hospitalizations"]:
+            rows += [(sid, at(h["admission_date"], pid), "HOSPITAL_ADMISSION//IP"),
+                     (sid, at(h["discharge_date"], pid), "HOSPITAL_DISCHARGE//HOME")]
+        morning[pid] = bool(rng.random() < 0.5)
+        if morning[pid]:
+            rows.append((sid, pred[pid] * US_DAY + 8 * 3600 * 1_000_000, "ICD10CM//R10.9"))
+        if labels[pid]:   # at the prediction time; admitted an hour after it
+            rows.append((sid, pred[pid] * US_DAY + NOON, "ICD10CM//R57.0"))
+            rows += [(sid, pred[pid] * US_DAY + NOON + 3600 * 1_000_000, "HOSPITAL_ADMISSION//IP"),
+                     (sid, (pred[pid] + 20) * US_DAY, "HOSPITAL_DISCHARGE//HOME")]
+    rows.sort()
+    (root / "data").mkdir(parents=True)
+    pq.write_table(pa.table({"subject_id": pa.array([r[0] for r in rows], pa.int64()),
+                             "time": pa.array([r[1] for r in rows], pa.timestamp("us")),
+                             "code": [r[2] for r in rows]}), root / "data" / "0.parquet")
+    pids = sorted(labels)
+    pq.write_table(pa.table({"subject_id": pa.array([int(p[1:]) for p in pids], pa.int64()),
+                             "prediction_time": pa.array([pred[p] * US_DAY + NOON for p in pids], pa.timestamp("us")),
+                             "boolean_value": [bool(labels[p]) for p in pids]}), root / "labels.parquet")
+    return {str(int(p[1:])): labels[p] for p in pids}, {str(int(p[1:])): morning[p] for p in pids}
+
+
+@pytest.fixture(scope="module")
+def converted_meds(tmp_path_factory):
+    root = tmp_path_factory.mktemp("leak_meds")
+    labels, morning = meds_cohort(root / "meds")
+    convert_patients(root / "meds", root / "out" / "ds.pt", task_data=root / "meds" / "labels.parquet",
+                     progress=False)
+    return root, labels, morning
+
+
+def test_meds_labels_no_task_field_separates_the_labels(converted_meds):
+    root, labels, _ = converted_meds
+    full, y = pooled(output_paths(root / "out" / "ds.pt"), labels)
+    assert auroc(full["los_days max"], y) > 0.95 and auroc(full["token_type_ids max"], y) > 0.95   # power
+    stats, y = pooled(output_paths(root / "out" / "ds.pt", task=True), labels)
+    assert len(y) == N
+    n1 = int(y.sum())
+    bound = Z * np.sqrt((len(y) + 1) / (12 * (len(y) - n1) * n1))
+    leaks = {k: round(a, 3) for k, v in stats.items() if abs((a := auroc(v, y)) - 0.5) > bound}
+    assert not leaks, f"task fields separate the labels (|AUROC - 0.5| > {bound:.3f}): {leaks}"
+
+
+def test_meds_labels_keep_the_prediction_days_morning(converted_meds):
+    """The morning code (08:00, before the noon prediction time) is in the task split exactly for the
+    patients who have it, so the no-leak test above is not passing by dropping the whole day."""
+    from exmed_bert.data.vocab import Vocab
+
+    root, labels, morning = converted_meds
+    vocab = Vocab.load(root / "out" / "vocab.json")
+    r10, r57 = vocab.id("icd10cm:R10.9"), vocab.id("icd10cm:R57.0")
+    for s, path in output_paths(root / "out" / "ds.pt", task=True).items():
+        if s not in ("train", "val", "test"):
+            continue
+        ds = PatientDataset.load(path)
+        for i, pid in enumerate(ds.patient_ids):
+            ids = ds[i]["input_ids"].tolist()
+            assert (r10 in ids) == morning[pid], pid
+            assert r57 not in ids, pid   # at the prediction time: out
