@@ -30,9 +30,11 @@ for line in open(work / "patients.jsonl"):
     sid = int(p["patient_id"].lstrip("P"))
     subjects.append(sid)
     rows += [(sid, dt.datetime.fromisoformat(p["birth_date"]), "MEDS_BIRTH"), (sid, None, f"GENDER//{p['sex']}")]
+    # the generator's events have dates only: stamped at the end of their day, as careful ETLs do, so those
+    # of a prediction date stay after its noon prediction time (the generator's task starts at that date)
     for key, vocab in (("diagnoses", "ICD10CM"), ("prescriptions", "ATC"), ("procedures", "CPT")):
-        rows += [(sid, dt.datetime.fromisoformat(e["date"]) + dt.timedelta(hours=9), f"{vocab}//{e['code']}")
-                 for e in p.get(key, [])]
+        rows += [(sid, dt.datetime.fromisoformat(e["date"]) + dt.timedelta(hours=23, minutes=59, seconds=59),
+                  f"{vocab}//{e['code']}") for e in p.get(key, [])]
     for s in p.get("hospitalizations", []):
         rows += [(sid, dt.datetime.fromisoformat(s["admission_date"]), "HOSPITAL_ADMISSION//IP"),
                  (sid, dt.datetime.fromisoformat(s["discharge_date"]), "HOSPITAL_DISCHARGE//HOME")]
@@ -60,7 +62,7 @@ print(f"MEDS root {work / 'meds'}: {len(rows)} rows, {len(subjects)} subjects; l
 EOF
 fi
 
-# 2. Convert: MEDS splits of record, the task split cut at each subject's prediction day.
+# 2. Convert: MEDS splits of record, the task split cut at each subject's prediction time.
 "$PY" "$REPO/scripts/convert_synthetic_to_dataset.py" --input "$MEDS" --output "$WORK/pretrain_stuff/meds.pt" \
   --task-data "$LABELS" --max-length 64
 # 3. Pretrain a tiny model for one epoch.
