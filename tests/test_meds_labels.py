@@ -95,7 +95,8 @@ def test_not_parquet_and_empty_folder(tmp_path):
 def test_several_prediction_times_per_subject_are_refused(tmp_path):
     f = labels_file(tmp_path / "l.parquet", [1, 5, 5, 5], [T("2020-01-01"), T("2020-01-01"), T("2020-02-01"),
                                                            T("2020-03-01")], boolean_value=pa.array([True] * 4))
-    with pytest.raises(UserError, match="subject 5 has 3 label rows .*keep one row per subject"):
+    with pytest.raises(UserError, match="subject 5 has 3 label rows .*, and 1 of 2 subjects have more than one; "
+                                        ".*keep one row per subject"):
         read_task_csv(f, on_error="skip")
 
 

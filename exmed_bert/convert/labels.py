@@ -274,8 +274,10 @@ def read_meds_labels(path: str | os.PathLike, num_labels: int | None = None, on_
     counts = Counter(i for i in ids if i is not None)
     sid, n = max(counts.items(), key=lambda kv: kv[1]) if counts else (None, 0)
     if n > 1:
-        raise UserError(f"{path}: subject {sid} has {n} label rows (prediction times); ExMed-BERT takes one "
-                        "prediction time per subject - keep one row per subject (e.g. the first)")
+        several = sum(1 for c in counts.values() if c > 1)
+        raise UserError(f"{path}: subject {sid} has {n} label rows (prediction times), and {several:,} of "
+                        f"{len(counts):,} subjects have more than one; ExMed-BERT takes one prediction time per "
+                        "subject - keep one row per subject (e.g. the first; docs/DATASET.md, MEDS labels)")
     if col == "categorical_value":
         table.classes = sorted({v for v in values if v is not None})
         class_id = {c: i for i, c in enumerate(table.classes)}
