@@ -52,6 +52,7 @@ pq.write_table(pa.table({"subject_id": pa.array(subjects, pa.int64()),
 (work / "meds" / "metadata" / "dataset.json").write_text(json.dumps({"dataset_name": "tiny synthetic",
                                                                       "dataset_version": "1"}))
 # the task: one prediction time per subject (noon of the task's prediction date), the label as boolean_value
+# (MEDS labels may have several per subject, one per admission say: each is a task row)
 task = list(csv.DictReader(open(work / "task.csv")))
 pq.write_table(pa.table({
     "subject_id": pa.array([int(r["patient_id"].lstrip("P")) for r in task], pa.int64()),

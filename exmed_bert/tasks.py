@@ -16,7 +16,8 @@ from typing import Sequence
 import numpy as np
 
 from exmed_bert.convert.conversion import build_task_datasets, task_datasets_for
-from exmed_bert.convert.labels import US_PER_DAY, TaskTable, is_meds_labels, read_task_csv, write_rejects
+from exmed_bert.convert.labels import (US_PER_DAY, TaskTable, dataset_keys, is_meds_labels, read_task_csv,
+                                       write_rejects)
 from exmed_bert.data.dataset import PatientDataset
 from exmed_bert.data.splits import (SPLITS, Pretraining, SplitRecord, check_no_pretraining_leak, read_split_record,
                                     resolve_split)
@@ -47,19 +48,22 @@ def reconcile(table: TaskTable, splits: dict, where: str, converted_ids: set[str
     from another task file: that is an error, not something to paper over. `converted_ids` (every
     patient of the pretraining conversion) tells an unknown id from one with no events before its date.
     """
-    labels = table.labels()
+    labels = table.labels()   # by sample_key: a MEDS subject's rows are told apart by prediction time
     seen: set[str] = set()
     for split, ds in splits.items():
-        ids, ys = ds.patient_ids, ds.data["labels"].tolist()
-        for pid, y in zip(ids, ys):
-            if labels.get(pid) != y:
-                got = "absent from" if pid not in labels else f"label {labels[pid]} in"
-                raise UserError(f"{where}: patient {pid!r} has label {y} in the {split} task dataset but is {got} "
+        keys, ys = dataset_keys(ds.data, ds.patient_ids), ds.data["labels"].tolist()
+        for key, y in zip(keys, ys):
+            if labels.get(key) != y:
+                got = "absent from" if key not in labels else f"label {labels[key]} in"
+                what = f"patient {key!r}" if "@" not in key else (
+                    f"patient {key.split('@')[0]!r} at prediction time {key.split('@')[1]} (microseconds)")
+                raise UserError(f"{where}: {what} has label {y} in the {split} task dataset but is {got} "
                                 f"{table.path}; the datasets were built from another task CSV - re-run the "
                                 "conversion with this --task-data, or pass the matching --task-data")
-        seen.update(ids)
-    for pid in [p for p in table.rows if p not in seen]:
-        row = table.rows.pop(pid)
+        seen.update(keys)
+    for key in [k for k in table.rows if k not in seen]:
+        row = table.rows.pop(key)
+        pid = row.patient_id
         if converted_ids is not None and pid in converted_ids:
             table.reject(row.line, pid, "no events before the prediction date", "no events before prediction date")
         elif converted_ids is not None:
@@ -173,22 +177,25 @@ def load_task_splits(data_dir: str | os.PathLike, task_data: str | os.PathLike, 
 
 
 def task_prediction_times(source: dict | None, test_ids: Sequence[str]) -> np.ndarray | None:
-    """Prediction time per test patient, in microseconds since 1970-01-01, for a run's task data (`source`,
-    the provenance load_task_splits returns): a MEDS label's own prediction_time, else midnight of the day
-    the task dataset was cut at (the CSV's prediction_date, or the day after the last event when it has
-    none). None when the task datasets or a test patient are not found."""
+    """Prediction time per test row (`test_ids`: the test task dataset's patient ids, in its order), in
+    microseconds since 1970-01-01, for a run's task data (`source`, the provenance load_task_splits
+    returns): a MEDS label's own prediction_time (the dataset's `prediction_times`), else midnight of the
+    day the task dataset was cut at (the CSV's prediction_date, or the day after the last event when it
+    has none). None when the task datasets or a test patient are not found."""
     path = ((source or {}).get("task_datasets") or {}).get("test")
     if not path or not Path(path).is_file():
         return None
     ds = PatientDataset.load(path)
+    if "prediction_times" in ds.data and list(ds.patient_ids) == list(test_ids):
+        return ds.data["prediction_times"].numpy().astype(np.int64)
     if "prediction_days" not in ds.data:
         return None
     day = dict(zip(ds.patient_ids, ds.data["prediction_days"].tolist()))
     exact: dict[str, int] = {}
     task = source.get("task_data")
-    if task and is_meds_labels(task) and Path(task).exists():
+    if task and is_meds_labels(task) and Path(task).exists():   # a dataset from before prediction_times
         rows = read_task_csv(task, on_error="skip", skip_hint=None).rows
-        exact = {pid: r.prediction_time for pid, r in rows.items() if r.prediction_time is not None}
+        exact = {r.patient_id: r.prediction_time for r in rows.values() if r.prediction_time is not None}
     if any(pid not in day for pid in test_ids):
         return None
     return np.array([exact[pid] if pid in exact else day[pid] * US_PER_DAY for pid in test_ids], dtype=np.int64)

@@ -165,7 +165,7 @@ def test_meds_labels_and_subject_splits_are_read_without_pandas(tmp_path):
         import sys
         from exmed_bert.convert.labels import read_task_csv
         from exmed_bert.convert.meds import MedsReader
-        assert read_task_csv({str(labels)!r}).labels() == {{"1000": 1}}
+        assert read_task_csv({str(labels)!r}).labels() == {{"1000@0": 1}}
         assert MedsReader({str(root)!r}).subject_splits == {{"1000": "train", "1001": "held_out"}}
         print("pandas" in sys.modules)
     """)

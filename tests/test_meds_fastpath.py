@@ -107,15 +107,15 @@ def write_fixture(root, subjects, *, text_ids=False, tz=None, shards=2, values=F
 
 def labels_at_noon(path, subject_ids, text_ids=False):
     """A MEDS label file: four subjects of five, prediction_time 2020-03-04T12:00 for two of three of
-    them and midnight of that day for the rest."""
-    rows = [i for i in range(len(subject_ids)) if i % 5 != 4]
+    them and midnight of that day for the rest; every fourth has a second row, 2020-03-02T06:00."""
+    rows = [(i, "2020-03-04T12:00:00" if i % 3 else "2020-03-04") for i in range(len(subject_ids)) if i % 5 != 4]
+    rows += [(i, "2020-03-02T06:00:00") for i in range(len(subject_ids)) if i % 4 == 1]
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table({
-        "subject_id": pa.array([f"S{subject_ids[i]}" if text_ids else subject_ids[i] for i in rows],
+        "subject_id": pa.array([f"S{subject_ids[i]}" if text_ids else subject_ids[i] for i, _ in rows],
                                pa.string() if text_ids else pa.int64()),
-        "prediction_time": pa.array([us("2020-03-04T12:00:00" if i % 3 else "2020-03-04") for i in rows],
-                                    pa.timestamp("us")),
-        "boolean_value": pa.array([bool(i % 4 // 2) for i in rows])}), path)
+        "prediction_time": pa.array([us(t) for _, t in rows], pa.timestamp("us")),
+        "boolean_value": pa.array([bool((i + len(t)) % 4 // 2) for i, t in rows])}), path)
     return path
 
 

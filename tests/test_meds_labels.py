@@ -1,4 +1,4 @@
-"""MEDS label files as --task-data: schema checks, label columns, one prediction time per subject, and the
+"""MEDS label files as --task-data: schema checks, label columns, several prediction times per subject, and the
 prediction-time cut (what happened before the prediction time, that day included, reaches the task split;
 nothing at or after it)."""
 
@@ -18,6 +18,12 @@ from exmed_bert.errors import UserError
 T = dt.datetime.fromisoformat
 
 
+def subject_labels(table) -> dict:
+    """{subject id: label} of a MEDS label table with one row per subject (its rows are keyed by
+    subject and prediction time)."""
+    return {r.patient_id: r.label for r in table.rows.values()}
+
+
 def labels_file(path, ids, times, **values):
     cols = {"subject_id": pa.array(ids, pa.int64()), "prediction_time": pa.array(times, pa.timestamp("us"))}
     cols.update(values)
@@ -30,8 +36,9 @@ def test_boolean_labels_give_label_day_and_exact_time(tmp_path):
     f = labels_file(tmp_path / "labels.parquet", [7, 8], [T("2020-03-05 12:30"), T("2021-01-01 00:00")],
                     boolean_value=pa.array([True, False]))
     table = read_task_csv(f)
-    assert table.labels() == {"7": 1, "8": 0}
-    r = table.rows["7"]
+    assert subject_labels(table) == {"7": 1, "8": 0}
+    r = next(r for r in table.rows.values() if r.patient_id == "7")
+    assert table.labels()[f"7@{r.prediction_time}"] == 1
     assert r.prediction_day == (dt.date(2020, 3, 5) - dt.date(1970, 1, 1)).days
     assert r.prediction_time == r.prediction_day * US_PER_DAY + (12 * 3600 + 30 * 60) * 1_000_000
     assert table.label_column == "boolean_value" and table.classes is None
@@ -45,11 +52,11 @@ def test_folder_with_the_full_meds_label_schema(tmp_path):
                     boolean_value=pa.array([None] * n, pa.bool_()), integer_value=pa.array(ys, pa.int64()),
                     float_value=pa.array([None] * n, pa.float32()), categorical_value=pa.array([None] * n, pa.string()))
     table = read_task_csv(tmp_path / "labels")
-    assert table.labels() == {"1": 0, "2": 2, "3": 1} and table.label_column == "integer_value"
+    assert subject_labels(table) == {"1": 0, "2": 2, "3": 1} and table.label_column == "integer_value"
     with pytest.raises(UserError, match=r"row 2: integer_value 2 .*out of range 0\.\.1"):
         read_task_csv(tmp_path / "labels", num_labels=2)
     skipped = read_task_csv(tmp_path / "labels", num_labels=2, on_error="skip")
-    assert skipped.labels() == {"1": 0, "3": 1} and [r[0] for r in skipped.rejected] == [2]
+    assert subject_labels(skipped) == {"1": 0, "3": 1} and [r[0] for r in skipped.rejected] == [2]
 
 
 def test_categories_map_to_sorted_class_ids(tmp_path):
@@ -57,7 +64,7 @@ def test_categories_map_to_sorted_class_ids(tmp_path):
                     categorical_value=pa.array(["mild", "severe", "none", "mild"]))
     table = read_task_csv(f)
     assert table.classes == ["mild", "none", "severe"]
-    assert table.labels() == {"1": 0, "2": 2, "3": 1, "4": 0}
+    assert subject_labels(table) == {"1": 0, "2": 2, "3": 1, "4": 0}
 
 
 @pytest.mark.parametrize("cols, match", [
@@ -92,19 +99,26 @@ def test_not_parquet_and_empty_folder(tmp_path):
         read_task_csv(tmp_path / "empty")
 
 
-def test_several_prediction_times_per_subject_are_refused(tmp_path):
-    f = labels_file(tmp_path / "l.parquet", [1, 5, 5, 5], [T("2020-01-01"), T("2020-01-01"), T("2020-02-01"),
-                                                           T("2020-03-01")], boolean_value=pa.array([True] * 4))
-    with pytest.raises(UserError, match="subject 5 has 3 label rows .*, and 1 of 2 subjects have more than one; "
-                                        ".*keep one row per subject"):
-        read_task_csv(f, on_error="skip")
+def test_several_prediction_times_per_subject_are_task_rows(tmp_path):
+    f = labels_file(tmp_path / "l.parquet", [1, 5, 5, 5, 5], [T("2020-01-01"), T("2020-03-01"), T("2020-01-01"),
+                                                              T("2020-02-01"), T("2020-01-01")],
+                    boolean_value=pa.array([True, False, True, False, False]))
+    table = read_task_csv(f, on_error="skip")
+    times = {t: int((T(t) - T("1970-01-01")).total_seconds()) * 1_000_000 for t in ("2020-01-01", "2020-02-01",
+                                                                                  "2020-03-01")}
+    assert table.by_patient() == {"1": [(1, 18262, times["2020-01-01"])],
+                                  "5": [(1, 18262, times["2020-01-01"]), (0, 18293, times["2020-02-01"]),
+                                        (0, 18322, times["2020-03-01"])]}   # in time order
+    assert table.rejected == [(5, "5", "duplicate prediction_time for this subject (first on row 3)")]
+    with pytest.raises(UserError, match="row 5: duplicate prediction_time for this subject"):
+        read_task_csv(f)
 
 
 def test_null_label_rows_are_rejects(tmp_path):
     f = labels_file(tmp_path / "l.parquet", [1, 2], [T("2020-01-01"), None], boolean_value=pa.array([True, False]))
     with pytest.raises(UserError, match=r"l.parquet: row 2: missing prediction_time"):
         read_task_csv(f)
-    assert read_task_csv(f, on_error="skip").labels() == {"1": 1}
+    assert subject_labels(read_task_csv(f, on_error="skip")) == {"1": 1}
 
 
 # subject 1, prediction_time 2020-03-05 12:00: C50 the day before; on the prediction day A01 at 08:00, Z99 at
@@ -214,3 +228,42 @@ def test_task_datasets_are_reused_after_the_meds_input_moved(tmp_path):
     (tmp_path / "meds").rename(tmp_path / "moved")
     paths = task_datasets_for(out, tmp_path / "labels" / "task.parquet")
     assert paths["train"].stat().st_mtime_ns == before
+
+
+def test_a_subject_with_two_prediction_times_has_two_task_rows(tmp_path):
+    """Subject 1 labelled at 2020-03-04 10:00 (no) and 2020-03-05 12:00 (yes): two rows of the same split,
+    each cut at its own time; `prediction_times` tells them apart."""
+    (tmp_path / "meds" / "data").mkdir(parents=True)
+    pq.write_table(pa.table({"subject_id": pa.array([e[0] for e in EVENTS], pa.int64()),
+                             "time": pa.array([T(e[1]) for e in EVENTS], pa.timestamp("us")),
+                             "code": pa.array([e[2] for e in EVENTS])}), tmp_path / "meds" / "data" / "0.parquet")
+    when = [T("2020-03-05 12:00"), T("2020-03-04 10:00"), T("2020-01-01")]
+    labels = labels_file(tmp_path / "labels.parquet", [1, 1, 2], when, boolean_value=pa.array([True, False, False]))
+    out = tmp_path / "out"
+    for fast in (True, False):   # the columnar and the per-record paths
+        from exmed_bert.convert.conversion import convert_patients
+
+        convert_patients(tmp_path / "meds", out / str(fast) / "m.pt", task_data=labels, train_ratio=0.999999,
+                         progress=False, fast=fast)
+    vocab = Vocab.load(out / "True" / "vocab.json")
+    task = PatientDataset.load(out / "True" / "m_task_train.pt")
+    assert task.patient_ids == ["1", "1", "2"]
+    us = [int((t - T("1970-01-01")).total_seconds()) * 1_000_000 for t in when]
+    assert task.data["prediction_times"].tolist() == [us[1], us[0], us[2]]   # in time order
+    assert task.data["labels"].tolist() == [0, 1, 0]
+    assert task.data["prediction_days"].tolist() == [DAY, DAY + 1, (dt.date(2020, 1, 1) - dt.date(1970, 1, 1)).days]
+    assert codes_at(task, vocab, 0) == {"icd10cm:C50"}                    # 2020-03-04 09:00, before 10:00
+    assert codes_at(task, vocab, 1) == {"icd10cm:C50", "icd10cm:A01"}
+    stays = [task.data["los_days"][a:b].tolist() for a, b in zip(task.data["los_offsets"][:-1].tolist(),
+                                                                  task.data["los_offsets"][1:].tolist())]
+    assert stays[:2] == [[2], [3]]   # the open stay as known on each prediction day
+    man = json.loads((out / "True" / "dataset_manifest.json").read_text())
+    assert man["task"]["splits"]["train"]["patients"] == 3 and man["task"]["labels_without_patient"] == 0
+    other = PatientDataset.load(out / "False" / "m_task_train.pt")
+    assert other.patient_ids == task.patient_ids
+    for k, v in task.data.items():
+        assert (v == other.data[k]) if not hasattr(v, "equal") else v.equal(other.data[k]), k
+
+
+def codes_at(ds, vocab, i):
+    return {vocab.token(t) for t in ds[i]["input_ids"].tolist()} - set(vocab.tokens[:5])

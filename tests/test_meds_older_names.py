@@ -119,5 +119,6 @@ def test_older_label_files_read_as_current_ones(tmp_path):
     ids = [7, 8, 9]
     new = read_task_csv(labels(tmp_path / "new.parquet", ids, "subject_id"))
     old = read_task_csv(labels(tmp_path / "old.parquet", ids, "patient_id"))
-    assert old.labels() == new.labels() == {"7": 1, "8": 0, "9": 1}
+    assert old.labels() == new.labels()
+    assert {r.patient_id: r.label for r in new.rows.values()} == {"7": 1, "8": 0, "9": 1}
     assert {k: r.prediction_time for k, r in old.rows.items()} == {k: r.prediction_time for k, r in new.rows.items()}

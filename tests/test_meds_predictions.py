@@ -70,9 +70,10 @@ def test_prediction_times_come_from_the_task_data(tmp_path):
                              "time": pa.array([T(e[1]) for e in events], pa.timestamp("us")),
                              "code": [e[2] for e in events]}), tmp_path / "meds" / "0.parquet")
     when = [T("2020-02-02 07:30") + dt.timedelta(hours=s) for s in range(1, 9)]
-    pq.write_table(pa.table({"subject_id": pa.array(range(1, 9), pa.int64()),
-                             "prediction_time": pa.array(when, pa.timestamp("us")),
-                             "boolean_value": [s % 2 == 0 for s in range(1, 9)]}), tmp_path / "labels.parquet")
+    # subject 2 has a second prediction time, a day later: a second task row
+    pq.write_table(pa.table({"subject_id": pa.array([*range(1, 9), 2], pa.int64()),
+                             "prediction_time": pa.array([*when, when[1] + dt.timedelta(days=1)], pa.timestamp("us")),
+                             "boolean_value": [s % 2 == 0 for s in range(1, 9)] + [False]}), tmp_path / "labels.parquet")
     data = tmp_path / "data"
     assert convert_main(["--input", str(tmp_path / "meds"), "--output", str(data / "m.pt"),
                          "--task-data", str(tmp_path / "labels.parquet"), "--train-ratio", "0.999999"]) == 0
@@ -80,8 +81,31 @@ def test_prediction_times_come_from_the_task_data(tmp_path):
     assert source["label_column"] == "boolean_value"
     source = {**source, "task_datasets": {"test": source["task_datasets"]["train"]}}  # every patient is in train
     ids = splits["train"].patient_ids
-    got = task_prediction_times(source, ids)
-    assert [T("1970-01-01") + dt.timedelta(microseconds=int(u)) for u in got] == [when[int(i) - 1] for i in ids]
+    assert sorted(ids) == ["1", "2", "2", "3", "4", "5", "6", "7", "8"]
+    got = [T("1970-01-01") + dt.timedelta(microseconds=int(u)) for u in task_prediction_times(source, ids)]
+    assert got == [when[int(i) - 1] + dt.timedelta(days=int(i == "2" and ids[:k].count("2") == 1))
+                   for k, i in enumerate(ids)]
+    y = splits["train"].data["labels"].numpy()
+    evaluate_and_write(tmp_path / "run", "m", test_ids=list(ids), y_test=y, p_test=np.linspace(0.1, 0.9, len(ids)),
+                       y_val=y, p_val=np.linspace(0.1, 0.9, len(ids)), n_bootstrap=10,
+                       prediction_times=task_prediction_times(source, ids))
+    table = pq.read_table(tmp_path / "run" / "predictions.parquet")   # one row per (subject, prediction time)
+    check_meds_prediction_schema(table)
+    assert sorted(zip(table["subject_id"].to_pylist(), table["prediction_time"].to_pylist()))[1:3] == [
+        (2, when[1]), (2, when[1] + dt.timedelta(days=1))]
+    # predictions.csv tells subject 2's rows apart by their time, and the report joins runs by both
+    from exmed_bert.evaluation.report import align, load_run
+
+    with open(tmp_path / "run" / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["prediction_time"] for r in rows if r["patient_id"] == "2"] == sorted(
+        t.isoformat() for t in (when[1], when[1] + dt.timedelta(days=1)))
+    back = np.arange(len(ids))[::-1]   # a second run that wrote the same rows in another order
+    evaluate_and_write(tmp_path / "run2", "m2", test_ids=[ids[i] for i in back], y_test=y[back],
+                       p_test=np.linspace(0.1, 0.9, len(ids))[back], y_val=y, p_val=np.linspace(0.1, 0.9, len(ids)),
+                       n_bootstrap=10, prediction_times=task_prediction_times(source, ids)[back])
+    keys, labels, probs = align([load_run(tmp_path / "run"), load_run(tmp_path / "run2")])
+    assert len(set(keys)) == len(ids) and np.array_equal(probs[0], probs[1]) and np.array_equal(labels, y)
 
     (tmp_path / "task.csv").write_text("patient_id,label,prediction_date\n"
                                        + "".join(f"{s},{s % 2},2020-02-02\n" for s in range(1, 9)))

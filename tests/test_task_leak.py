@@ -29,7 +29,7 @@ ATC = ["A10BA02", "C09AA05", "N02BE01", "R03AC02", "C10AA05"]
 # checked for leaks) before this test passes.
 PER_TOKEN = set(TOKEN_KEYS)
 PER_STAY = {"los_days", "los_start_days"}
-PER_PATIENT = {"sex", "birth_days", "prediction_days"}
+PER_PATIENT = {"sex", "birth_days", "prediction_days", "prediction_times"}
 INDEX = {"offsets", "los_offsets"}   # their per-patient differences are the token / stay counts below
 NOT_FEATURES = {"labels"}
 

@@ -65,6 +65,33 @@ def select(b: dict, keep: np.ndarray) -> dict:
     return out
 
 
+def take(b: dict, idx: np.ndarray) -> dict:
+    """Patients idx (an index array; a patient may repeat) of batch b, in that order, each with its own copy
+    of its events and stays (events grouped by patient, in their order within it)."""
+    n, m = b["n"], len(idx)
+    out = {k: b[k][idx] for k in ("split", "sex", "birth", "label", "cut")}
+    out.update({k: b[k][idx] for k, level in _OPTIONAL.items() if level == "patient" and k in b})
+    out.update(n=m, pids=[b["pids"][i] for i in idx.tolist()])
+    ev_order = np.argsort(b["ev_pat"], kind="stable")
+    ev = ev_order[_ranges(b["ev_pat"], n, idx)]
+    out.update(ev_pat=np.repeat(np.arange(m, dtype=np.int64), np.bincount(b["ev_pat"], minlength=n)[idx]),
+               ev_day=b["ev_day"][ev], ev_tok=b["ev_tok"][ev])
+    out.update({k: b[k][ev] for k, level in _OPTIONAL.items() if level == "event" and k in b})
+    st = _ranges(b["los_pat"], n, idx)   # stays are patient-major already
+    out.update(los_pat=np.repeat(np.arange(m, dtype=np.int64), np.bincount(b["los_pat"], minlength=n)[idx]),
+               los_days=b["los_days"][st], los_start=b["los_start"][st])
+    return out
+
+
+def _ranges(owner: np.ndarray, n: int, idx: np.ndarray) -> np.ndarray:
+    """Positions, in `owner` sorted by patient (stably), of the elements of patients idx, in that order."""
+    counts = np.bincount(owner, minlength=n).astype(np.int64)
+    starts = np.cumsum(counts) - counts
+    c = counts[idx]
+    before = np.cumsum(c) - c
+    return np.arange(int(c.sum()), dtype=np.int64) - np.repeat(before, c) + np.repeat(starts[idx], c)
+
+
 def concat(batches: list[dict]) -> dict:
     if len(batches) == 1:
         return batches[0]

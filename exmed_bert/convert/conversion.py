@@ -178,8 +178,10 @@ def _convert(input, paths, task_paths, table: TaskTable | None, spills, input_fi
     if timed:
         reader.event_times = parser.read_times = True
     pre = Family(parser, max_length, task=False, spill=spills[0]) if pretraining else None
-    labels = table.by_patient(times=timed) if table is not None else None  # {patient_id: (label, day, time)}
-    task = Family(parser, max_length, task=True, spill=spills[1]) if labels is not None else None
+    labels = table.by_patient() if table is not None else None  # {patient_id: [(label, day, time), ...]}
+    label_times = table is not None and table.timed   # task datasets record each row's prediction time
+    task = Family(parser, max_length, task=True, spill=spills[1], label_times=label_times,
+                  cut_at_time=timed) if labels is not None else None
     wanted = SPLITS if split == "all" else (split,)
 
     # Everything a later stage reads together is committed as one set (exmed_bert.io.output_set), the
@@ -197,7 +199,8 @@ def _convert(input, paths, task_paths, table: TaskTable | None, spills, input_fi
                           train_ratio=train_ratio, pretraining=pretraining, labels=labels,
                           splits=reader.subject_splits if used_source == "meds" else None,
                           value_edges=reader.value_edges if reader is not None else {},
-                          batch_rows=MedsReader.batch_rows, spill_dir=str(spills[0].folder), event_times=timed)
+                          batch_rows=MedsReader.batch_rows, spill_dir=str(spills[0].folder), event_times=timed,
+                          label_times=label_times)
                 convert_in_workers(run, job, pieces(input, reader, n_workers), n_workers, reader, bar)
                 if run.n_records == 0 and jsonl:
                     raise UserError(f"{input}: no patients in the file")

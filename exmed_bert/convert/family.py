@@ -21,14 +21,19 @@ from exmed_bert.data.splits import SPLITS
 # more at the same speed, 8192 110 MB more)
 CHUNK = 1024
 _KEYS = ("input_ids", "token_type_ids", "position_ids", "age_ids", "days", "lengths", "sex", "birth_days",
-         "los_counts", "los_days", "los_start_days", "labels", "prediction_days", "patient_ids")
+         "los_counts", "los_days", "los_start_days", "labels", "prediction_days", "prediction_times", "patient_ids")
 
 
 class Family:
     """Encoded chunks of one output family ('pretrain' or 'task'), kept per split until writing."""
 
-    def __init__(self, parser: RecordParser, max_length: int, task: bool, spill=None):
+    def __init__(self, parser: RecordParser, max_length: int, task: bool, spill=None, label_times: bool = False,
+                 cut_at_time: bool = False):
+        """A task family with `label_times` (MEDS labels) records each row's prediction time
+        (`prediction_times`: a subject may have several rows); with `cut_at_time` (events with times) it
+        also keeps the prediction day's events before that time (`_before_times`)."""
         self.parser, self.max_length, self.task = parser, max_length, task
+        self.label_times, self.cut_at_time = label_times, cut_at_time
         self.spill = spill                # a convert.spill.Spill: token arrays go to disk, not to `parts`
         self.rows: list[tuple] = []       # per-record rows not yet turned into a batch
         self.batches: list[dict] = []
@@ -77,7 +82,7 @@ class Family:
         b, self.batches, self.n_pending = concat(self.batches), [], 0
         tt, sk = self._token_tables()
         ev_pat, ev_day, ev_tok, cut = b["ev_pat"], b["ev_day"], b["ev_tok"], b["cut"]
-        if self.task and "ptime" in b:   # prediction times: the prediction day's events before the time too
+        if self.task and self.cut_at_time and "ptime" in b:   # the prediction day's events before the time too
             ev_pat, ev_day, ev_tok, cut = _before_times(b)
         enc = encode_chunk(None, ev_day, ev_tok, b["birth"], tt, sk, self.max_length,
                            cut if self.task else None, event_patients=ev_pat)
@@ -120,6 +125,8 @@ class Family:
                 # (events earlier that day are in); no prediction date: the day after the last event
                 c = cut[r]
                 parts["prediction_days"].append(np.where(c == NO_CUT, enc["last_day"][r] + 1, c).astype(np.int32))
+                if self.label_times:
+                    parts["prediction_times"].append(b["ptime"][r] if "ptime" in b else np.full(len(r), NO_TIME))
             if s == 0 and not self.task:
                 c = np.bincount(ids, minlength=len(self.parser.tokens))
                 c[: len(self.train_counts)] += self.train_counts
@@ -196,7 +203,8 @@ class Family:
 
         cat["input_ids"] = Chunks(DTYPES["input_ids"], mapped.length, counted)
         data = dataset_dict(cat, patient_ids, cat["labels"] if self.task else None,
-                            cat["prediction_days"] if self.task else None)
+                            cat["prediction_days"] if self.task else None,
+                            cat["prediction_times"] if self.label_times else None)
         data["vocab_fingerprint"] = vocab_fingerprint  # lets loaders catch a dataset/vocab.json mismatch
         write_pt(stage(path), data)
         entry = {"path": path.name, "patients": len(patient_ids), "tokens": int(lengths.sum()),

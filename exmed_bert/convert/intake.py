@@ -10,7 +10,7 @@ from collections import Counter
 
 import numpy as np
 
-from exmed_bert.convert.columns import NO_CUT, NO_TIME, event_times, select
+from exmed_bert.convert.columns import NO_CUT, NO_TIME, event_times, select, take
 from exmed_bert.convert.fastpath import FastBlock
 from exmed_bert.convert.validate import Parsed, RecordParser, Reject
 from exmed_bert.data.splits import split_index
@@ -88,11 +88,12 @@ class Intake:
         if self.pre is not None:
             self.pre.add(p, s)
         if self.labels is not None:
-            lab = self.labels.get(p.patient_id)
-            if lab is None:
+            samples = self.labels.get(p.patient_id)
+            if samples is None:
                 self.n_unlabelled += 1
             else:
-                self.task.add(p, s, lab[0], lab[1], lab[2])
+                for label, day, time in samples:   # one task row per prediction time
+                    self.task.add(p, s, label, day, time)
 
     # -- a columnar block ------------------------------------------------------------------------
     def block(self, fb: FastBlock, record_of) -> None:
@@ -107,6 +108,7 @@ class Intake:
         label = np.zeros(n, dtype=np.int64)
         cut = np.full(n, NO_CUT, dtype=np.int32)
         ptime = np.full(n, NO_TIME, dtype=np.int64)
+        more: dict[int, list] = {}   # patient -> its task rows after the first (several prediction times)
         slow_rows: list[tuple[int, Parsed]] = []
         labels, seed, ratio, split_of = self.labels, self.seed, self.train_ratio, self.split_of
         left_out = np.zeros(n, dtype=bool)
@@ -135,15 +137,18 @@ class Intake:
                     left_out[i] = True
                     continue
             if labels is not None:
-                lab = labels.get(pid)
-                if lab is None:
+                samples = labels.get(pid)
+                if samples is None:
                     self.n_unlabelled += 1
                 else:
+                    lab = samples[0]
                     labelled[i], label[i] = True, lab[0]
                     if lab[1] is not None:
                         cut[i] = lab[1]
                     if lab[2] is not None:
                         ptime[i] = lab[2]
+                    if len(samples) > 1:
+                        more[i] = samples
         for _, _, _, system, code in pending[k:]:
             parser.token(system, code)
         batch = self._batch(fb, fast, slow_rows, split, label, cut)
@@ -156,9 +161,33 @@ class Intake:
         if self.pre is not None and batch["n"]:
             self.pre.add_batch(batch)
         if labels is not None:
-            sub = select(batch, labelled[keep])
+            sub = select(batch, labelled[keep]) if not more else self._task_rows(batch, keep, labelled, more)
             if sub["n"]:
                 self.task.add_batch(sub)
+
+    @staticmethod
+    def _task_rows(batch: dict, keep: np.ndarray, labelled: np.ndarray, more: dict[int, list]) -> dict:
+        """The task rows of a block where some patients have several prediction times: each labelled patient
+        once per prediction time, in patient order (as `record` adds them), with that row's label and cut."""
+        src, label, cut, ptime = [], [], [], []
+        for j, i in enumerate(np.flatnonzero(keep).tolist()):
+            if not labelled[i]:
+                continue
+            for lab, day, time in more.get(i, [(None, None, None)]):
+                src.append(j)
+                if lab is None:   # one prediction time: the batch has its label and cut already
+                    label.append(batch["label"][j])
+                    cut.append(batch["cut"][j])
+                    ptime.append(batch["ptime"][j] if "ptime" in batch else NO_TIME)
+                else:
+                    label.append(lab)
+                    cut.append(NO_CUT if day is None else day)
+                    ptime.append(NO_TIME if time is None else time)
+        sub = take(batch, np.array(src, dtype=np.int64))
+        sub["label"] = np.array(label, dtype=np.int64)
+        sub["cut"] = np.array(cut, dtype=np.int32)
+        sub["ptime"] = np.array(ptime, dtype=np.int64)
+        return sub
 
     def _batch(self, fb: FastBlock, fast, slow_rows, split, label, cut) -> dict:
         """All n records of the block as one batch (rejected ones carry no events; `select` drops them)."""

@@ -2,6 +2,9 @@
 prediction_time and one of boolean_value / integer_value / categorical_value), every row accepted or rejected
 with its reason.
 
+A task CSV has one row per patient; MEDS labels may have several per subject, one per prediction time
+(each becomes a row of the task datasets, `sample_key`).
+
 Bad rows (non-integer or out-of-range label, bad date, duplicate id) are either a counted skip written to
 `task_rejected.csv` (`on_error="skip"`) or one error naming file and line (`on_error="fail"`). A file
 that is not task data at all is always an error. The accepted rows reach the conversion in memory
@@ -37,10 +40,27 @@ class TaskRow:
     line: int  # CSV line, or 1-based row of a MEDS label file (over its files in sorted order)
     prediction_time: int | None = None  # MEDS: microseconds since 1970-01-01 (UTC when tz-aware)
 
+    @property
+    def key(self) -> str:
+        return sample_key(self.patient_id, self.prediction_time)
+
+
+def sample_key(patient_id: str, prediction_time: int | None = None) -> str:
+    """A task row's key: the patient id (a task CSV: one row per patient), with "@<prediction time in
+    microseconds>" for MEDS labels (a subject may have several prediction times)."""
+    return patient_id if prediction_time is None else f"{patient_id}@{int(prediction_time)}"
+
+
+def dataset_keys(data: dict, patient_ids: list[str]) -> list[str]:
+    """`sample_key` of every row of a task dataset (its prediction_times, when it has them)."""
+    if "prediction_times" not in data:
+        return list(patient_ids)
+    return [sample_key(p, t) for p, t in zip(patient_ids, data["prediction_times"].tolist())]
+
 
 @dataclass
 class TaskTable:
-    """Valid rows by patient id, plus every rejected row with its reason."""
+    """Valid rows by `sample_key` (the patient id for a task CSV), plus every rejected row with its reason."""
 
     path: Path
     num_labels: int | None  # None: any integer label (the converter's view); else 0..num_labels-1
@@ -62,13 +82,17 @@ class TaskTable:
         self.kinds[kind] += 1
 
     def labels(self) -> dict[str, int]:
-        return {pid: r.label for pid, r in self.rows.items()}
+        """{sample_key: label}."""
+        return {key: r.label for key, r in self.rows.items()}
 
-    def by_patient(self, times: bool = True) -> dict[str, tuple[int, int | None, int | None]]:
-        """{patient_id: (label, prediction day or None, prediction time or None)}: what the conversion cuts
-        and labels by (the time, in microseconds since 1970, only for MEDS labels, and only with `times`:
-        an input whose events have dates only is cut by the day)."""
-        return {pid: (r.label, r.prediction_day, r.prediction_time if times else None) for pid, r in self.rows.items()}
+    def by_patient(self) -> dict[str, list[tuple[int, int | None, int | None]]]:
+        """{patient_id: [(label, prediction day or None, prediction time or None), ...]}: what the conversion
+        cuts and labels by, one entry per task row of the patient (MEDS labels: in prediction-time order;
+        times in microseconds since 1970)."""
+        out: dict[str, list] = {}
+        for r in sorted(self.rows.values(), key=lambda r: (r.prediction_time or 0, r.line)):
+            out.setdefault(r.patient_id, []).append((r.label, r.prediction_day, r.prediction_time))
+        return out
 
     @property
     def timed(self) -> bool:
@@ -247,8 +271,9 @@ def read_meds_labels(path: str | os.PathLike, num_labels: int | None = None, on_
     The label comes from the one value column with values: boolean_value (False/True -> 0/1), integer_value
     (as is), or categorical_value (the categories sorted, class id = position; `table.classes`). The
     conversion keeps events before prediction_time: those of earlier days, and those of its day whose
-    time is known to be earlier (nothing at or after it reaches the task split; `columns`). One
-    prediction time per subject: a subject with several label rows is an error.
+    time is known to be earlier (nothing at or after it reaches the task split; `columns`). A subject may
+    have several rows (prediction times): each is a task row; a second row with the same subject and
+    prediction_time is a bad row.
     """
     path = Path(path)
     table = TaskTable(path=path, num_labels=num_labels, on_error=on_error, skip_hint=skip_hint, unit="row")
@@ -271,13 +296,6 @@ def read_meds_labels(path: str | os.PathLike, num_labels: int | None = None, on_
     ids = [x for cols, _ in parts for x in cols["subject_id"].to_pylist()]
     times = [x for cols, _ in parts for x in cols["prediction_time"].to_pylist()]
     values = [x for cols, c in parts for x in (cols[c].to_pylist() if c else [None] * len(cols["subject_id"]))]
-    counts = Counter(i for i in ids if i is not None)
-    sid, n = max(counts.items(), key=lambda kv: kv[1]) if counts else (None, 0)
-    if n > 1:
-        several = sum(1 for c in counts.values() if c > 1)
-        raise UserError(f"{path}: subject {sid} has {n} label rows (prediction times), and {several:,} of "
-                        f"{len(counts):,} subjects have more than one; ExMed-BERT takes one prediction time per "
-                        "subject - keep one row per subject (e.g. the first; docs/DATASET.md, MEDS labels)")
     if col == "categorical_value":
         table.classes = sorted({v for v in values if v is not None})
         class_id = {c: i for i, c in enumerate(table.classes)}
@@ -295,7 +313,12 @@ def read_meds_labels(path: str | os.PathLike, num_labels: int | None = None, on_
                              f"--num-labels {num_labels}", "label out of range")
                 continue
             day = int(np.floor_divide(when, US_PER_DAY))
-            table.rows[pid] = TaskRow(pid, label, day, row, prediction_time=int(when))
+            r = TaskRow(pid, label, day, row, prediction_time=int(when))
+            if r.key in table.rows:
+                table.reject(row, pid, f"duplicate prediction_time for this subject (first on row "
+                             f"{table.rows[r.key].line})", "duplicate prediction_time")
+                continue
+            table.rows[r.key] = r
     if not table.rows:
         raise _no_rows(table)
     return table

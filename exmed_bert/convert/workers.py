@@ -77,12 +77,13 @@ class Job:
     seed: int
     train_ratio: float
     pretraining: bool
-    labels: dict | None          # {patient_id: (label, prediction day or None, prediction time or None)}
+    labels: dict | None          # {patient_id: [(label, prediction day or None, prediction time or None), ...]}
     splits: dict | None          # MEDS subject splits {str(subject_id): split name}, or None (hash)
     value_edges: dict            # --value-bins edges {code: edges}
     batch_rows: int              # MedsReader.batch_rows
     spill_dir: str | None = None # the main process's spill folder: workers spill token arrays there
     event_times: bool = False    # labels with prediction times: events carry their times (MedsReader.event_times)
+    label_times: bool = False    # ... and task rows record them (Family.label_times)
 
 
 @dataclass
@@ -159,7 +160,8 @@ def convert_piece(piece: Piece) -> dict:
     parser.read_times = job.event_times
     spills = [Spill(job.spill_dir, f"w{os.getpid()}-{_N}-{tag}") if job.spill_dir else None for tag in ("pre", "task")]
     pre = Family(parser, job.max_length, task=False, spill=spills[0]) if job.pretraining else None
-    task = Family(parser, job.max_length, task=True, spill=spills[1]) if job.labels is not None else None
+    task = Family(parser, job.max_length, task=True, spill=spills[1], label_times=job.label_times,
+                  cut_at_time=job.event_times) if job.labels is not None else None
     rejects: list = []
     run = Intake(parser, pre, task, job.labels, seed=job.seed, train_ratio=job.train_ratio, on_error="skip",
                  input=job.input, rejects=rejects,

@@ -40,13 +40,15 @@ VERSION = 1
 DTYPES = {"input_ids": np.int32, "token_type_ids": np.int8, "position_ids": np.int16, "age_ids": np.int16,
           "days": np.int32, "offsets": np.int64, "sex": np.int8, "birth_days": np.int32,
           "los_offsets": np.int64, "los_days": np.int16, "los_start_days": np.int32,
-          "labels": np.int64, "prediction_days": np.int32}
+          "labels": np.int64, "prediction_days": np.int32, "prediction_times": np.int64}
 
 
-def dataset_dict(parts: dict, patient_ids: list[str], labels=None, prediction_days=None) -> dict:
+def dataset_dict(parts: dict, patient_ids: list[str], labels=None, prediction_days=None,
+                 prediction_times=None) -> dict:
     """The on-disk dict (docs/ARCHITECTURE.md, "Encoded dataset") with numpy arrays in the dtypes of
-    DTYPES; `los_start_days` is included when `parts` has it (the conversion always does). A value that
-    is not an array (a data.ptfile.Chunks streamed from disk) is passed through as it is."""
+    DTYPES; `los_start_days` is included when `parts` has it (the conversion always does), and
+    `prediction_times` (a task dataset of MEDS labels: each row's prediction time) when given. A value
+    that is not an array (a data.ptfile.Chunks streamed from disk) is passed through as it is."""
     def arr(k, v):
         return np.ascontiguousarray(v, dtype=DTYPES[k]) if isinstance(v, (np.ndarray, list)) else v
 
@@ -58,5 +60,7 @@ def dataset_dict(parts: dict, patient_ids: list[str], labels=None, prediction_da
     if labels is not None:
         data["labels"] = arr("labels", np.asarray(labels))
         data["prediction_days"] = arr("prediction_days", np.asarray(prediction_days))
+    if prediction_times is not None:
+        data["prediction_times"] = arr("prediction_times", np.asarray(prediction_times))
     data["patient_ids"] = list(patient_ids)
     return data

@@ -8,6 +8,7 @@ calibration.png, all from the TEST split; the F1 threshold comes from VAL.
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import os
 from pathlib import Path
 from typing import Sequence
@@ -23,26 +24,38 @@ INT64_RANGE = (-(2 ** 63), 2 ** 63)
 
 
 def write_predictions(path: str | os.PathLike, patient_ids: Sequence[str], labels: np.ndarray,
-                      probs: np.ndarray) -> None:
-    """Binary: patient_id,label,probability (of class 1). Multi-class adds prediction and prob_<k>.
+                      probs: np.ndarray, prediction_times: Sequence[int] | None = None) -> None:
+    """Binary: patient_id,label,probability (of class 1). Multi-class adds prediction and prob_<k>. With
+    `prediction_times` (microseconds since 1970) a prediction_time column (ISO 8601) follows patient_id:
+    MEDS labels, whose rows are (subject, prediction time), a subject possibly in several.
 
     Probabilities are written at full precision (Python floats, which csv writes as repr: the shortest
     text that reads back to the same float64), so the report recomputes exactly the run's own AUROC and
     its ΔAUROC; rounding could merge distinct scores into ties and move both.
     """
     probs = np.asarray(probs, dtype=np.float64)
+    if prediction_times is None:
+        keys, head = [[pid] for pid in patient_ids], ["patient_id"]
+    else:
+        keys, head = [[pid, iso_time(t)] for pid, t in zip(patient_ids, prediction_times)], ["patient_id",
+                                                                                          "prediction_time"]
     with atomic_write(path) as f:
         w = csv.writer(f, lineterminator="\n")
         if probs.ndim == 1:
-            w.writerow(["patient_id", "label", "probability"])
-            for pid, y, p in zip(patient_ids, labels, probs.tolist()):
-                w.writerow([pid, int(y), p])
+            w.writerow([*head, "label", "probability"])
+            for key, y, p in zip(keys, labels, probs.tolist()):
+                w.writerow([*key, int(y), p])
         else:
             k = probs.shape[1]
-            w.writerow(["patient_id", "label", "probability", "prediction", *[f"prob_{c}" for c in range(k)]])
-            for pid, y, row in zip(patient_ids, labels, probs.tolist()):
+            w.writerow([*head, "label", "probability", "prediction", *[f"prob_{c}" for c in range(k)]])
+            for key, y, row in zip(keys, labels, probs.tolist()):
                 c = max(range(k), key=row.__getitem__)  # first maximum, as numpy's argmax
-                w.writerow([pid, int(y), row[c], c, *row])
+                w.writerow([*key, int(y), row[c], c, *row])
+
+
+def iso_time(us: int) -> str:
+    """Microseconds since 1970-01-01 as ISO 8601 text (2020-03-05T12:00:00)."""
+    return (dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=int(us))).isoformat()
 
 
 def meds_subject_ids(patient_ids: Sequence[str]):
@@ -90,7 +103,8 @@ def evaluate_and_write(output_dir: str | os.PathLike, model_name: str, *, test_i
     """Score the test split (threshold chosen on val), write metrics.json, predictions.csv(.parquet), plots.
 
     p_test/p_val: (n,) P(class 1) for binary, (n, K) class probabilities for multi-class.
-    prediction_times: microseconds since 1970-01-01 per test patient, for predictions.parquet; when None
+    prediction_times: microseconds since 1970-01-01 per test row, for predictions.parquet (and the
+    prediction_time column of predictions.csv, for MEDS labels or a patient with several rows); when None
     they come from the task data the run read (`extra["data"]`, exmed_bert.tasks.task_prediction_times).
     A binary task writes predictions.parquet when its prediction times are known; multi-class does not
     (the MEDS prediction schema is binary).
@@ -110,12 +124,15 @@ def evaluate_and_write(output_dir: str | os.PathLike, model_name: str, *, test_i
     doc = {"format": METRICS_FORMAT, "version": 1, "model": model_name, "split": "test", **result,
            "val": {"n": int(len(y_val)), **val}, **(extra or {})}
     write_json(out / "metrics.json", doc)
-    write_predictions(out / "predictions.csv", test_ids, y_test, p_test)
-    if p_test.ndim == 1:
-        if prediction_times is None:
-            from exmed_bert.tasks import task_prediction_times  # the task data this run read
+    if prediction_times is None:
+        from exmed_bert.tasks import task_prediction_times  # the task data this run read
 
-            prediction_times = task_prediction_times((extra or {}).get("data"), test_ids)
+        prediction_times = task_prediction_times((extra or {}).get("data"), test_ids)
+    # rows are (subject, prediction time) for MEDS labels, or wherever a patient has several rows
+    timed_rows = prediction_times is not None and (
+        ((extra or {}).get("data") or {}).get("label_column") is not None or len(set(test_ids)) < len(test_ids))
+    write_predictions(out / "predictions.csv", test_ids, y_test, p_test, prediction_times if timed_rows else None)
+    if p_test.ndim == 1:
         if prediction_times is not None:
             write_meds_predictions(out / "predictions.parquet", test_ids, prediction_times, y_test, p_test,
                                    threshold)

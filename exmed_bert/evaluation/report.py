@@ -50,8 +50,9 @@ def load_run(folder: str | os.PathLike) -> Run:
     try:
         with open(ppath, encoding="utf-8", newline="") as f:
             for line, row in enumerate(csv.DictReader(f), start=2):
-                try:
-                    ids.append(row["patient_id"])
+                try:   # a row is (patient, prediction time) when the run wrote the times (MEDS labels)
+                    ids.append(row["patient_id"] if row.get("prediction_time") is None
+                               else f"{row['patient_id']}@{row['prediction_time']}")
                     labels.append(int(row["label"]))
                     probs.append(float(row["probability"]))
                 except (KeyError, TypeError, ValueError):
