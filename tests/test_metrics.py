@@ -192,3 +192,26 @@ def test_pretraining_plos_metrics_include_auprc_and_prevalence():
     assert out == {"auroc": 1.0, "auprc": 1.0, "f1": 0.0, "prevalence": 0.25}
     one_class = plos_metrics([0.1, 0.9], [0, 0])
     assert math.isnan(one_class["auroc"]) and math.isnan(one_class["auprc"]) and one_class["prevalence"] == 0.0
+
+
+def test_patients_with_several_rows_are_resampled_whole():
+    """Each patient's row twice: the cluster bootstrap gives exactly the CIs of one row per patient (each
+    resample weighs a patient's rows as it was drawn), while resampling rows would narrow them ~1/sqrt(2)."""
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 200).astype(float)
+    p = np.clip(0.3 * y + 0.7 * rng.random(200), 0, 1)
+    once = M.binary_metrics(y, p, 0.5, n_bootstrap=200, seed=5)
+    ids = [f"{i:03d}@{t}" for i in range(200) for t in (1, 2)]   # codes follow sorted ids: 000 is 0, ...
+    groups = M.patient_groups(ids)
+    twice = M.binary_metrics(np.repeat(y, 2), np.repeat(p, 2), 0.5, n_bootstrap=200, seed=5, groups=groups)
+    rows = M.binary_metrics(np.repeat(y, 2), np.repeat(p, 2), 0.5, n_bootstrap=200, seed=5)
+    for k in ("auroc", "auprc", "brier"):
+        assert twice["metrics"][k] == pytest.approx(once["metrics"][k]), k
+    width = lambda m: m["metrics"]["auroc"]["ci_high"] - m["metrics"]["auroc"]["ci_low"]  # noqa: E731
+    assert width(rows) < 0.85 * width(twice)
+    assert twice["bootstrap_unit"].startswith("patient") and twice["n_patients"] == 200
+    assert "bootstrap_unit" not in once and M.patient_groups([str(i) for i in range(5)]) is None
+    d1 = M.paired_auroc_delta(y, p, 1 - p, n_bootstrap=100, seed=1)
+    d2 = M.paired_auroc_delta(np.repeat(y, 2), np.repeat(p, 2), np.repeat(1 - p, 2), n_bootstrap=100, seed=1,
+                              groups=groups)
+    assert (d1["ci_low"], d1["ci_high"]) == pytest.approx((d2["ci_low"], d2["ci_high"]))

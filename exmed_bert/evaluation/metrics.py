@@ -3,6 +3,10 @@
 Point estimates come from scikit-learn. The bootstrap scores every resample at once: each metric is also
 written against patient *weights* (how often each test patient was drawn), so one vectorised numpy pass
 over a (B, n) weight matrix replaces B scikit-learn calls (tests hold the two equal).
+
+When a patient has several rows (MEDS labels: one per prediction time), `groups` makes it a cluster
+bootstrap: patients are drawn, each with all of its rows, so rows of one patient are not counted as
+independent evidence.
 """
 
 from __future__ import annotations
@@ -99,17 +103,32 @@ def _binary_all(y: np.ndarray, p: np.ndarray, W: np.ndarray, threshold: float) -
 # bootstrap
 
 
-def bootstrap_weights(n: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
-    """Yield chunks of resample weights (b, n): row r counts how often each patient was drawn."""
+def bootstrap_weights(n: int, n_boot: int, seed: int, groups: np.ndarray | None = None) -> Iterator[np.ndarray]:
+    """Yield chunks of resample weights (b, n): row r counts how often each patient was drawn.
+
+    `groups` (n,) ints 0..g-1, the patient of each row: g patients are drawn, and each row weighs as
+    often as its patient was (a cluster bootstrap); without it every row is a patient. With one row
+    per group the weights are those of the plain bootstrap over g rows."""
     rng = np.random.default_rng(seed)
-    chunk = max(1, min(n_boot, _CHUNK_CELLS // max(n, 1)))
+    g = n if groups is None else int(groups.max()) + 1 if len(groups) else 0
+    chunk = max(1, min(n_boot, _CHUNK_CELLS // max(n, g, 1)))
     done = 0
     while done < n_boot:
         b = min(chunk, n_boot - done)
-        idx = rng.integers(0, n, size=(b, n))
-        flat = idx + (np.arange(b) * n)[:, None]
-        yield np.bincount(flat.ravel(), minlength=b * n).reshape(b, n).astype(np.float64)
+        idx = rng.integers(0, g, size=(b, g))
+        flat = idx + (np.arange(b) * g)[:, None]
+        W = np.bincount(flat.ravel(), minlength=b * g).reshape(b, g).astype(np.float64)
+        yield W if groups is None else W[:, groups]
         done += b
+
+
+def patient_groups(keys) -> np.ndarray | None:
+    """`groups` for bootstrap_weights from each row's patient id (or "<patient>@<time>" row key), or None
+    when every row is a different patient (the plain bootstrap)."""
+    patients = [str(k).split("@", 1)[0] for k in keys]
+    if len(set(patients)) == len(patients):
+        return None
+    return np.unique(np.array(patients, dtype=object), return_inverse=True)[1].astype(np.int64)
 
 
 def _interval(samples: np.ndarray, level: float) -> tuple[float | None, float | None]:
@@ -158,11 +177,12 @@ def _point_binary(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, f
 
 
 def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5, n_bootstrap: int = 1000,
-                   seed: int = 42, level: float = 0.95) -> dict:
+                   seed: int = 42, level: float = 0.95, groups: np.ndarray | None = None) -> dict:
     """Point estimates (scikit-learn) and bootstrap CIs of every binary metric, plus n and prevalence.
 
     y: (n,) 0/1 labels; p: (n,) probability (or any score) of class 1; threshold: the F1 cut (chosen on
-    val for test metrics). `n_bootstrap=0` gives the point estimates alone, with no CI.
+    val for test metrics). `n_bootstrap=0` gives the point estimates alone, with no CI. `groups`: the
+    patient of each row (`patient_groups`) when some have several: a cluster bootstrap.
     """
     y = np.asarray(y).astype(np.float64)
     p = np.asarray(p, dtype=np.float64)
@@ -172,7 +192,7 @@ def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5, n_boots
     point = _point_binary(y, p, threshold)
     samples: dict[str, list[np.ndarray]] = {k: [] for k in BINARY_METRICS}
     if n > 0 and n_bootstrap > 0:
-        for W in bootstrap_weights(n, n_bootstrap, seed):
+        for W in bootstrap_weights(n, n_bootstrap, seed, groups):
             for k, v in _binary_all(y, p, W, threshold).items():
                 samples[k].append(v)
     metrics = {}
@@ -182,11 +202,19 @@ def binary_metrics(y: np.ndarray, p: np.ndarray, threshold: float = 0.5, n_boots
         metrics[k] = {"value": _finite(point[k]), "ci_low": lo, "ci_high": hi}
     return {"task": "binary", "n": n, "n_positive": int(y.sum()),
             "prevalence": float(y.mean()) if n else None, "threshold": float(threshold),
-            "n_bootstrap": n_bootstrap, "bootstrap_seed": seed, "ci_level": level, "metrics": metrics}
+            "n_bootstrap": n_bootstrap, "bootstrap_seed": seed, "ci_level": level, **_unit(groups),
+            "metrics": metrics}
+
+
+def _unit(groups: np.ndarray | None) -> dict:
+    """What the bootstrap drew, for a metrics dict: said only when rows were drawn by patient."""
+    if groups is None:
+        return {}
+    return {"bootstrap_unit": "patient (all of its rows)", "n_patients": int(groups.max()) + 1 if len(groups) else 0}
 
 
 def paired_auroc_delta(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, n_bootstrap: int = 1000,
-                       seed: int = 42, level: float = 0.95) -> dict:
+                       seed: int = 42, level: float = 0.95, groups: np.ndarray | None = None) -> dict:
     """AUROC(a) - AUROC(b) on the same patients, with a paired bootstrap CI (same resample for both).
 
     `p_value` is the two-sided bootstrap share of resamples on the other side of zero.
@@ -196,8 +224,9 @@ def paired_auroc_delta(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, n_bootst
     one = np.ones((1, len(y)))
     delta = float(weighted_auroc(y, p_a, one)[0] - weighted_auroc(y, p_b, one)[0])
     d = np.concatenate([weighted_auroc(y, p_a, W) - weighted_auroc(y, p_b, W)
-                        for W in bootstrap_weights(len(y), n_bootstrap, seed)])
-    return {"delta_auroc": _finite(delta), **_delta_interval(d, level), "n": len(y), "n_bootstrap": n_bootstrap}
+                        for W in bootstrap_weights(len(y), n_bootstrap, seed, groups)])
+    return {"delta_auroc": _finite(delta), **_delta_interval(d, level), "n": len(y), "n_bootstrap": n_bootstrap,
+            **_unit(groups)}
 
 
 def _delta_interval(d: np.ndarray, level: float) -> dict:
@@ -259,7 +288,7 @@ def _multiclass_all(y: np.ndarray, P: np.ndarray, W: np.ndarray) -> dict[str, np
 
 
 def multiclass_metrics(y: np.ndarray, P: np.ndarray, n_bootstrap: int = 1000, seed: int = 42,
-                       level: float = 0.95) -> dict:
+                       level: float = 0.95, groups: np.ndarray | None = None) -> dict:
     """y: (n,) class ids; P: (n, K) class probabilities. Macro metrics with bootstrap CIs."""
     y = np.asarray(y).astype(np.int64)
     P = np.asarray(P, dtype=np.float64)
@@ -268,7 +297,7 @@ def multiclass_metrics(y: np.ndarray, P: np.ndarray, n_bootstrap: int = 1000, se
         warnings.simplefilter("ignore", RuntimeWarning)  # nanmean over resamples missing a class
         point = {k: v[0] for k, v in _multiclass_all(y, P, np.ones((1, n))).items()}
         samples = {k: [] for k in MULTICLASS_METRICS}
-        for W in bootstrap_weights(n, n_bootstrap, seed) if n else []:
+        for W in bootstrap_weights(n, n_bootstrap, seed, groups) if n else []:
             for k, v in _multiclass_all(y, P, W).items():
                 samples[k].append(v)
     metrics = {k: {"value": _finite(point[k]),
@@ -278,7 +307,8 @@ def multiclass_metrics(y: np.ndarray, P: np.ndarray, n_bootstrap: int = 1000, se
     counts = np.bincount(y, minlength=P.shape[1]) if n else np.zeros(P.shape[1], int)
     return {"task": "multiclass", "num_labels": int(P.shape[1]), "n": n,
             "class_counts": counts.tolist(), "prevalence": (counts / max(n, 1)).tolist(),
-            "n_bootstrap": n_bootstrap, "bootstrap_seed": seed, "ci_level": level, "metrics": metrics}
+            "n_bootstrap": n_bootstrap, "bootstrap_seed": seed, "ci_level": level, **_unit(groups),
+            "metrics": metrics}
 
 
 def headline_metric(name: str, y: np.ndarray, P: np.ndarray, threshold: float = 0.5) -> float:

@@ -112,14 +112,15 @@ def evaluate_and_write(output_dir: str | os.PathLike, model_name: str, *, test_i
     out = Path(output_dir)
     y_test, y_val = np.asarray(y_test).astype(np.int64), np.asarray(y_val).astype(np.int64)
     p_test, p_val = positive_probability(p_test), positive_probability(p_val)
+    groups = M.patient_groups(test_ids)   # patients with several rows (prediction times) are drawn whole
     if p_test.ndim == 1:
         threshold = M.choose_threshold(y_val, p_val)
-        result = M.binary_metrics(y_test, p_test, threshold, n_bootstrap=n_bootstrap, seed=seed)
+        result = M.binary_metrics(y_test, p_test, threshold, n_bootstrap=n_bootstrap, seed=seed, groups=groups)
         result["threshold_source"] = "max F1 on val"
         val = {k: (M.headline_metric(k, y_val, p_val, threshold) if len(np.unique(y_val)) == 2 else None)
                for k in ("auroc", "auprc", "f1")}
     else:
-        result = M.multiclass_metrics(y_test, p_test, n_bootstrap=n_bootstrap, seed=seed)
+        result = M.multiclass_metrics(y_test, p_test, n_bootstrap=n_bootstrap, seed=seed, groups=groups)
         val = {k: M.headline_metric(k, y_val, p_val) for k in ("auroc", "f1")}
     doc = {"format": METRICS_FORMAT, "version": 1, "model": model_name, "split": "test", **result,
            "val": {"n": int(len(y_val)), **val}, **(extra or {})}

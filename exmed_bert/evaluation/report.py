@@ -146,8 +146,9 @@ def compare(run_dirs: Sequence[str | os.PathLike], output: str | os.PathLike, *,
               if risk_path is not None else None)
     cohort_oracle, cohort_src = find_oracle(metadata)
     deltas = []
+    groups = M.patient_groups(ids)   # MEDS labels: a patient's rows (prediction times) are resampled together
     for (i, a), (j, b) in combinations(enumerate(runs), 2):
-        d = M.paired_auroc_delta(y, probs[i], probs[j], n_bootstrap=n_bootstrap, seed=seed)
+        d = M.paired_auroc_delta(y, probs[i], probs[j], n_bootstrap=n_bootstrap, seed=seed, groups=groups)
         deltas.append({"a": a.name, "b": b.name, **d})
     out = Path(output)
     folder = out.parent
