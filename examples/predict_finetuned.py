@@ -39,6 +39,7 @@ def main(argv=None) -> int:
 
     from exmed_bert.data.collate import Collator, batched_view
     from exmed_bert.data.dataset import PatientDataset
+    from exmed_bert.evaluation.outputs import iso_time
     from exmed_bert.io import atomic_write
     from exmed_bert.model.modeling import ExMedBertForSequenceClassification
 
@@ -62,10 +63,14 @@ def main(argv=None) -> int:
     p = torch.cat(probs).numpy()                                              # (N, num_labels)
 
     labels = ds.data["labels"].tolist() if ds.has_labels else [""] * len(ds)
+    # MEDS labels: a patient has a row per prediction time, told apart by its time
+    times = ([iso_time(t) for t in ds.data["prediction_times"].tolist()] if "prediction_times" in ds.data
+             else None)
     with atomic_write(output) as f:
-        f.write("patient_id,label," + ",".join(f"p_{k}" for k in range(p.shape[1])) + "\n")
-        for pid, y, row in zip(ds.patient_ids, labels, p):
-            f.write(f"{pid},{y}," + ",".join(f"{v:.6f}" for v in row) + "\n")
+        f.write("patient_id," + ("prediction_time," if times else "") + "label,"
+                + ",".join(f"p_{k}" for k in range(p.shape[1])) + "\n")
+        for i, (pid, y, row) in enumerate(zip(ds.patient_ids, labels, p)):
+            f.write(f"{pid}," + (f"{times[i]}," if times else "") + f"{y}," + ",".join(f"{v:.6f}" for v in row) + "\n")
     print(f"scored {len(ds)} patients of {data} with {model_path}: mean P(label=1) {p[:, 1].mean():.3f} -> {output}")
     return 0
 
