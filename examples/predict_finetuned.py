@@ -39,7 +39,7 @@ def main(argv=None) -> int:
 
     from exmed_bert.data.collate import Collator, batched_view
     from exmed_bert.data.dataset import PatientDataset
-    from exmed_bert.evaluation.outputs import iso_time
+    from exmed_bert.data.layout import time_to_iso
     from exmed_bert.io import atomic_write
     from exmed_bert.model.modeling import ExMedBertForSequenceClassification
 
@@ -64,7 +64,7 @@ def main(argv=None) -> int:
 
     labels = ds.data["labels"].tolist() if ds.has_labels else [""] * len(ds)
     # MEDS labels: a patient has a row per prediction time, told apart by its time
-    times = ([iso_time(t) for t in ds.data["prediction_times"].tolist()] if "prediction_times" in ds.data
+    times = ([time_to_iso(t) for t in ds.data["prediction_times"].tolist()] if "prediction_times" in ds.data
              else None)
     with atomic_write(output) as f:
         f.write("patient_id," + ("prediction_time," if times else "") + "label,"

@@ -19,6 +19,7 @@ from exmed_bert.convert.conversion import build_task_datasets, task_datasets_for
 from exmed_bert.convert.labels import (US_PER_DAY, TaskTable, dataset_keys, is_meds_labels, read_task_csv,
                                        write_rejects)
 from exmed_bert.data.dataset import PatientDataset
+from exmed_bert.data.layout import time_to_iso
 from exmed_bert.data.splits import (SPLITS, Pretraining, SplitRecord, check_no_pretraining_leak, read_split_record,
                                     resolve_split)
 from exmed_bert.data.vocab import Vocab
@@ -55,8 +56,8 @@ def reconcile(table: TaskTable, splits: dict, where: str, converted_ids: set[str
         for key, y in zip(keys, ys):
             if labels.get(key) != y:
                 got = "absent from" if key not in labels else f"label {labels[key]} in"
-                what = f"patient {key!r}" if "@" not in key else (
-                    f"patient {key.split('@')[0]!r} at prediction time {key.split('@')[1]} (microseconds)")
+                pid, _, when = key.rpartition("@") if "prediction_times" in ds.data else ("", "", "")
+                what = f"patient {pid!r} at prediction time {time_to_iso(int(when))}" if pid else f"patient {key!r}"
                 raise UserError(f"{where}: {what} has label {y} in the {split} task dataset but is {got} "
                                 f"{table.path}; the datasets were built from another task CSV - re-run the "
                                 "conversion with this --task-data, or pass the matching --task-data")

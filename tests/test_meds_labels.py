@@ -259,6 +259,12 @@ def test_a_subject_with_two_prediction_times_has_two_task_rows(tmp_path):
     assert stays[:2] == [[2], [3]]   # the open stay as known on each prediction day
     man = json.loads((out / "True" / "dataset_manifest.json").read_text())
     assert man["task"]["splits"]["train"]["patients"] == 3 and man["task"]["labels_without_patient"] == 0
+    # the label check of fine-tuning and the baselines tells a subject's rows apart by their time
+    from exmed_bert.tasks import reconcile
+
+    flipped = labels_file(tmp_path / "flipped.parquet", [1, 1, 2], when, boolean_value=pa.array([True, True, False]))
+    with pytest.raises(UserError, match="patient '1' at prediction time 2020-03-04T10:00:00 has label 0"):
+        reconcile(read_task_csv(flipped), {"train": task}, str(out))
     other = PatientDataset.load(out / "False" / "m_task_train.pt")
     assert other.patient_ids == task.patient_ids
     for k, v in task.data.items():

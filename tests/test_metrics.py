@@ -201,7 +201,7 @@ def test_patients_with_several_rows_are_resampled_whole():
     y = rng.integers(0, 2, 200).astype(float)
     p = np.clip(0.3 * y + 0.7 * rng.random(200), 0, 1)
     once = M.binary_metrics(y, p, 0.5, n_bootstrap=200, seed=5)
-    ids = [f"{i:03d}@{t}" for i in range(200) for t in (1, 2)]   # codes follow sorted ids: 000 is 0, ...
+    ids = [f"{i:03d}" for i in range(200) for _ in (1, 2)]   # codes follow sorted ids: 000 is 0, ...
     groups = M.patient_groups(ids)
     twice = M.binary_metrics(np.repeat(y, 2), np.repeat(p, 2), 0.5, n_bootstrap=200, seed=5, groups=groups)
     rows = M.binary_metrics(np.repeat(y, 2), np.repeat(p, 2), 0.5, n_bootstrap=200, seed=5)
@@ -211,6 +211,7 @@ def test_patients_with_several_rows_are_resampled_whole():
     assert width(rows) < 0.85 * width(twice)
     assert twice["bootstrap_unit"].startswith("patient") and twice["n_patients"] == 200
     assert "bootstrap_unit" not in once and M.patient_groups([str(i) for i in range(5)]) is None
+    assert M.patient_groups(["a@b", "a@c", "a@b"]).tolist() == [0, 1, 0]   # an id is taken whole
     d1 = M.paired_auroc_delta(y, p, 1 - p, n_bootstrap=100, seed=1)
     d2 = M.paired_auroc_delta(np.repeat(y, 2), np.repeat(p, 2), np.repeat(1 - p, 2), n_bootstrap=100, seed=1,
                               groups=groups)

@@ -34,6 +34,11 @@ def day_to_iso(day: int) -> str:
     return dt.date.fromordinal(int(day) + EPOCH_ORDINAL).isoformat()
 
 
+def time_to_iso(us: int) -> str:
+    """A `prediction_times` value (microseconds since 1970-01-01) as ISO 8601 text (2020-03-05T12:00:00)."""
+    return (dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=int(us))).isoformat()
+
+
 # -- the encoded dataset file ----------------------------------------------------------------------
 FORMAT = "exmed-bert-dataset"
 VERSION = 1

@@ -122,10 +122,10 @@ def bootstrap_weights(n: int, n_boot: int, seed: int, groups: np.ndarray | None 
         done += b
 
 
-def patient_groups(keys) -> np.ndarray | None:
-    """`groups` for bootstrap_weights from each row's patient id (or "<patient>@<time>" row key), or None
-    when every row is a different patient (the plain bootstrap)."""
-    patients = [str(k).split("@", 1)[0] for k in keys]
+def patient_groups(patient_ids) -> np.ndarray | None:
+    """`groups` for bootstrap_weights from each row's patient id, or None when every row is a different
+    patient (the plain bootstrap)."""
+    patients = [str(p) for p in patient_ids]
     if len(set(patients)) == len(patients):
         return None
     return np.unique(np.array(patients, dtype=object), return_inverse=True)[1].astype(np.int64)

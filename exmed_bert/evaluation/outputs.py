@@ -8,13 +8,13 @@ calibration.png, all from the TEST split; the F1 threshold comes from VAL.
 from __future__ import annotations
 
 import csv
-import datetime as dt
 import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from exmed_bert.data.layout import time_to_iso
 from exmed_bert.evaluation import metrics as M
 from exmed_bert.evaluation import plots
 from exmed_bert.io import atomic_write, write_json, write_parquet
@@ -37,7 +37,7 @@ def write_predictions(path: str | os.PathLike, patient_ids: Sequence[str], label
     if prediction_times is None:
         keys, head = [[pid] for pid in patient_ids], ["patient_id"]
     else:
-        keys, head = [[pid, iso_time(t)] for pid, t in zip(patient_ids, prediction_times)], ["patient_id",
+        keys, head = [[pid, time_to_iso(t)] for pid, t in zip(patient_ids, prediction_times)], ["patient_id",
                                                                                           "prediction_time"]
     with atomic_write(path) as f:
         w = csv.writer(f, lineterminator="\n")
@@ -51,11 +51,6 @@ def write_predictions(path: str | os.PathLike, patient_ids: Sequence[str], label
             for key, y, row in zip(keys, labels, probs.tolist()):
                 c = max(range(k), key=row.__getitem__)  # first maximum, as numpy's argmax
                 w.writerow([*key, int(y), row[c], c, *row])
-
-
-def iso_time(us: int) -> str:
-    """Microseconds since 1970-01-01 as ISO 8601 text (2020-03-05T12:00:00)."""
-    return (dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=int(us))).isoformat()
 
 
 def meds_subject_ids(patient_ids: Sequence[str]):

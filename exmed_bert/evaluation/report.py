@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
 from typing import Any, Sequence
@@ -28,9 +28,10 @@ class Run:
     name: str
     folder: Path
     metrics: dict
-    ids: list[str]
+    ids: list[str]      # a row's key: patient_id, or "<patient_id>@<prediction_time>" when the run wrote times
     labels: np.ndarray  # (n,)
     probs: np.ndarray   # (n,) P(class 1)
+    patients: list[str] = field(default_factory=list)   # each row's patient_id (ids without the time)
 
 
 def load_run(folder: str | os.PathLike) -> Run:
@@ -46,13 +47,14 @@ def load_run(folder: str | os.PathLike) -> Run:
         raise UserError(f"{mpath}: not valid JSON ({e}); re-run that model") from None
     if not isinstance(metrics, dict) or metrics.get("format") != "exmed-bert-metrics":
         raise UserError(f"{mpath}: not an ExMed-BERT metrics file (format should be 'exmed-bert-metrics')")
-    ids, labels, probs = [], [], []
+    ids, patients, labels, probs = [], [], [], []
     try:
         with open(ppath, encoding="utf-8", newline="") as f:
             for line, row in enumerate(csv.DictReader(f), start=2):
                 try:   # a row is (patient, prediction time) when the run wrote the times (MEDS labels)
                     ids.append(row["patient_id"] if row.get("prediction_time") is None
                                else f"{row['patient_id']}@{row['prediction_time']}")
+                    patients.append(row["patient_id"])
                     labels.append(int(row["label"]))
                     probs.append(float(row["probability"]))
                 except (KeyError, TypeError, ValueError):
@@ -61,7 +63,7 @@ def load_run(folder: str | os.PathLike) -> Run:
         raise UserError(f"{ppath}: not UTF-8 text") from None
     if not ids:
         raise UserError(f"{ppath}: no predictions")
-    return Run(metrics.get("model", folder.name), folder, metrics, ids, np.array(labels), np.array(probs))
+    return Run(metrics.get("model", folder.name), folder, metrics, ids, np.array(labels), np.array(probs), patients)
 
 
 def align(runs: Sequence[Run]) -> tuple[list[str], np.ndarray, list[np.ndarray]]:
@@ -146,7 +148,7 @@ def compare(run_dirs: Sequence[str | os.PathLike], output: str | os.PathLike, *,
               if risk_path is not None else None)
     cohort_oracle, cohort_src = find_oracle(metadata)
     deltas = []
-    groups = M.patient_groups(ids)   # MEDS labels: a patient's rows (prediction times) are resampled together
+    groups = M.patient_groups(runs[0].patients or ids)   # a patient's rows (prediction times) are resampled together
     for (i, a), (j, b) in combinations(enumerate(runs), 2):
         d = M.paired_auroc_delta(y, probs[i], probs[j], n_bootstrap=n_bootstrap, seed=seed, groups=groups)
         deltas.append({"a": a.name, "b": b.name, **d})
