@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from exmed_bert.convert.conversion import build_task_datasets, task_datasets_for
+from exmed_bert.convert.task_datasets import build_task_datasets, task_datasets_for
 from exmed_bert.convert.labels import (US_PER_DAY, TaskTable, dataset_keys, is_meds_labels, read_task_csv,
                                        write_rejects)
 from exmed_bert.data.dataset import PatientDataset

@@ -9,7 +9,8 @@ import torch
 
 from exmed_bert.data.collate import Collator
 from exmed_bert.data.sampler import bucket_lengths
-from exmed_bert.convert.conversion import convert_patients, output_paths, task_datasets_for
+from exmed_bert.convert.conversion import convert_patients, output_paths
+from exmed_bert.convert.task_datasets import task_datasets_for
 from exmed_bert.data.dataset import PatientDataset
 from exmed_bert.data.splits import split_of
 from exmed_bert.data.vocab import CLS_ID, SEP_ID, UNK_ID, Vocab

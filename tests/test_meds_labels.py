@@ -190,7 +190,7 @@ def test_event_dates_without_a_time_leave_the_prediction_day_out(tmp_path):
 def test_task_datasets_of_the_day_level_rule_are_rebuilt(tmp_path):
     """A conversion from before the prediction-time rule (its manifest's task entry has no "cut") is not
     reused by task_datasets_for: the task datasets are built again."""
-    from exmed_bert.convert.conversion import task_datasets_for
+    from exmed_bert.convert.task_datasets import task_datasets_for
 
     out, vocab = convert_with_labels(tmp_path)
     man_path = out / "dataset_manifest.json"
@@ -221,7 +221,7 @@ def test_json_events_have_dates_only_so_the_prediction_day_is_left_out(tmp_path)
 
 
 def test_task_datasets_are_reused_after_the_meds_input_moved(tmp_path):
-    from exmed_bert.convert.conversion import task_datasets_for
+    from exmed_bert.convert.task_datasets import task_datasets_for
 
     out, _ = convert_with_labels(tmp_path)
     before = (out / "m_task_train.pt").stat().st_mtime_ns

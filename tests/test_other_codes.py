@@ -273,7 +273,7 @@ def test_value_bins_learn_edges_on_the_train_split_only(tmp_path, monkeypatch):
     counts = {k: sum(vocab.token(int(t)).endswith(f"|q{k}") for t in train.data["input_ids"]) for k in range(1, 5)}
     assert sorted(counts.values()) == [12, 12, 13, 13]   # 50 values in 4 quantile bins
     # task datasets built later from the vocabulary alone (no --other-codes / --value-bins given) bin the same way
-    from exmed_bert.convert.conversion import build_task_datasets
+    from exmed_bert.convert.task_datasets import build_task_datasets
 
     (tmp_path / "task.csv").write_text("patient_id,label\n" + "".join(f"{i},{i % 2}\n" for i in range(20)))
     paths = build_task_datasets(tmp_path / "high" / "meds", tmp_path / "task.csv", runs["high"] / "vocab.json",

@@ -24,7 +24,7 @@ from exmed_bert.convert.args import ON_ERROR, SPLIT_SOURCES, ConvertArgs
 from exmed_bert.convert.family import Family
 from exmed_bert.convert.fastpath import read_table
 from exmed_bert.convert.intake import Intake
-from exmed_bert.convert.labels import TaskTable, read_task_csv
+from exmed_bert.convert.labels import TaskTable, cut_rule, read_task_csv
 from exmed_bert.convert.meds import MedsReader
 from exmed_bert.convert.feed import feed_jsonl_block, feed_meds_file, meds_split_of
 from exmed_bert.convert.records import detect_format, iter_jsonl_blocks, iter_patients
@@ -32,17 +32,11 @@ from exmed_bert.convert.report import all_rejected_message, code_report, summary
 from exmed_bert.convert.spill import Spill, spill_folder
 from exmed_bert.convert.validate import OTHER_CODES, RecordParser
 from exmed_bert.convert.workers import Job, convert_in_workers, pieces, plan_workers
-from exmed_bert.convert.value_bins import BIN_SEPARATOR, SAMPLE_PER_CODE, learn_edges
-from exmed_bert.codes import OTHER_SYSTEM
-from exmed_bert.data.splits import SPLITS, read_split_record, split_index
+from exmed_bert.convert.value_bins import SAMPLE_PER_CODE, learn_edges
+from exmed_bert.data.splits import SPLITS, split_index
 from exmed_bert.data.vocab import FIRST_CODE_ID, UNK_ID, Vocab
 from exmed_bert.errors import UserError
 from exmed_bert.io import atomic_write, fingerprint_meanwhile, output_set, write_json, write_run_info
-
-
-# the task manifest's "cut", for labels with prediction times: the prediction day's events before the time are
-# kept (MEDS input, whose events have times), or that whole day is left out (JSON input: dates only)
-CUT_AT_TIME, CUT_AT_DAY = "before prediction_time", "before the day of prediction_time"
 
 
 def output_paths(output: str | os.PathLike, task: bool = False) -> dict[str, Path]:
@@ -244,8 +238,8 @@ def _convert(input, paths, task_paths, table: TaskTable | None, spills, input_fi
                                 "no_events_before_prediction_date": task.no_events, "splits": {}}
             if table.label_column is not None:  # MEDS labels: which value column, and categories -> class ids
                 manifest["task"]["label_column"] = table.label_column
-            if table.timed:   # the rule the task split was cut by (a task dataset of the day-level rule is rebuilt)
-                manifest["task"]["cut"] = CUT_AT_TIME if timed else CUT_AT_DAY
+            if (rule := cut_rule(table, meds=reader is not None)) is not None:   # what the task split was cut by
+                manifest["task"]["cut"] = rule
             if table.classes is not None:
                 manifest["task"]["label_classes"] = {c: i for i, c in enumerate(table.classes)}
             todo += [(task, s, task_paths[name], manifest["task"]["splits"], name) for s, name in enumerate(SPLITS)
@@ -330,81 +324,6 @@ def _feed(run: Intake, input, bar, fast: bool, reader=None):
         run.record(obj)
         bar.update()
     return meds
-
-
-def build_task_datasets(input: str | os.PathLike, task: str | os.PathLike | TaskTable,
-                        vocab_path: str | os.PathLike, output: str | os.PathLike, *, max_length: int = 512,
-                        train_ratio: float = 0.8, seed: int = 42, on_error: str = "skip", progress: bool = True,
-                        split_source: str = "auto", other_codes: str | None = None,
-                        value_bins: int | None = None) -> dict[str, Path]:
-    """Write `<stem>_task_{train,val,test}.pt` for an existing conversion (same vocab, same splits).
-
-    Its manifest records the split (seed, train_ratio) it was cut with, like a conversion's. other_codes
-    None: "keep" when the vocabulary holds "other:" tokens (the conversion kept them), else "drop".
-    value_bins None: the largest bin of the vocabulary's "...|q<k>" tokens (every binned code has a
-    value in its top bin), else 0. Edges are learned again from the same train split: the same edges."""
-    vocab = Vocab.load(vocab_path)
-    if other_codes is None:
-        other_codes = "keep" if any(t.startswith(f"{OTHER_SYSTEM}:") for t in vocab.tokens) else "drop"
-    if value_bins is None:
-        value_bins = max((int(k) for t in vocab.tokens if t.startswith(f"{OTHER_SYSTEM}:")
-                          for _, sep, k in [t.rpartition(BIN_SEPARATOR)] if sep and k.isdigit()), default=0)
-    convert_patients(input, output, max_length=max_length, train_ratio=train_ratio, seed=seed,
-                     task_data=task, on_error=on_error, vocab=vocab, pretraining=False,
-                     progress=progress, split_source=split_source, other_codes=other_codes, value_bins=value_bins,
-                     args={"input": str(input), "output": str(output),
-                           "task_data": str(getattr(task, "path", task)), "vocab": str(vocab_path),
-                           "max_length": max_length, "train_ratio": train_ratio, "seed": seed, "on_error": on_error,
-                           "split_source": split_source, "other_codes": other_codes, "value_bins": value_bins})
-    paths = output_paths(output, task=True)
-    return {s: paths[s] for s in SPLITS}
-
-
-def task_datasets_for(data_dir: str | os.PathLike, task: str | os.PathLike | TaskTable) -> dict[str, Path]:
-    """Task datasets for `task` (a task CSV, or its accepted rows) next to the conversion in `data_dir`,
-    built when missing or made from other rows. Reads input, max_length and the split of record (seed,
-    train_ratio) from dataset_manifest.json."""
-    data_dir = Path(data_dir)
-    mpath = data_dir / "dataset_manifest.json"
-    split = read_split_record(data_dir)
-    if split is None:
-        raise UserError(f"{mpath}: not found; run scripts/convert_synthetic_to_dataset.py first")
-    man = json.loads(mpath.read_text(encoding="utf-8"))
-    a = man.get("args", {})
-    output = data_dir / Path(a.get("output", "synthetic.pt")).name
-    paths = output_paths(output, task=True)
-    if not isinstance(task, TaskTable):
-        task = read_task_csv(task, skip_hint=None)
-    fp = task.fingerprint
-    rule = _cut_rule(task, meds="meds_kept_codes" in man)   # from the manifest: the input may have moved
-    for m in (man, _read_json(paths["manifest"])):
-        t = (m or {}).get("task") or {}
-        if fp and t.get("task_fingerprint") == fp and t.get("cut") == rule and all(
-                paths[s].is_file() for s in t.get("splits", {})):
-            return {s: paths[s] for s in SPLITS if paths[s].is_file()}
-    if not Path(man["input"]).exists():
-        raise UserError(f"{man['input']}: the input of this conversion is gone; re-run the conversion with "
-                        f"--task-data {task.path}")
-    return build_task_datasets(man["input"], task, data_dir / "vocab.json", output,
-                               max_length=a.get("max_length", 512), train_ratio=split.train_ratio,
-                               seed=split.seed, on_error=a.get("on_error", "skip"),
-                               split_source=man.get("split_source", "hash"),
-                               other_codes=man.get("other_codes", a.get("other_codes", "drop")),
-                               value_bins=a.get("value_bins", 0))
-
-
-def _cut_rule(table: TaskTable, meds: bool) -> str | None:
-    """The manifest's task "cut" that datasets of `table` get from this version, from MEDS input or not."""
-    if not table.timed:
-        return None
-    return CUT_AT_TIME if meds else CUT_AT_DAY
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 def run(args: ConvertArgs) -> dict:

@@ -51,6 +51,19 @@ def sample_key(patient_id: str, prediction_time: int | None = None) -> str:
     return patient_id if prediction_time is None else f"{patient_id}@{int(prediction_time)}"
 
 
+# a task manifest's "cut", for labels with prediction times: the prediction day's events before the time are kept
+# (MEDS input, whose events have times), or that whole day is left out (JSON input: dates only)
+CUT_AT_TIME, CUT_AT_DAY = "before prediction_time", "before the day of prediction_time"
+
+
+def cut_rule(table: "TaskTable", meds: bool) -> str | None:
+    """The task manifest's "cut" for a conversion of `table` from MEDS input or not (None: labels by date,
+    cut by the day, as always). A task dataset is reused only when its manifest says the same."""
+    if not table.timed:
+        return None
+    return CUT_AT_TIME if meds else CUT_AT_DAY
+
+
 def dataset_keys(data: dict, patient_ids: list[str]) -> list[str]:
     """`sample_key` of every row of a task dataset (its prediction_times, when it has them)."""
     if "prediction_times" not in data:

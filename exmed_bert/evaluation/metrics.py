@@ -110,7 +110,7 @@ def bootstrap_weights(n: int, n_boot: int, seed: int, groups: np.ndarray | None 
     often as its patient was (a cluster bootstrap); without it every row is a patient. With one row
     per group the weights are those of the plain bootstrap over g rows."""
     rng = np.random.default_rng(seed)
-    g = n if groups is None else int(groups.max()) + 1 if len(groups) else 0
+    g = n if groups is None else _n_groups(groups)
     chunk = max(1, min(n_boot, _CHUNK_CELLS // max(n, g, 1)))
     done = 0
     while done < n_boot:
@@ -120,6 +120,10 @@ def bootstrap_weights(n: int, n_boot: int, seed: int, groups: np.ndarray | None 
         W = np.bincount(flat.ravel(), minlength=b * g).reshape(b, g).astype(np.float64)
         yield W if groups is None else W[:, groups]
         done += b
+
+
+def _n_groups(groups: np.ndarray) -> int:
+    return int(groups.max()) + 1 if len(groups) else 0
 
 
 def patient_groups(patient_ids) -> np.ndarray | None:
@@ -210,7 +214,7 @@ def _unit(groups: np.ndarray | None) -> dict:
     """What the bootstrap drew, for a metrics dict: said only when rows were drawn by patient."""
     if groups is None:
         return {}
-    return {"bootstrap_unit": "patient (all of its rows)", "n_patients": int(groups.max()) + 1 if len(groups) else 0}
+    return {"bootstrap_unit": "patient (all of its rows)", "n_patients": _n_groups(groups)}
 
 
 def paired_auroc_delta(y: np.ndarray, p_a: np.ndarray, p_b: np.ndarray, n_bootstrap: int = 1000,
