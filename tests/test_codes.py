@@ -364,3 +364,65 @@ def test_valid_versus_known(system, known, unknown, malformed):
     assert not codes.is_valid(malformed, system) and not codes.is_known(malformed, system)
     with pytest.raises(CodeError):
         codes.parents(malformed, system)
+
+
+# ---------------------------------------------------------------- systems without a code table
+
+# system: (a well-formed code, a form only lookups accept or None, a malformed code and its reason,
+#          the lookups the module leaves to the table-less default)
+TABLELESS = {
+    "phecode": ("250.21", None, ("25O", "malformed phecode"),
+                {"is_known", "describe", "children", "is_leaf", "leaves_under"}),
+    "rxnorm": ("6809", None, ("6809.0", "float column"),
+               {"parents", "is_known", "describe", "children", "leaves_under"}),
+    "icd9proc": ("39.61", "39", ("3.961", "malformed icd9proc"),
+                 {"is_known", "describe", "children", "is_leaf", "leaves_under"}),
+    "icd10pcs": ("0QS734Z", "0QS", ("0QSI34Z", "I and O are not PCS"), {"children", "leaves_under"}),
+    "icd9cm": ("250.02", "240-279", ("250.123", "too long"), {"children", "is_leaf", "leaves_under"}),
+}
+DEFAULTS = {"parents": [], "is_known": False, "describe": None, "children": [], "is_leaf": False,
+            "leaves_under": []}
+
+
+@pytest.mark.parametrize("system", sorted(TABLELESS))
+def test_tableless_lookups_are_one_default_not_copies(system):
+    module = getattr(codes, system)
+    *_, defaulted = TABLELESS[system]
+    assert {name for name in DEFAULTS if hasattr(module, name)} == set(DEFAULTS) - defaulted
+
+
+@pytest.mark.parametrize("system", sorted(TABLELESS))
+def test_tableless_default_answers_nothing_known_for_a_well_formed_code(system):
+    code, lookup_form, _, defaulted = TABLELESS[system]
+    for name in sorted(defaulted):
+        lookup = getattr(codes, name)
+        for c in [code, f" {code.lower()} "] + ([lookup_form] if lookup_form else []):
+            assert lookup(c, system) == DEFAULTS[name], (name, c)
+            assert type(lookup(c, system)) is type(DEFAULTS[name])
+    if "children" in defaulted:  # a fresh list each call: a caller that extends it changes nothing
+        codes.children(code, system).append("X")
+        assert codes.children(code, system) == []
+
+
+@pytest.mark.parametrize("system", sorted(TABLELESS))
+def test_tableless_default_still_rejects_a_malformed_code(system):
+    _, _, (bad, reason), defaulted = TABLELESS[system]
+    with pytest.raises(CodeError, match=reason):
+        codes.normalize(bad, system)
+    for name in sorted(defaulted):
+        if name in ("is_known", "is_leaf"):  # these two answer False for a malformed code
+            assert getattr(codes, name)(bad, system) is False
+            continue
+        with pytest.raises(CodeError, match=reason):
+            getattr(codes, name)(bad, system)
+    for name in ("children", "leaves_under"):
+        with pytest.raises(CodeError, match="must be a str, got int"):
+            getattr(codes, name)(250, system)
+
+
+def test_tableless_default_accepts_what_the_systems_lookups_accept():
+    # a 2-digit ICD-9 procedure category and a PCS prefix are lookup keys, not codes
+    assert not codes.is_valid("39", "icd9proc") and codes.children("39", "icd9proc") == []
+    assert not codes.is_valid("0QS", "icd10pcs") and codes.leaves_under("0QS", "icd10pcs") == []
+    with pytest.raises(CodeError):  # a phecode has no lookup form beyond its codes
+        codes.children("250-279", "phecode")

@@ -4,20 +4,27 @@ procedures behind one API.
 Every function takes `(code, system)`; the per-system rules live in one module each. Two questions
 have two functions: `is_valid` (well-formed, so `normalize` accepts it) and `is_known` (in our table).
 Unknown but well-formed codes are normal (real data has codes newer than any table): they
-normalise, get parents by truncation, and are only flagged by `is_known`.
+normalise, get parents by truncation, and are only flagged by `is_known`. A system that ships no table
+(phecode, RxNorm, ICD-9 procedures) leaves those lookups out of its module and gets one default
+(`common.lookup_or_default`): the code is checked, then nothing is known about it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import ModuleType
 
 from . import atc, cpt, icd9cm, icd9proc, icd10cm, icd10pcs, phecode, rxnorm
-from .common import CodeError
+from .common import NO_TABLE, CodeError, lookup_or_default
 
 SYSTEMS = ("icd10cm", "icd9cm", "atc", "cpt", "rxnorm", "phecode", "icd10pcs", "icd9proc")
 _MODULES: dict[str, ModuleType] = {
     "icd10cm": icd10cm, "icd9cm": icd9cm, "atc": atc, "cpt": cpt, "rxnorm": rxnorm, "phecode": phecode,
     "icd10pcs": icd10pcs, "icd9proc": icd9proc,
+}
+# Each system's lookups, its own or the table-less default, resolved once.
+_LOOKUPS: dict[str, dict[str, Callable[..., object]]] = {
+    system: {name: lookup_or_default(module, name) for name in NO_TABLE} for system, module in _MODULES.items()
 }
 # Token type ids used by the dataset (0 is reserved for special tokens). OTHER: a code of no system
 # above (a lab, a SNOMED concept, ...), kept as a token "other:<family>//<code>" by `--other-codes keep`.
@@ -43,6 +50,11 @@ def _module(system: str) -> ModuleType:
     return module
 
 
+def _lookup(system: str, name: str) -> Callable[..., object]:
+    _module(system)  # an unknown system raises CodeError listing the valid ones
+    return _LOOKUPS[system][name]
+
+
 def normalize(code: str, system: str) -> str:
     """Canonical form ('e1165' -> 'E11.65'); raises CodeError with the reason when malformed."""
     return _module(system).normalize(code)
@@ -60,9 +72,9 @@ def is_valid(code: str, system: str) -> bool:
 
 def is_known(code: str, system: str) -> bool:
     """Is `code` (or a group id such as 'E08-E13') in the shipped table? False when malformed."""
-    module = _module(system)
+    lookup = _lookup(system, "is_known")
     try:
-        return module.is_known(code)
+        return lookup(code)
     except CodeError:
         return False
 
@@ -74,26 +86,26 @@ def parents(code: str, system: str, include_groups: bool = False) -> list[str]:
     'E00-E89'), ICD-9-CM chapter ('240-279'), CPT ranges ('99202-99215', '99202-99499').
     ICD-10-PCS parents are the code's prefixes down to its section ('0QS734Z' -> [..., '0Q', '0']).
     """
-    return _module(system).parents(code, include_groups)
+    return _lookup(system, "parents")(code, include_groups)
 
 
 def describe(code: str, system: str) -> str | None:
     """Description from the table (CPT: our range label, never an AMA descriptor), else None."""
-    return _module(system).describe(code)
+    return _lookup(system, "describe")(code)
 
 
 def children(code: str, system: str) -> list[str]:
     """Direct children in the table (ICD-10-CM and ATC); [] for the flat or table-less systems."""
-    return _module(system).children(code)
+    return _lookup(system, "children")(code)
 
 
 def is_leaf(code: str, system: str) -> bool:
     """ICD-10-CM: a known code without children (billable). ATC: level 5. CPT/RxNorm: any code.
     ICD-10-PCS: any 7-character code. ICD-9-CM/ICD-9 procedures/phecode: False (no table). False for
     malformed codes."""
-    module = _module(system)
+    lookup = _lookup(system, "is_leaf")
     try:
-        return module.is_leaf(code)
+        return lookup(code)
     except CodeError:
         return False
 
@@ -101,7 +113,7 @@ def is_leaf(code: str, system: str) -> bool:
 def leaves_under(code: str, system: str) -> list[str]:
     """All known leaf codes at or under `code` (an ICD-10-CM chapter/block/category, an ATC group,
     a CPT range). [] when the code is unknown."""
-    return _module(system).leaves_under(code)
+    return _lookup(system, "leaves_under")(code)
 
 
 def token_type(system: str) -> int:

@@ -159,7 +159,8 @@ def normalize(code: str) -> str:
     return s
 
 
-def _key(code: str) -> str:
+def lookup_key(code: str) -> str:
+    """A code (normalised) or a range id such as '99202-99215'."""
     return group_key(code) or normalize(code)
 
 
@@ -177,20 +178,20 @@ def _ranges_of(code: str) -> list[tuple[str, str, str]]:
 
 def parents(code: str, include_groups: bool = False) -> list[str]:
     """[] (CPT is flat); with include_groups the range ids, narrowest first: ['99202-99215', ...]."""
-    key = _key(code)
+    key = lookup_key(code)
     if not include_groups or "-" in key:
         return []
     return [f"{lo}-{hi}" for lo, hi, _ in _ranges_of(key)]
 
 
 def is_known(code: str) -> bool:
-    key = _key(code)
+    key = lookup_key(code)
     return key in COMMON_CODES or key in _RANGE_IDS
 
 
 def describe(code: str) -> str | None:
     """Our label of the narrowest range holding the code (never an AMA descriptor), or None."""
-    key = _key(code)
+    key = lookup_key(code)
     if key in _RANGE_IDS:
         return _RANGE_IDS[key]
     hits = _ranges_of(key)
@@ -198,17 +199,17 @@ def describe(code: str) -> str | None:
 
 
 def children(code: str) -> list[str]:
-    _key(code)  # still reject malformed input
+    lookup_key(code)  # still reject malformed input
     return []
 
 
 def is_leaf(code: str) -> bool:
-    return "-" not in _key(code)
+    return "-" not in lookup_key(code)
 
 
 def leaves_under(code: str) -> list[str]:
     """Curated codes inside a range id ('99202-99215'); [code] for a curated code."""
-    key = _key(code)
+    key = lookup_key(code)
     if "-" not in key:
         return [key] if key in COMMON_CODES else []
     lo, hi = key.split("-")

@@ -65,7 +65,7 @@ def normalize(code: str) -> str:
     return s
 
 
-def _key(code: str) -> str:
+def lookup_key(code: str) -> str:
     """A code (normalised) or a chapter/block id such as 'E08-E13'."""
     return group_key(code) or normalize(code)
 
@@ -118,7 +118,7 @@ def parents(code: str, include_groups: bool = False) -> list[str]:
 
     Works for well-formed codes missing from the table too: the chain is the code's prefixes.
     """
-    key = _key(code)
+    key = lookup_key(code)
     if "-" in key:
         i = _row(key)
         parent = _load().parent[i] if i is not None else ""
@@ -130,11 +130,11 @@ def parents(code: str, include_groups: bool = False) -> list[str]:
 
 
 def is_known(code: str) -> bool:
-    return _row(_key(code)) is not None
+    return _row(lookup_key(code)) is not None
 
 
 def describe(code: str) -> str | None:
-    i = _row(_key(code))
+    i = _row(lookup_key(code))
     return _load().description[i] if i is not None else None
 
 
@@ -149,18 +149,18 @@ def children(code: str) -> list[str]:
             if parent:
                 kids.setdefault(parent, []).append(child)
         _children = kids
-    return list(_children.get(_key(code), []))
+    return list(_children.get(lookup_key(code), []))
 
 
 def is_leaf(code: str) -> bool:
     """True for a known code without children (a billable code); False for unknown codes."""
-    i = _row(_key(code))
+    i = _row(lookup_key(code))
     return i is not None and _load().is_leaf[i] == "1"
 
 
 def leaves_under(code: str) -> list[str]:
     """All known leaf codes at or under a chapter, block, category or subcategory, in tabular order."""
-    key = _key(code)
+    key = lookup_key(code)
     if _row(key) is None:
         return []
     out: list[str] = []

@@ -52,7 +52,7 @@ def normalize(code: str) -> str:
     return s
 
 
-def _key(code: str) -> str:
+def lookup_key(code: str) -> str:
     """A code or one of its prefixes ('0QS'): the prefixes are the hierarchy's inner nodes."""
     s = clean(code, SYSTEM, MAX_CHARS)
     if not _PREFIX_RE.match(s):
@@ -62,27 +62,17 @@ def _key(code: str) -> str:
 
 def parents(code: str, include_groups: bool = False) -> list[str]:
     """'0QS734Z' -> ['0QS734', '0QS73', '0QS7', '0QS', '0Q', '0'] (the last one is the section)."""
-    key = _key(code)
+    key = lookup_key(code)
     return [key[:n] for n in range(len(key) - 1, 0, -1)]
 
 
 def is_known(code: str) -> bool:
-    return _key(code) in SECTIONS
+    return lookup_key(code) in SECTIONS
 
 
 def describe(code: str) -> str | None:
-    return SECTIONS.get(_key(code))
-
-
-def children(code: str) -> list[str]:
-    _key(code)
-    return []
+    return SECTIONS.get(lookup_key(code))
 
 
 def is_leaf(code: str) -> bool:
-    return len(_key(code)) == 7  # every complete PCS code is a leaf
-
-
-def leaves_under(code: str) -> list[str]:
-    _key(code)
-    return []
+    return len(lookup_key(code)) == 7  # every complete PCS code is a leaf

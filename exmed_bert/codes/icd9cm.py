@@ -57,7 +57,8 @@ def normalize(code: str) -> str:
     return s
 
 
-def _key(code: str) -> str:
+def lookup_key(code: str) -> str:
+    """A code (normalised) or a chapter id such as '240-279'."""
     return group_key(code) or normalize(code)
 
 
@@ -73,7 +74,7 @@ def _chapter(code: str) -> str | None:
 
 def parents(code: str, include_groups: bool = False) -> list[str]:
     """'250.02' -> ['250.0', '250'] (+ ['240-279'] with include_groups)."""
-    key = _key(code)
+    key = lookup_key(code)
     if "-" in key:
         return []
     chain = []
@@ -88,23 +89,8 @@ def parents(code: str, include_groups: bool = False) -> list[str]:
 
 
 def is_known(code: str) -> bool:
-    return _key(code) in CHAPTERS
+    return lookup_key(code) in CHAPTERS
 
 
 def describe(code: str) -> str | None:
-    return CHAPTERS.get(_key(code))
-
-
-def children(code: str) -> list[str]:
-    _key(code)
-    return []
-
-
-def is_leaf(code: str) -> bool:
-    _key(code)
-    return False  # no code table: leafness is unknown
-
-
-def leaves_under(code: str) -> list[str]:
-    _key(code)
-    return []
+    return CHAPTERS.get(lookup_key(code))

@@ -32,7 +32,7 @@ def normalize(code: str) -> str:
     return s
 
 
-def _key(code: str) -> str:
+def lookup_key(code: str) -> str:
     """A code or a 2-digit category ('39'), the root of its family."""
     s = clean(code, SYSTEM, MAX_CHARS)
     return s if _CATEGORY_RE.match(s) else normalize(s)
@@ -40,34 +40,9 @@ def _key(code: str) -> str:
 
 def parents(code: str, include_groups: bool = False) -> list[str]:
     """'39.61' -> ['39.6', '39']; '39' -> []."""
-    key = _key(code)
+    key = lookup_key(code)
     chain = []
     while "." in key:
         key = key[:-1].rstrip(".")
         chain.append(key)
     return chain
-
-
-def is_known(code: str) -> bool:
-    _key(code)
-    return False
-
-
-def describe(code: str) -> str | None:
-    _key(code)
-    return None
-
-
-def children(code: str) -> list[str]:
-    _key(code)
-    return []
-
-
-def is_leaf(code: str) -> bool:
-    _key(code)
-    return False  # no code table: leafness is unknown (as for ICD-9-CM diagnoses)
-
-
-def leaves_under(code: str) -> list[str]:
-    _key(code)
-    return []

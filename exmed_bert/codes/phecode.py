@@ -35,28 +35,3 @@ def parents(code: str, include_groups: bool = False) -> list[str]:
     whole, decimals = s.split(".")
     chain = [f"{whole}.{decimals[:n]}" for n in range(len(decimals) - 1, 0, -1)]
     return chain + ([f"{whole}.0"] if decimals != "0" else [])
-
-
-def is_known(code: str) -> bool:
-    normalize(code)
-    return False
-
-
-def describe(code: str) -> str | None:
-    normalize(code)
-    return None
-
-
-def children(code: str) -> list[str]:
-    normalize(code)
-    return []
-
-
-def is_leaf(code: str) -> bool:
-    normalize(code)
-    return False
-
-
-def leaves_under(code: str) -> list[str]:
-    normalize(code)
-    return []

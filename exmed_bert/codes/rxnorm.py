@@ -19,30 +19,5 @@ def normalize(code: str) -> str:
     return str(int(s))
 
 
-def parents(code: str, include_groups: bool = False) -> list[str]:
-    normalize(code)
-    return []
-
-
-def is_known(code: str) -> bool:
-    normalize(code)
-    return False
-
-
-def describe(code: str) -> str | None:
-    normalize(code)
-    return None
-
-
-def children(code: str) -> list[str]:
-    normalize(code)
-    return []
-
-
 def is_leaf(code: str) -> bool:
     return bool(normalize(code))  # flat system: every RxCUI is a leaf
-
-
-def leaves_under(code: str) -> list[str]:
-    normalize(code)
-    return []
