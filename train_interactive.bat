@@ -1,9 +1,17 @@
 @echo off
-rem Interactive mode: a step-by-step wizard asks for the data, dataset and ClinVec settings, then runs the pipeline.
+rem Interactive mode: a step-by-step wizard asks for the data, dataset and ClinVec settings,
+rem then runs the pipeline.
 setlocal
 cd /d "%~dp0"
+rem Python: the project's .venv first, then the py launcher, then python on PATH.
 set "BOOT=.venv\Scripts\python.exe"
-if not exist "%BOOT%" (where py >nul 2>nul && (set "BOOT=py -3") || (set "BOOT=python"))
+if exist "%BOOT%" goto have_boot
+set "BOOT=python"
+py -3 --version >nul 2>nul
+if not errorlevel 1 set "BOOT=py -3"
+
+rem have_boot: BOOT holds the Python that sets up .venv.
+:have_boot
 for /f "delims=" %%P in ('%BOOT% scripts\setup_env.py') do set "PY=%%P"
 if not defined PY exit /b 1
 "%PY%" -m exmed_bert.cli.wizard --config config.yaml %*
