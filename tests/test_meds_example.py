@@ -1,5 +1,6 @@
 """examples/meds_end_to_end.sh runs end to end on its tiny MEDS root (about 20 s on 2 CPU cores)."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -29,3 +30,13 @@ def test_meds_example_writes_meds_predictions_for_every_model(tmp_path):
         assert len(t["subject_id"]) > 0
         # each prediction is for the label's own subject and prediction time (noon, not the day)
         assert all(when[s] == t_ for s, t_ in zip(t["subject_id"], t["prediction_time"]))
+    # the MEDS community's evaluator takes the files as they are and reproduces each run's own AUROC
+    cli = Path(sys.executable).parent / "meds-evaluation-cli"
+    for run in ("finetuned", "rf"):
+        out = work / run / "meds_evaluation.json"
+        e = subprocess.run([str(cli), f"predictions_path={work / run / 'predictions.parquet'}",
+                            f"output_file={out}"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert e.returncode == 0, e.stderr[-3000:]
+        theirs = json.loads(out.read_text())["samples_equally_weighted"]["roc_auc_score"]
+        ours = json.loads((work / run / "metrics.json").read_text())["metrics"]["auroc"]["value"]
+        assert theirs == pytest.approx(ours, abs=5e-4), run

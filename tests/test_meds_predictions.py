@@ -14,16 +14,18 @@ from exmed_bert.evaluation.outputs import evaluate_and_write
 from exmed_bert.tasks import load_task_splits, task_prediction_times
 
 meds = pytest.importorskip("meds")  # requirements-dev.txt
+PredictionSchema = pytest.importorskip("meds_evaluation.schema").PredictionSchema  # requirements-dev.txt
 
 T = dt.datetime.fromisoformat
 
 
 def check_meds_prediction_schema(table: pa.Table) -> None:
-    """The label columns against meds.LabelSchema (meds 0.4 has no prediction schema object), and the two
-    prediction columns as the MEDS evaluation package types them (Boolean, Float64)."""
+    """The label columns against meds.LabelSchema, and the whole table against meds-evaluation's strict
+    PredictionSchema.validate, as it is (no cast): int64 subject ids, float32 probabilities."""
     meds.LabelSchema.validate(table.select(["subject_id", "prediction_time", "boolean_value"]))
+    PredictionSchema.validate(table)
     assert table.schema.field("predicted_boolean_value").type == pa.bool_()
-    assert table.schema.field("predicted_boolean_probability").type == pa.float64()
+    assert table.schema.field("predicted_boolean_probability").type == pa.float32()
 
 
 def test_binary_run_writes_valid_meds_predictions(tmp_path):
@@ -42,7 +44,8 @@ def test_binary_run_writes_valid_meds_predictions(tmp_path):
     assert table["boolean_value"].to_pylist() == [bool(v) for v in y]
     with open(tmp_path / "predictions.csv") as f:
         csv_p = [float(r["probability"]) for r in csv.DictReader(f)]
-    assert table["predicted_boolean_probability"].to_pylist() == csv_p  # the same numbers, full precision
+    # the same numbers as the CSV's full-precision ones, rounded to float32 as the MEDS schema wants them
+    assert table["predicted_boolean_probability"].to_pylist() == np.float32(csv_p).tolist()
     threshold = doc["threshold"]
     assert table["predicted_boolean_value"].to_pylist() == [v >= threshold for v in csv_p]
     assert 0 < sum(table["predicted_boolean_value"].to_pylist()) < 60

@@ -71,7 +71,8 @@ def write_meds_predictions(path: str | os.PathLike, patient_ids: Sequence[str], 
                            labels: np.ndarray, probs: np.ndarray, threshold: float) -> None:
     """Binary predictions in the MEDS prediction schema: subject_id, prediction_time (timestamp[us];
     `prediction_times` in microseconds since 1970-01-01), boolean_value (the true label),
-    predicted_boolean_value (probability >= the F1 threshold) and predicted_boolean_probability."""
+    predicted_boolean_value (probability >= the F1 threshold) and predicted_boolean_probability, float32 as
+    meds-evaluation's strict `PredictionSchema.validate` types it (predictions.csv keeps full precision)."""
     import pyarrow as pa
 
     probs = np.asarray(probs, dtype=np.float64)
@@ -80,7 +81,7 @@ def write_meds_predictions(path: str | os.PathLike, patient_ids: Sequence[str], 
         "prediction_time": pa.array(np.asarray(prediction_times, dtype=np.int64), pa.int64()).cast(pa.timestamp("us")),
         "boolean_value": pa.array(np.asarray(labels).astype(bool)),
         "predicted_boolean_value": pa.array(probs >= threshold),
-        "predicted_boolean_probability": pa.array(probs, pa.float64()),
+        "predicted_boolean_probability": pa.array(probs.astype(np.float32), pa.float32()),
     })
     write_parquet(path, table)
 
