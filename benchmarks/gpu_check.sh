@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One prepared GPU session for issue 17 (docs/PERFORMANCE.md), in order of importance, under one wall-clock
+# The GPU measurements docs/PERFORMANCE.md asks for ("GPU"), in order of importance, under one wall-clock
 # budget: a step that no longer fits is skipped and says so. Everything goes to $OUT (default ./gpu_out):
 # log.txt (all output), steps.tsv (name, rc, wall s), tests.txt, throughput.json (+ .md), profile_*.txt,
 # kernels.json, cli_eager.json / cli_compile.json.
