@@ -2,7 +2,7 @@
 
     python benchmarks/clinvec_load.py [--rows 35000] [--repeat 3]
 
-Target: under 5 s (issue 6). Writes the synthetic release to a temporary folder.
+Target: under 5 s. Writes the synthetic release to a temporary folder.
 """
 
 from __future__ import annotations
