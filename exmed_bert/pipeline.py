@@ -1,4 +1,4 @@
-"""The whole pipeline from one config.yaml: generate -> convert -> pretrain -> fine-tune -> RF -> XGBoost -> report.
+"""The whole pipeline from one config.yaml: generate -> convert -> pretrain -> fine-tune -> baselines -> report.
 
 Run as `python -m exmed_bert.pipeline --config config.yaml`. config.yaml is read once into every stage's
 typed arguments (`exmed_bert.stages.REGISTRY`), the stages' paths are wired together, and each stage's
@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from exmed_bert.baselines.registry import BASELINES
 from exmed_bert.config import Sections, config_path, from_sections, load_yaml, parse_args, to_argv
 from exmed_bert.errors import UserError, cli_entry
 from exmed_bert.io import write_json
@@ -38,15 +39,18 @@ def plan(p: PipelineArgs, sections: Sections, where: str = "config.yaml") -> tup
     """Every stage's settings from config.yaml's sections, with the paths wired from one stage to the next;
     and where the results land. A bad value names the stage it belongs to."""
     data, out = Path(p.dataset_dir), Path(p.output_root)
-    ft, rf, xgb = out / "finetuned", out / "rf", out / "xgboost"
+    ft = out / "finetuned"
+    baseline_dir = {b.name: out / b.name for b in BASELINES}
+    # the report compares the fine-tuned model with the default baselines and any other one asked for
+    compared = [ft, *(baseline_dir[b.name] for b in BASELINES if b.in_default_pipeline or b.name in p.stages)]
     wiring = {
         "generate": {"output": p.patients_file, "task_output": p.task_file},
         "convert": {"input": p.patients_file, "output": str(data / "synthetic.pt"), "task_data": p.task_file},
         "pretrain": {"data_dir": str(data)},
         "finetune": {"task_data": p.task_file, "data_dir": str(data), "output_dir": str(ft)},
-        "rf": {"data_dir": str(data), "task_data": p.task_file, "output_dir": str(rf)},
-        "xgboost": {"data_dir": str(data), "task_data": p.task_file, "output_dir": str(xgb)},
-        "report": {"runs": [str(ft), str(rf), str(xgb)], "output": str(out / "report.md"),
+        **{name: {"data_dir": str(data), "task_data": p.task_file, "output_dir": str(folder)}
+           for name, folder in baseline_dir.items()},
+        "report": {"runs": [str(run) for run in compared], "output": str(out / "report.md"),
                    "metadata": _metadata_path(p.patients_file)},
     }
     args = {}
@@ -70,11 +74,9 @@ def plan(p: PipelineArgs, sections: Sections, where: str = "config.yaml") -> tup
               outputs=[str(model_dir / "checkpoint-best")]),
         Stage("finetune", args["finetune"], "finetune-exmed-bert.py",
               inputs=[str(model_dir / "checkpoint-best"), p.task_file, str(data)], outputs=[str(ft / "metrics.json")]),
-        Stage("rf", args["rf"], "train-rf.py", inputs=[p.task_file, str(data)], outputs=[str(rf / "metrics.json")]),
-        Stage("xgboost", args["xgboost"], "train-xgboost.py", inputs=[p.task_file, str(data)],
-              outputs=[str(xgb / "metrics.json")]),
-        Stage("report", args["report"], "compare-models.py",
-              inputs=[str(ft / "predictions.csv"), str(rf / "predictions.csv"), str(xgb / "predictions.csv")],
+        *(Stage(b.name, args[b.name], b.script, inputs=[p.task_file, str(data)],
+                outputs=[str(baseline_dir[b.name] / "metrics.json")]) for b in BASELINES),
+        Stage("report", args["report"], "compare-models.py", inputs=[str(run / "predictions.csv") for run in compared],
               outputs=[str(out / "report.md")]),
     ]
     if not p.generate_data:
@@ -117,7 +119,7 @@ def runners() -> dict[str, Callable[[Any], Any]]:
     from exmed_bert.training.pretrain import run as pretrain
 
     return {"generate": generate, "convert": convert, "pretrain": pretrain, "finetune": finetune,
-            "rf": baseline, "xgboost": baseline, "report": report}
+            **{b.name: baseline for b in BASELINES}, "report": report}
 
 
 @cli_entry

@@ -12,14 +12,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from exmed_bert.baselines.args import RFArgs, XGBArgs
+from exmed_bert.baselines.registry import BASELINES
 from exmed_bert.convert.args import ConvertArgs
 from exmed_bert.errors import UserError
 from exmed_bert.evaluation.args import CompareArgs
 from exmed_bert.synthetic.args import GenerateArgs
 from exmed_bert.training.args import FinetuneArgs, PretrainArgs
 
-STAGES = ("generate", "convert", "pretrain", "finetune", "rf", "xgboost", "report")
+# the baselines' names come from their registry (baselines/registry.py), in its order
+STAGES = ("generate", "convert", "pretrain", "finetune", *(b.name for b in BASELINES), "report")
+# what the pipeline runs when config.yaml names no `stages:`: every stage but the baselines left out of it
+DEFAULT_STAGES = tuple(s for s in STAGES if s not in {b.name for b in BASELINES if not b.in_default_pipeline})
 
 
 @dataclass
@@ -35,7 +38,7 @@ class PipelineArgs:
     output_root: str = field(default="output", metadata={"help": "folder for models, baselines and the report"})
     generate_data: bool = field(default=True,
                                 metadata={"help": "generate synthetic patients (off: use patients_file as is)"})
-    stages: list[str] = field(default_factory=lambda: list(STAGES),
+    stages: list[str] = field(default_factory=lambda: list(DEFAULT_STAGES),
                               metadata={"help": "stages to run, comma-separated", "choices": list(STAGES)})
     force: bool = field(default=False, metadata={"help": "rerun stages even when nothing changed"})
 
@@ -48,5 +51,10 @@ class PipelineArgs:
 # top-level keys of config.yaml (yaml_section None) or its own mapping (`finetune:`, `rf:`, ...).
 REGISTRY: tuple[tuple[str, type], ...] = (
     ("generate", GenerateArgs), ("convert", ConvertArgs), ("pretrain", PretrainArgs), ("finetune", FinetuneArgs),
-    ("rf", RFArgs), ("xgboost", XGBArgs), ("report", CompareArgs), ("pipeline", PipelineArgs),
+    *((b.name, b.args) for b in BASELINES), ("report", CompareArgs), ("pipeline", PipelineArgs),
 )
+
+
+def default_runs() -> list[str]:
+    """The report's runs when none are given: fine-tuning's and each default baseline's default output folder."""
+    return [FinetuneArgs.output_dir, *(b.args.output_dir for b in BASELINES if b.in_default_pipeline)]

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from exmed_bert.baselines import estimators
+from exmed_bert.baselines import registry
 from exmed_bert.baselines.features import featurize
 from exmed_bert.data.dataset import UNKNOWN_BIRTH
+from test_baselines import quick_args
 
 PRED_DAY = 18262                               # 2020-01-01
 V = 12                                          # vocabulary: 5 special tokens + codes 5..11
@@ -33,7 +34,7 @@ def test_unknown_birth_date_is_a_missing_age():
     assert np.isnan(age[1])                     # not (18262 + 2**31) / 365.25 ~ -5.9 million years
 
 
-@pytest.mark.parametrize("name", estimators.ESTIMATORS)
+@pytest.mark.parametrize("name", registry.NAMES)
 def test_estimators_use_the_missingness_and_keep_importances_aligned(name):
     """Labels are exactly "birth date unknown" and codes are noise: each model must score it perfectly,
     which it can only do by seeing the missing age (RF: the indicator; XGBoost: NaN's own branch)."""
@@ -42,12 +43,13 @@ def test_estimators_use_the_missingness_and_keep_importances_aligned(name):
     unknown = rng.random(n) < 0.3
     births = np.where(unknown, UNKNOWN_BIRTH, PRED_DAY - rng.integers(30, 90, n) * 365)
     train = featurize(dataset(births, unknown.astype(int), seed=1), V)
-    model = estimators.build_estimator(name, {"n_estimators": 20, "max_depth": 3, "seed": 0})
+    baseline = registry.get(name)
+    model = baseline.build(quick_args(name, "unused", seed=0), None)
     model.fit(train, unknown.astype(int))
     test_births = [UNKNOWN_BIRTH, PRED_DAY - 70 * 365, UNKNOWN_BIRTH, PRED_DAY - 40 * 365]
     p = model.predict_proba(featurize(dataset(test_births, [1, 0, 1, 0], seed=2), V))[:, 1]
     assert min(p[0], p[2]) > 0.5 > 0.25 > max(p[1], p[3])   # prevalence is 0.3: both far from it
-    imp = estimators.importances(model)
+    imp = baseline.importances(model)
     assert imp.shape == (V + 3,) and int(np.argmax(imp)) == V  # the age column (its indicator folded in)
     if name == "rf":
         known_ages = (PRED_DAY - births[~unknown]) / 365.25

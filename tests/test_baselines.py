@@ -1,4 +1,4 @@
-"""Baselines: CSR features, the shared runner (RF and XGBoost), the CLIs end to end, leakage, task CSV errors.
+"""Baselines: CSR features, the shared runner (every registry entry), the CLIs end to end, leakage, task CSV errors.
 
 `write_claims_fixture` (also used by test_finetune and test_report) writes a small patients JSON with a
 planted pre-date signal code and a post-date outcome code, converts it with the real converter, and
@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from exmed_bert.baselines import estimators
+from exmed_bert.baselines import registry
+from exmed_bert.baselines.args import RFArgs, XGBArgs
 from exmed_bert.baselines.features import code_counts, featurize
 from exmed_bert.baselines.runner import run_baseline
 from exmed_bert.io import file_fingerprint
@@ -113,7 +114,7 @@ def test_vocab_mismatch_is_an_error():
 
 
 # ---------------------------------------------------------------------------------------------
-# runner: RF and XGBoost differ only in the estimator
+# runner: the baselines differ only in their registry entry
 
 
 def synthetic_splits(n=300, seed=0, signal_id=9, vocab=40):
@@ -137,17 +138,26 @@ def synthetic_splits(n=300, seed=0, signal_id=9, vocab=40):
     return out
 
 
-@pytest.mark.parametrize("name", estimators.ESTIMATORS)
+# each baseline's settings for a quick fit (RF/XGBoost: 50 trees of depth 4 on one thread)
+QUICK = {"rf": {"n_estimators": 50, "max_depth": 4, "n_jobs": 1},
+         "xgboost": {"n_estimators": 50, "max_depth": 4, "n_jobs": 1}}
+
+
+def quick_args(name: str, output_dir, **kw):
+    return registry.get(name).args(output_dir=str(output_dir), **{**QUICK.get(name, {}), **kw})
+
+
+@pytest.mark.parametrize("name", registry.NAMES)
 def test_runner_finds_planted_code_and_writes_outputs(tmp_path, name):
     tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"icd10cm:X{i:02d}" for i in range(5, 40)]
-    params = {"n_estimators": 50, "max_depth": 4, "n_jobs": 1}
-    doc = run_baseline(name, synthetic_splits(), tokens, params, tmp_path, n_bootstrap=100)
+    doc = run_baseline(quick_args(name, tmp_path, n_bootstrap=100), synthetic_splits(), tokens)
     assert doc["metrics"]["auroc"]["value"] > 0.85
     assert doc["n"] == 100 and 0 < doc["prevalence"] < 1
     top = json.loads((tmp_path / "feature_importances.json").read_text())["top"]
     assert top[0]["feature"] == "icd10cm:X09"  # the planted code ranks first
     for f in ("metrics.json", "predictions.csv", "roc.png", "pr.png", "calibration.png", "top_features.png"):
         assert (tmp_path / f).is_file(), f
+    assert doc["model"] == registry.get(name).display_name and doc["estimator"] == name
     assert (tmp_path / "model.json").is_file() == (name == "xgboost")
     assert not list(tmp_path.glob("*.pkl")) and not list(tmp_path.glob("*.joblib"))
     rows = list(csv.DictReader(open(tmp_path / "predictions.csv")))
@@ -158,8 +168,8 @@ def test_xgboost_model_json_loads_back(tmp_path):
     from xgboost import XGBClassifier
 
     tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"cpt:{i}" for i in range(5, 40)]
-    run_baseline("xgboost", synthetic_splits(n=90), tokens, {"n_estimators": 10, "n_jobs": 1}, tmp_path,
-                 n_bootstrap=20)
+    run_baseline(XGBArgs(output_dir=str(tmp_path), n_estimators=10, n_jobs=1, n_bootstrap=20),
+                 synthetic_splits(n=90), tokens)
     m = XGBClassifier()
     m.load_model(tmp_path / "model.json")
     assert m.get_booster().num_features() == 43  # 40 codes + age + sex_F + sex_M
@@ -171,8 +181,8 @@ def test_label_shuffle_gives_chance_auroc(tmp_path):
     for s in splits.values():
         s["labels"] = s["labels"][rng.permutation(len(s["labels"]))]
     tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"atc:X{i}" for i in range(5, 40)]
-    doc = run_baseline("rf", splits, tokens, {"n_estimators": 50, "n_jobs": 1, "min_samples_leaf": 5},
-                       tmp_path, n_bootstrap=100)
+    doc = run_baseline(RFArgs(output_dir=str(tmp_path), n_estimators=50, n_jobs=1, min_samples_leaf=5,
+                              n_bootstrap=100), splits, tokens)
     assert abs(doc["metrics"]["auroc"]["value"] - 0.5) < 0.12
 
 
@@ -183,7 +193,7 @@ def test_missing_class_in_train_is_a_user_error(tmp_path):
     splits["train"]["labels"] = splits["train"]["labels"] * 0
     tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"atc:X{i}" for i in range(5, 40)]
     with pytest.raises(UserError, match="no training patient has label"):
-        run_baseline("rf", splits, tokens, {"n_estimators": 5}, tmp_path)
+        run_baseline(RFArgs(output_dir=str(tmp_path), n_estimators=5, n_jobs=1), splits, tokens)
 
 
 # ---------------------------------------------------------------------------------------------

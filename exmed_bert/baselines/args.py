@@ -1,11 +1,12 @@
-"""`RFArgs` and `XGBArgs`: the baseline stages' settings (`train-rf.py` / `train-xgboost.py`, config.yaml's
-`rf:` and `xgboost:`). They share every field but the estimator's own; `baselines.runner.run(args)` is the
-stage for both. Light to import (no scikit-learn, scipy or xgboost): config.yaml is read against it.
+"""The baseline stages' settings: `BaselineArgs` (what every baseline shares: data, task, features,
+bootstrap, seed) and one subclass per estimator with its own fields (`train-rf.py` / `train-xgboost.py`,
+config.yaml's `rf:` / `xgboost:`); `baselines.registry` ties each class to its stage name. Light to
+import (no scikit-learn, scipy or xgboost): config.yaml is read against it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import ClassVar, Optional
 
 from exmed_bert.errors import UserError
@@ -17,11 +18,12 @@ ON_TASK_ERROR = ("skip", "fail")
 
 @dataclass
 class BaselineArgs:
-    estimator: ClassVar[str]  # "rf" | "xgboost": which estimator baselines.estimators builds
+    """The settings every baseline shares; `baselines.runner.run(args)` is the stage for each subclass."""
+
     data_dir: str = field(default="pretrain_stuff", metadata={
         "help": "folder of a conversion (dataset_manifest.json, vocab.json); its task datasets "
                 "<stem>_task_{train,val,test}.pt are built from --task-data when missing"})
-    output_dir: str = field(default="output/rf", metadata={"help": "where metrics, predictions and plots go"})
+    output_dir: str = field(default="output/baseline", metadata={"help": "where metrics, predictions and plots go"})
     task_data: str = field(default="data/task_specific.csv", metadata={
         "help": "task CSV patient_id,label[,prediction_date], or MEDS label Parquet (file or folder); checked against the task datasets"})
     num_labels: int = field(default=2, metadata={"help": "2 for a binary task; more for multi-class"})
@@ -33,32 +35,42 @@ class BaselineArgs:
         "help": "counts = how often each code occurs before the prediction date; windows = per code, the "
                 "counts in the last 30/90/365 days and ever and the days since its last occurrence "
                 "(both + age + sex)", "choices": list(FEATURE_SETS)})
-    n_estimators: int = field(default=500, metadata={"help": "number of trees"})
-    max_depth: Optional[int] = field(default=None, metadata={"help": "maximum tree depth (none: unlimited)"})
-    n_jobs: int = field(default=-1, metadata={"help": "CPU threads (-1: all)"})
     n_bootstrap: int = field(default=1000, metadata={"help": "bootstrap resamples for the 95% CIs"})
     seed: int = field(default=42, metadata={"help": "random seed (model and bootstrap)"})
 
     def validate(self) -> None:
-        for name in ("n_estimators", "num_labels", "n_bootstrap"):
-            if getattr(self, name) < (2 if name == "num_labels" else 1):
-                raise UserError(f"--{name.replace('_', '-')} must be at least "
-                                f"{2 if name == 'num_labels' else 1}, got {getattr(self, name)}")
-        if self.max_depth is not None and self.max_depth < 1:
-            raise UserError(f"--max-depth must be positive or none, got {self.max_depth}")
+        if self.num_labels < 2:
+            raise UserError(f"--num-labels must be at least 2, got {self.num_labels}")
+        if self.n_bootstrap < 1:
+            raise UserError(f"--n-bootstrap must be at least 1, got {self.n_bootstrap}")
 
     def estimator_params(self) -> dict:
-        """The estimator's own settings (what `baselines.estimators.build_estimator` takes)."""
-        shared = {f for f in BaselineArgs.__dataclass_fields__} - {"n_estimators", "max_depth", "n_jobs"}
-        return {k: getattr(self, k) for k in self.__dataclass_fields__ if k not in shared}
+        """The estimator's own settings: the fields a subclass adds (recorded in metrics.json as `params`)."""
+        shared = {f.name for f in fields(BaselineArgs)}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in shared}
 
 
 @dataclass
-class RFArgs(BaselineArgs):
+class TreeArgs(BaselineArgs):
+    """What the tree ensembles share: how many trees, how deep, on how many threads."""
+
+    n_estimators: int = field(default=500, metadata={"help": "number of trees"})
+    max_depth: Optional[int] = field(default=None, metadata={"help": "maximum tree depth (none: unlimited)"})
+    n_jobs: int = field(default=-1, metadata={"help": "CPU threads (-1: all)"})
+
+    def validate(self) -> None:
+        super().validate()
+        if self.n_estimators < 1:
+            raise UserError(f"--n-estimators must be at least 1, got {self.n_estimators}")
+        if self.max_depth is not None and self.max_depth < 1:
+            raise UserError(f"--max-depth must be positive or none, got {self.max_depth}")
+
+
+@dataclass
+class RFArgs(TreeArgs):
     """Train a Random Forest on code counts (or time-windowed counts) + age + sex and score it on the test split."""
 
     yaml_section: ClassVar[str] = "rf"
-    estimator: ClassVar[str] = "rf"
     output_dir: str = field(default="output/rf", metadata={"help": "where metrics, predictions and plots go"})
     min_samples_leaf: int = field(default=5, metadata={
         "help": "minimum patients per leaf (larger: smoother probabilities)"})
@@ -67,11 +79,10 @@ class RFArgs(BaselineArgs):
 
 
 @dataclass
-class XGBArgs(BaselineArgs):
+class XGBArgs(TreeArgs):
     """Train XGBoost on code counts (or time-windowed counts) + age + sex and score it on the test split."""
 
     yaml_section: ClassVar[str] = "xgboost"
-    estimator: ClassVar[str] = "xgboost"
     output_dir: str = field(default="output/xgboost", metadata={"help": "where metrics, predictions and plots go"})
     n_estimators: int = field(default=300, metadata={"help": "number of boosting rounds"})
     # depth 3 / eta 0.05: better validation AUROC than depth 6 / 0.1 on the generator's data (docs/EVALUATION.md)

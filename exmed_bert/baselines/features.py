@@ -106,7 +106,7 @@ def featurize(data: Mapping, vocab_size: int, features: str = "counts") -> sp.cs
     years | sex F | sex M.
 
     An unknown age is a stored NaN: XGBoost treats it as missing and learns where to send it; the
-    Random Forest imputes it (see estimators.build_estimator), as sklearn's forests take no NaN in
+    Random Forest imputes it (see registry._impute_unknown_age), as sklearn's forests take no NaN in
     sparse input.
     """
     if features not in FEATURE_SETS:

@@ -1,19 +1,18 @@
 """Shared baseline run: featurise the task splits, fit on train, pick the F1 cut on val, score test.
 
-RF and XGBoost go through exactly this code; `estimators.build_estimator` is the only fork.
-`run(RFArgs | XGBArgs)` is the stage for both.
+Every baseline goes through exactly this code; its `registry` entry (builder, importances, saving) is the
+only fork. `run(args)` is the stage for each baseline's settings class.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
-from exmed_bert.baselines import estimators
+from exmed_bert.baselines import registry
 from exmed_bert.baselines.args import BaselineArgs
 from exmed_bert.baselines.features import DESCRIPTIONS, feature_names, featurize, labels_of
 from exmed_bert.codes import describe
@@ -41,66 +40,68 @@ def top_features(names: Sequence[str], values: np.ndarray, k: int = 30) -> list[
              "importance": float(values[i])} for r, i in enumerate(order) if values[i] > 0]
 
 
-def run_baseline(name: str, splits: Mapping[str, Mapping], vocab_tokens: Sequence[str], params: dict[str, Any],
-                 output_dir: str | os.PathLike, *, num_labels: int = 2, class_weights: str = "none",
-                 n_bootstrap: int = 1000, seed: int = 42, extra: dict | None = None, top_k: int = 30,
-                 features: str = "counts") -> dict:
-    """Fit `name` ("rf" | "xgboost") on splits["train"], select the threshold on "val", score "test".
+def run_baseline(args: BaselineArgs, splits: Mapping[str, Mapping], vocab_tokens: Sequence[str], *,
+                 extra: dict | None = None, top_k: int = 30) -> dict:
+    """Fit the baseline of `args` (its registry entry) on splits["train"], select the threshold on "val",
+    score "test".
 
     splits: split name -> encoded task dataset dict (with `labels`). Writes metrics.json,
     predictions.csv, roc/pr/calibration PNGs, feature_importances.json, top_features.png
-    (and model.json for XGBoost) into output_dir; returns the metrics document.
+    (and the entry's saved model) into args.output_dir; returns the metrics document.
     """
-    out = Path(output_dir)
+    baseline = registry.for_class(type(args))
+    if args.features not in baseline.features:
+        raise UserError(f"{baseline.script} takes --features {' or '.join(baseline.features)}, not {args.features}")
+    out = Path(args.output_dir)
     V = len(vocab_tokens)
-    X = {s: featurize(splits[s], V, features) for s in ("train", "val", "test")}  # (N_s, width) CSR
+    X = {s: featurize(splits[s], V, args.features) for s in ("train", "val", "test")}  # (N_s, width) CSR
     y = {s: labels_of(splits[s], f"{s} split") for s in ("train", "val", "test")}
     for s in ("train", "val", "test"):
         if len(y[s]) == 0:
             raise UserError(f"the {s} split of the task has no patients; use more patients or a task CSV "
                             "that covers every split")
-    check_labels(y["train"], num_labels, "train split")
-    balance = np.bincount(y["train"], minlength=num_labels) if class_weights == "auto" else None
+    check_labels(y["train"], args.num_labels, "train split")
+    balance = np.bincount(y["train"], minlength=args.num_labels) if args.class_weights == "auto" else None
 
-    model = estimators.build_estimator(name, {**params, "seed": seed}, class_balance=balance)
+    model = baseline.build(args, balance)
     t0 = time.perf_counter()
     model.fit(X["train"], y["train"])
     fit_seconds = time.perf_counter() - t0
     P_val, P_test = model.predict_proba(X["val"]), model.predict_proba(X["test"])  # (N, K)
 
-    names = feature_names(vocab_tokens, features)
+    names = feature_names(vocab_tokens, args.features)
+    params = args.estimator_params()
     doc = evaluate_and_write(
-        out, estimators.DISPLAY_NAMES[name], test_ids=list(splits["test"]["patient_ids"]), y_test=y["test"],
-        p_test=P_test, y_val=y["val"], p_val=P_val, n_bootstrap=n_bootstrap, seed=seed,
-        extra={"estimator": name, "params": params, "class_weights": class_weights,
-               "features": features, "inputs": DESCRIPTIONS[features],
+        out, baseline.display_name, test_ids=list(splits["test"]["patient_ids"]), y_test=y["test"],
+        p_test=P_test, y_val=y["val"], p_val=P_val, n_bootstrap=args.n_bootstrap, seed=args.seed,
+        extra={"estimator": baseline.name, "params": params, "class_weights": args.class_weights,
+               "features": args.features, "inputs": DESCRIPTIONS[args.features],
                "n_train": int(len(y["train"])), "n_features": len(names),
                "fit_seconds": round(fit_seconds, 3), **(extra or {})})
-    top = top_features(names, estimators.importances(model), k=top_k)
-    write_json(out / "feature_importances.json",
-               {"estimator": name, "importance": "gain" if name == "xgboost" else "mean impurity decrease",
-                "top": top})
-    if top:
-        shown = top[:20]
-        plots.plot_top_features([f"{t['feature']}  {t['description'] or ''}".strip() for t in shown],
-                                [t["importance"] for t in shown], out / "top_features.png",
-                                title=f"{estimators.DISPLAY_NAMES[name]}: top features")
-    estimators.save_model(name, model, out)
+    if baseline.importances is not None:
+        top = top_features(names, baseline.importances(model), k=top_k)
+        write_json(out / "feature_importances.json",
+                   {"estimator": baseline.name, "importance": baseline.importance_kind, "top": top})
+        if top:
+            shown = top[:20]
+            plots.plot_top_features([f"{t['feature']}  {t['description'] or ''}".strip() for t in shown],
+                                    [t["importance"] for t in shown], out / "top_features.png",
+                                    title=f"{baseline.display_name}: top features")
+    if baseline.save is not None:
+        baseline.save(model, out)
     return doc
 
 
 def run(args: BaselineArgs) -> dict:
-    """The RF or XGBoost stage (`args.estimator`): task splits, fit, test metrics, run_config beside them;
-    returns the metrics document."""
+    """A baseline stage (the registry entry of `args`' class): task splits, fit, test metrics, run_config
+    beside them; returns the metrics document."""
     splits, vocab, source = load_task_splits(
         args.data_dir, args.task_data, num_labels=args.num_labels, output_dir=args.output_dir,
         on_error=args.on_task_error)
     data = {s: ds.data for s, ds in splits.items()}
     fingerprint = {s: file_fingerprint(ds.path) for s, ds in splits.items() if ds.path is not None}
     write_run_info(args.output_dir, args, extra={"data": source, "data_fingerprint": fingerprint})
-    doc = run_baseline(args.estimator, data, vocab.tokens, args.estimator_params(), args.output_dir,
-                       num_labels=args.num_labels, class_weights=args.class_weights, n_bootstrap=args.n_bootstrap,
-                       seed=args.seed, extra={"data": source}, features=args.features)
+    doc = run_baseline(args, data, vocab.tokens, extra={"data": source})
     print(format_summary(doc))
     print(f"wrote {args.output_dir}/metrics.json, predictions.csv (+ predictions.parquet for binary tasks) and plots")
     return doc

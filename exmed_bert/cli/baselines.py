@@ -1,13 +1,16 @@
-"""`train-rf.py` and `train-xgboost.py`: one command each, one shared runner; only the estimator differs."""
+"""The baselines' commands (`train-rf.py`, `train-xgboost.py`): one `main_<name>` each over one shared runner;
+only the settings class, and so the registry entry, differs."""
 
 from __future__ import annotations
 
-from exmed_bert.baselines.args import RFArgs, XGBArgs
+from exmed_bert.baselines import registry
+from exmed_bert.baselines.args import BaselineArgs, RFArgs, XGBArgs
 from exmed_bert.config import parse_args
 from exmed_bert.errors import cli_entry
 
 
-def _run(args: RFArgs | XGBArgs) -> int:
+def _main(args_class: type[BaselineArgs], argv) -> int:
+    args = parse_args(args_class, argv, prog=registry.for_class(args_class).script)
     # scikit-learn, scipy and torch load here, after parsing: 2.0 s to import (python -X importtime), --help 0.1 s
     from exmed_bert.baselines.runner import run
 
@@ -17,9 +20,9 @@ def _run(args: RFArgs | XGBArgs) -> int:
 
 @cli_entry
 def main_rf(argv=None) -> int:
-    return _run(parse_args(RFArgs, argv, prog="train-rf.py"))
+    return _main(RFArgs, argv)
 
 
 @cli_entry
 def main_xgboost(argv=None) -> int:
-    return _run(parse_args(XGBArgs, argv, prog="train-xgboost.py"))
+    return _main(XGBArgs, argv)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 from exmed_bert.config import parse_args
 from exmed_bert.errors import cli_entry
 from exmed_bert.evaluation.args import CompareArgs
+from exmed_bert.stages import default_runs
 
 
 def _split_runs(argv: list[str]) -> list[str]:
@@ -28,6 +30,8 @@ def _split_runs(argv: list[str]) -> list[str]:
 def main(argv=None, prog: str = "compare-models.py") -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(CompareArgs, _split_runs(argv), prog=prog)
+    if not args.runs:   # none given: the models the pipeline trains by default
+        args = dataclasses.replace(args, runs=default_runs())
     # matplotlib, pandas and scikit-learn load here, after parsing: 1.0 s to import (python -X importtime),
     # --help 0.1 s
     from exmed_bert.evaluation.report import run

@@ -17,8 +17,12 @@ class CompareArgs:
 
     yaml_section: ClassVar[Optional[str]] = "compare"
 
-    runs: list[str] = field(default_factory=lambda: ["output/finetuned", "output/rf", "output/xgboost"], metadata={
-        "help": "output folders of the models (each with metrics.json and predictions.csv), comma-separated"})
+    # None given means the models the pipeline trains by default, at their default output folders:
+    # compare-models.py fills them in from `stages.default_runs()`, which reads the baselines' registry;
+    # this module sits below it (the baselines write their metrics with evaluation.outputs).
+    runs: list[str] = field(default_factory=list, metadata={
+        "help": "output folders of the models (each with metrics.json and predictions.csv), comma-separated "
+                "(none given: fine-tuning's and every default baseline's default --output-dir)"})
     metadata: Optional[str] = field(default="data/synthetic_patients.json", metadata={
         "help": "generator output or its .metadata.json: its whole-cohort oracle AUROC is shown as context "
                 "only (skipped when absent)"})
@@ -33,7 +37,5 @@ class CompareArgs:
     seed: int = field(default=42, metadata={"help": "bootstrap seed"})
 
     def validate(self) -> None:
-        if len(self.runs) < 1:
-            raise UserError("--runs needs at least one output folder")
         if self.n_bootstrap < 1:
             raise UserError(f"--n-bootstrap must be at least 1, got {self.n_bootstrap}")

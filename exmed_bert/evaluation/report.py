@@ -39,8 +39,8 @@ def load_run(folder: str | os.PathLike) -> Run:
     mpath, ppath = folder / "metrics.json", folder / "predictions.csv"
     for p in (mpath, ppath):
         if not p.is_file():
-            raise UserError(f"{p}: not found; --runs takes output folders of finetune-exmed-bert.py, "
-                            "train-rf.py or train-xgboost.py")
+            raise UserError(f"{p}: not found; --runs takes output folders of finetune-exmed-bert.py or of "
+                            "a baseline's train-<name>.py")
     try:
         metrics = json.loads(mpath.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -174,6 +174,8 @@ def compare(run_dirs: Sequence[str | os.PathLike], output: str | os.PathLike, *,
 
 def run(args: CompareArgs) -> dict:
     """The report stage: report.md, report.json and the plots beside `args.output`; prints the verdict."""
+    if not args.runs:
+        raise UserError("--runs needs at least one output folder")
     summary = compare(args.runs, args.output, metadata=args.metadata, risk_file=args.risk_file,
                       task_data=args.task_data, n_bootstrap=args.n_bootstrap, seed=args.seed)
     for line in summary["verdict"] + ([summary["oracle_note"]] if summary["oracle_note"] else []):
