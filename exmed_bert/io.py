@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import hashlib
 import io
 import json
@@ -13,9 +14,12 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator
+
+from exmed_bert.errors import UserError
 
 
 def _current_umask() -> int:
@@ -25,6 +29,26 @@ def _current_umask() -> int:
 
 
 _UMASK = _current_umask()
+
+
+REPLACE_TRIES = 5   # os.replace attempts while the target is held (Windows), 0.1 s to 1.6 s apart
+
+
+def replace(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """`os.replace`, for a target that Windows may hold: there a file cannot be replaced while it is open or
+    memory-mapped (a dataset this process loaded with mmap=True and dropped, whose mapping goes at the next
+    garbage collection; or a file open in another program). Collect and retry a few times, then say which
+    file is held, as one line. POSIX replaces open and mapped files at once, so the first try succeeds."""
+    for attempt in range(REPLACE_TRIES):
+        try:
+            os.replace(src, dst)
+            return
+        except PermissionError as e:
+            if attempt == REPLACE_TRIES - 1:
+                raise UserError(f"{dst}: cannot replace the file ({e.strerror}); another program, or an open "
+                                "dataset, holds it: close it and run again") from None
+            gc.collect()
+            time.sleep(0.1 * 2 ** attempt)
 
 
 @contextlib.contextmanager
@@ -43,7 +67,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
             yield f
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -85,7 +109,7 @@ def output_set() -> Iterator[Callable[[str | os.PathLike], Path]]:
                 os.unlink(tmp)
         raise
     for tmp, final in staged:
-        os.replace(tmp, final)
+        replace(tmp, final)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

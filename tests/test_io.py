@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -71,3 +72,40 @@ def test_start_writeback_keeps_the_data_and_ignores_files_without_a_descriptor(t
         f.write(b"b" * 10)
     assert (tmp_path / "x.bin").read_bytes() == b"a" * 100_000 + b"b" * 10
     assert start_writeback(io.BytesIO(b"abc"), 0, 3) == 3
+
+
+def test_replace_retries_a_target_held_for_a_moment(tmp_path, monkeypatch):
+    """Windows refuses to replace a file that is open or memory-mapped; a dropped dataset's mapping goes at
+    the next garbage collection, so the write collects and retries instead of failing."""
+    import exmed_bert.io as io_mod
+
+    real, calls = os.replace, []
+
+    def held_twice(src, dst):
+        calls.append(dst)
+        if len(calls) <= 2:
+            raise PermissionError(13, "The process cannot access the file because it is being used")
+        real(src, dst)
+
+    monkeypatch.setattr(io_mod.os, "replace", held_twice)
+    monkeypatch.setattr(io_mod.time, "sleep", lambda s: None)
+    io_mod.write_text(tmp_path / "a.txt", "new")
+    assert (tmp_path / "a.txt").read_text() == "new" and len(calls) == 3
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]   # no temp file left behind
+
+
+def test_replace_of_a_target_held_for_good_is_one_line_and_keeps_the_old_file(tmp_path, monkeypatch):
+    import exmed_bert.io as io_mod
+    from exmed_bert.errors import UserError
+
+    (tmp_path / "a.txt").write_text("old")
+
+    def held(src, dst):
+        raise PermissionError(13, "Access is denied")
+
+    monkeypatch.setattr(io_mod.os, "replace", held)
+    monkeypatch.setattr(io_mod.time, "sleep", lambda s: None)
+    with pytest.raises(UserError, match=r"a\.txt: cannot replace the file \(Access is denied\); another program"):
+        io_mod.write_text(tmp_path / "a.txt", "new")
+    assert (tmp_path / "a.txt").read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
