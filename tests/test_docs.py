@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from exmed_bert.baselines.registry import BASELINES
 from exmed_bert.config import load_yaml, parse_args
 from exmed_bert.errors import UserError
 
@@ -28,8 +29,8 @@ NOT_RUN_BY_USERS = {
 }
 # How a command names the Python interpreter: in the docs, and in the example scripts (PY=${PYTHON:-python}).
 PYTHONS = ("python", "python3", "$PY", "${PY}")
-# main() names of a module that parses two dataclasses: which one each parses
-ARGS_CLASS = {"main_rf": "RFArgs", "main_xgboost": "XGBArgs"}
+# main() names of a module that parses several dataclasses (cli.baselines: one per baseline): which one each parses
+ARGS_CLASS = {f"main_{b.name}": b.args.__name__ for b in BASELINES}
 MODULES = {"exmed_bert.pipeline": "exmed_bert.pipeline", "exmed_bert.cli.wizard": "exmed_bert.cli.wizard"}
 # Scaled-down settings appended when a command runs for real (a later flag wins).
 CHEAP = {
