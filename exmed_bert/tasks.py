@@ -15,11 +15,10 @@ from typing import Sequence
 
 import numpy as np
 
-from exmed_bert.convert.task_datasets import build_task_datasets, task_datasets_for
-from exmed_bert.convert.labels import (US_PER_DAY, TaskTable, dataset_keys, is_meds_labels, read_task_csv,
-                                       write_rejects)
+from exmed_bert.convert import (ConvertArgs, TaskTable, build_task_datasets, dataset_keys, is_meds_labels,
+                                read_task_csv, task_datasets_for, vocab_settings, write_rejects)
 from exmed_bert.data.dataset import PatientDataset
-from exmed_bert.data.layout import time_to_iso
+from exmed_bert.data.layout import US_PER_DAY, time_to_iso
 from exmed_bert.data.splits import (SPLITS, Pretraining, SplitRecord, check_no_pretraining_leak, read_split_record,
                                     resolve_split)
 from exmed_bert.data.vocab import Vocab
@@ -108,7 +107,7 @@ def check_dataset_labels(splits: dict, num_labels: int) -> None:
 
 def load_task_splits(data_dir: str | os.PathLike, task_data: str | os.PathLike, *, num_labels: int,
                      output_dir: str | os.PathLike, on_error: str = "skip",
-                     input_path: str | os.PathLike | None = None, vocab=None, max_length: int = 512,
+                     input_path: str | os.PathLike | None = None, vocab=None, max_length: int | None = None,
                      split_seed: int | None = None, train_ratio: float | None = None,
                      pretraining: Pretraining | None = None):
     """The train/val/test task datasets every model reads, plus the vocabulary they are encoded with.
@@ -135,8 +134,12 @@ def load_task_splits(data_dir: str | os.PathLike, task_data: str | os.PathLike, 
               f"{split.describe()}", file=sys.stderr)
         data_vocab_path = out / "task_data" / "vocab.json"
         vocab.save(data_vocab_path)
-        paths = build_task_datasets(input_path, table, data_vocab_path, out / "task_data" / "task.pt",
-                                    max_length=max_length, train_ratio=split.train_ratio, seed=split.seed)
+        # the conversion's settings, as the model's vocabulary shows them, split as decided above
+        args = ConvertArgs(input=str(input_path), output=str(out / "task_data" / "task.pt"), task_data=str(table.path),
+                           seed=split.seed, train_ratio=split.train_ratio, **vocab_settings(vocab))
+        if max_length is not None:
+            args.max_length = max_length
+        paths = build_task_datasets(args, data_vocab_path, table=table)
     else:
         paths = find_task_datasets(data_dir) if data_dir.is_dir() else None
         data_vocab_path = data_dir / "vocab.json"

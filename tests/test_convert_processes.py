@@ -49,13 +49,18 @@ def test_a_workers_pass_over_a_meds_shard_loads_no_pandas(tmp_path):
     root = write_fixture(tmp_path / "meds", nasty_subjects() * 3, shards=2)
     (tmp_path / "spill").mkdir()
     code = textwrap.dedent(f"""
-        import sys
+        import pickle, sys
+        from pathlib import Path
         import exmed_bert.convert.workers as w
-        from exmed_bert.convert.meds import MedsReader
-        w._start(w.Job(input={str(root)!r}, other_codes="keep", max_length=64, seed=42, train_ratio=0.8,
-                       pretraining=True, labels=None, splits=None, value_edges={{}}, batch_rows=5,
-                       spill_dir={str(tmp_path / "spill")!r}))
-        r = w.convert_piece(w.Piece(file={str(root / "data" / "0.parquet")!r}))
+        from exmed_bert.convert.args import ConvertArgs
+        from exmed_bert.convert.formats.meds import MedsSource, Shard
+        from exmed_bert.convert.intake import Job
+        args = ConvertArgs(input={str(root)!r}, other_codes="keep", max_length=64)
+        source = MedsSource(Path(args.input), args)
+        source.batch_rows = 5
+        job = Job(args, source, pretraining=True, labels=None, spill_dir={str(tmp_path / "spill")!r})
+        w._start(pickle.loads(pickle.dumps(job)))   # as a worker gets it: the settings, no open reader
+        r = w.convert_piece(Shard(file={str(root / "data" / "0.parquet")!r}))
         assert r["n_records"] > 0 and r["pre"]["spilled"]
         print("pandas" in sys.modules)
     """)

@@ -12,19 +12,25 @@ import pytest
 
 import exmed_bert.convert.records as records
 import exmed_bert.convert.workers as workers
+from exmed_bert.convert.args import ConvertArgs
 from exmed_bert.convert.conversion import convert_patients
+from exmed_bert.convert.formats import meds as meds_format
+from exmed_bert.convert.formats.base import Source
+from exmed_bert.convert.formats.meds import MedsSource
+from exmed_bert.convert.processes import AUTO_MIN_BYTES
 from exmed_bert.errors import UserError
 from test_data_records import mixed_records
 from test_meds_fastpath import labels_at_noon, nasty_subjects, outputs, write_fixture
 
 
+def convert_with(n: int, input, tmp_path, **kw) -> dict:
+    out = tmp_path / f"w{n}"
+    convert_patients(input, out / "ds.pt", progress=False, workers=n, **kw)
+    return outputs(out)
+
+
 def convert_both(input, tmp_path, **kw) -> dict:
-    files = {}
-    for n in (1, 2):
-        out = tmp_path / f"w{n}"
-        convert_patients(input, out / "ds.pt", progress=False, workers=n, **kw)
-        files[n] = outputs(out)
-    return files
+    return {n: convert_with(n, input, tmp_path, **kw) for n in (1, 2)}
 
 
 def assert_same(files):
@@ -58,10 +64,11 @@ def test_meds_shards_in_workers_write_the_one_process_files(tmp_path, monkeypatc
     task = tmp_path / "task.csv"
     task.write_text("patient_id,label,prediction_date\n" + "".join(
         f"{1000 + i},{i % 2},{'2020-03-04' if i % 3 else ''}\n" for i in range(0, len(subjects), 2)))
+    files = {1: convert_with(1, root, tmp_path, task_data=task, other_codes="keep")}
     again = []   # pieces the main process converted again (a patient id of an earlier piece)
-    real = workers.feed
-    monkeypatch.setattr(workers, "feed", lambda run, piece, *a: again.append(piece.file) or real(run, piece, *a))
-    files = convert_both(root, tmp_path, task_data=task, other_codes="keep")
+    real = MedsSource.feed
+    monkeypatch.setattr(MedsSource, "feed", lambda self, run, piece: again.append(piece.file) or real(self, run, piece))
+    files[2] = convert_with(2, root, tmp_path, task_data=task, other_codes="keep")
     assert_same(files)
     assert again == [str(root / "data" / "2.parquet")]
     man = files[2]["dataset_manifest.json"]
@@ -88,12 +95,12 @@ def one_shard(tmp_path, subjects, *, unsorted_group=False, **kw):
 def test_one_shard_cut_into_row_group_parts_writes_the_one_process_files(tmp_path, monkeypatch, case):
     """A dataset in one shard is shared by the workers in row-group parts, cut by subject_id ranges: a
     subject whose rows span a cut is converted once, by the part that owns it."""
-    monkeypatch.setattr(workers, "MIN_PART_ROWS", 20)
+    monkeypatch.setattr(meds_format, "MIN_PART_ROWS", 20)
     root = one_shard(tmp_path, nasty_subjects() * 3, unsorted_group=case == "unsorted row group",
                      text_ids=case == "text ids", values=case == "value bins")
     from exmed_bert.convert.meds import MedsReader
     from exmed_bert.convert.shard_parts import shard_parts
-    parts = workers.meds_pieces(MedsReader(root), 2)
+    parts = MedsSource(root, ConvertArgs(input=str(root))).pieces(2)
     if case == "text ids":   # no exact integer statistics to cut by: the shard is one piece
         assert [p.part for p in parts] == [None]
     else:
@@ -119,8 +126,7 @@ def test_one_shard_cut_into_row_group_parts_writes_the_one_process_files(tmp_pat
 
 
 def test_jsonl_blocks_in_workers_write_the_one_process_files(tmp_path, monkeypatch):
-    monkeypatch.setattr(records, "_BLOCK", 2500)    # many blocks (the main process cuts them)
-    monkeypatch.setattr(workers, "_BLOCK", 2500)
+    monkeypatch.setattr(records, "BLOCK_BYTES", 2500)    # many blocks (the main process cuts them)
     (tmp_path / "in.jsonl").write_text(mixed_records())
     task = tmp_path / "task.csv"
     task.write_text("patient_id,label,prediction_date\n"
@@ -132,8 +138,7 @@ def test_jsonl_blocks_in_workers_write_the_one_process_files(tmp_path, monkeypat
 
 
 def test_on_error_fail_names_the_same_first_bad_record(tmp_path, monkeypatch):
-    monkeypatch.setattr(records, "_BLOCK", 2500)
-    monkeypatch.setattr(workers, "_BLOCK", 2500)
+    monkeypatch.setattr(records, "BLOCK_BYTES", 2500)
     def line(pid, **kw):
         return json.dumps({"patient_id": pid, "birth_date": "1960-01-01", "sex": "F",
                            "diagnoses": [{"code": "E11.65", "date": "2020-01-01"}], **kw})
@@ -151,26 +156,40 @@ def test_on_error_fail_names_the_same_first_bad_record(tmp_path, monkeypatch):
 
 
 def test_how_many_workers(tmp_path):
+    from exmed_bert.convert.formats.guide_json import JsonSource
+
     root = write_fixture(tmp_path / "meds", nasty_subjects(), shards=2)
-    from exmed_bert.convert.meds import MedsReader
-    reader = MedsReader(root)
-    assert workers.plan_workers(None, root, reader, False) == 1        # small input: this process
-    assert workers.plan_workers(8, root, reader, False) == 2           # never more than pieces
-    assert workers.plan_workers(4, tmp_path / "x.json", None, False) == 1   # a JSON document is one piece
+    source = MedsSource(root, ConvertArgs(input=str(root)))
+    assert workers.plan_workers(source, None) == (1, None)          # small input: this process
+    n, pieces = workers.plan_workers(source, 8)
+    assert n == 2 and [p.file for p in pieces] == [str(f) for f in source.reader.files]   # never more than pieces
+    (tmp_path / "x.json").write_text('{"patients": []}')
+    doc = JsonSource(tmp_path / "x.json", ConvertArgs(input=str(tmp_path / "x.json")))
+    assert workers.plan_workers(doc, 4) == (1, None)                # a JSON document is one piece
     with pytest.raises(UserError, match="--workers must be at least 1"):
-        workers.plan_workers(0, root, reader, False)
+        ConvertArgs(workers=0).validate()
 
 
-@pytest.mark.parametrize("cpus, jsonl, expected", [(2, False, 2), (2, True, 1), (8, False, 8), (8, True, 8),
-                                                   (1, False, 1)])
-def test_default_workers_by_input_and_cpus(monkeypatch, cpus, jsonl, expected):
-    """Every CPU from 16 MB of input; JSONL on 2 CPUs stays in one process (which already parses the
-    next block in a thread); small inputs always do."""
-    from exmed_bert.convert import processes
+class Sized(Source):
+    """A source of `size` bytes in 100 pieces whose one process keeps `busy_cores` cores busy."""
+    def __init__(self, size: int, busy_cores: int):
+        self._size, self.busy_cores = size, busy_cores
 
-    monkeypatch.setattr(processes, "cpu_count", lambda: cpus)
-    assert processes.default_workers(processes.AUTO_MIN_BYTES, jsonl) == expected
-    assert processes.default_workers(processes.AUTO_MIN_BYTES - 1, jsonl) == 1
+    def size(self) -> int:
+        return self._size
+
+    def pieces(self, workers: int) -> list:
+        return list(range(100))
+
+
+@pytest.mark.parametrize("cpus, busy, expected", [(2, 1, 2), (2, 2, 1), (8, 1, 8), (8, 2, 8), (1, 1, 1)])
+def test_default_workers_by_input_and_cpus(monkeypatch, cpus, busy, expected):
+    """Every CPU from 16 MB of input; a format whose one process already keeps 2 cores busy (JSONL parses
+    the next block in a thread) stays in one process on 2 CPUs; small inputs always do."""
+    monkeypatch.setattr(workers, "cpu_count", lambda: cpus)
+    assert workers.plan_workers(Sized(AUTO_MIN_BYTES, busy), None)[0] == expected
+    assert workers.plan_workers(Sized(AUTO_MIN_BYTES - 1, busy), None)[0] == 1
+    assert workers.plan_workers(Sized(AUTO_MIN_BYTES - 1, busy), 3)[0] == 3   # asked for: taken as given
 
 
 def test_workers_do_not_load_torch():

@@ -179,7 +179,7 @@ def test_datasets_from_before_admission_days(tmp_path):
 
 def test_task_datasets_for_builds_from_existing_conversion(tmp_path):
     src = write(tmp_path / "in.jsonl", patients(20))
-    convert_patients(src, tmp_path / "ds.pt", args={"output": str(tmp_path / "ds.pt"), "seed": 42}, progress=False)
+    convert_patients(src, tmp_path / "ds.pt", progress=False)
     csv = tmp_path / "task.csv"
     csv.write_text("patient_id,label\n" + "".join(f"P{i},{i % 2}\n" for i in range(20)))
     paths = task_datasets_for(tmp_path, csv)

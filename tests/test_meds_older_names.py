@@ -9,7 +9,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import exmed_bert.convert.workers as workers
+from exmed_bert.convert.args import ConvertArgs
+from exmed_bert.convert.formats import meds as meds_format
 from exmed_bert.convert.conversion import convert_patients
 from exmed_bert.convert.labels import read_task_csv
 from exmed_bert.convert.meds import MedsReader
@@ -95,7 +96,7 @@ def test_older_names_give_the_same_outputs(tmp_path, workers_n):
 
 @pytest.mark.parametrize("case", ["row-group parts", "unsorted shard"])
 def test_older_names_in_one_shard_cut_into_parts_or_read_whole(tmp_path, monkeypatch, case):
-    monkeypatch.setattr(workers, "MIN_PART_ROWS", 20)
+    monkeypatch.setattr(meds_format, "MIN_PART_ROWS", 20)
 
     def build(p):
         root = write_fixture(p, nasty_subjects() * 3, shards=1)
@@ -107,7 +108,7 @@ def test_older_names_in_one_shard_cut_into_parts_or_read_whole(tmp_path, monkeyp
 
     new, old = pair(tmp_path, build)
     if case == "row-group parts":
-        assert len(workers.meds_pieces(MedsReader(old), 2)) >= 3   # cut by the older subject id's statistics
+        assert len(meds_format.MedsSource(old, ConvertArgs(input=str(old))).pieces(2)) >= 3   # cut by the older subject id's statistics
     files = {}
     for name, root in (("new", new), ("old", old)):
         convert_patients(root, tmp_path / f"out_{name}" / "ds.pt", progress=False, workers=2)

@@ -116,7 +116,11 @@ def test_drop_counts_other_codes_per_family_and_rejects_no_patient(inputs, tmp_p
 
 
 def sha(folder):
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+    """File hashes; a manifest's without its args (which name the output folder)."""
+    def data(p):
+        return json.dumps({**json.loads(p.read_text()), "args": None}).encode() if p.name.endswith("manifest.json") \
+            else p.read_bytes()
+    return {p.name: hashlib.sha256(data(p)).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
 @pytest.mark.parametrize("mode", ["drop", "keep"])
@@ -273,11 +277,12 @@ def test_value_bins_learn_edges_on_the_train_split_only(tmp_path, monkeypatch):
     counts = {k: sum(vocab.token(int(t)).endswith(f"|q{k}") for t in train.data["input_ids"]) for k in range(1, 5)}
     assert sorted(counts.values()) == [12, 12, 13, 13]   # 50 values in 4 quantile bins
     # task datasets built later from the vocabulary alone (no --other-codes / --value-bins given) bin the same way
-    from exmed_bert.convert.task_datasets import build_task_datasets
+    from exmed_bert.convert import ConvertArgs, build_task_datasets, vocab_settings
 
     (tmp_path / "task.csv").write_text("patient_id,label\n" + "".join(f"{i},{i % 2}\n" for i in range(20)))
-    paths = build_task_datasets(tmp_path / "high" / "meds", tmp_path / "task.csv", runs["high"] / "vocab.json",
-                                tmp_path / "task" / "t.pt", progress=False, split_source="meds")
+    args = ConvertArgs(input=str(tmp_path / "high" / "meds"), output=str(tmp_path / "task" / "t.pt"),
+                       task_data=str(tmp_path / "task.csv"), split_source="meds", **vocab_settings(vocab))
+    paths = build_task_datasets(args, runs["high"] / "vocab.json", progress=False)
     for split in ("train", "val"):
         ds = PatientDataset.load(paths[split])
         toks = [vocab.token(int(t)) for t in ds.data["input_ids"]]

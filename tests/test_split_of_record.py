@@ -23,8 +23,7 @@ SEED, RATIO = 5, 0.7  # the conversion's split; neither is a default (42, 0.8), 
 
 def convert(folder, patients, task, seed, ratio=RATIO):
     out = folder / "synthetic.pt"
-    convert_patients(patients, out, task_data=task, seed=seed, train_ratio=ratio, progress=False,
-                     args={"output": str(out), "seed": seed, "train_ratio": ratio})
+    convert_patients(patients, out, task_data=task, seed=seed, train_ratio=ratio, progress=False)
     return folder
 
 

@@ -19,14 +19,14 @@ def main(argv=None) -> int:
     # look at the flags, then (if a --config file named them) on the parsed arguments
     started = start_early(*peek_flags(argv))
     from exmed_bert.config import parse_args
-    from exmed_bert.convert.args import ConvertArgs
+    from exmed_bert.convert import ConvertArgs
 
     args = parse_args(ConvertArgs, argv, prog="convert_synthetic_to_dataset.py")
     if not started:
         start_early(args.input, args.workers)
     tune_malloc()   # this process converts too (one process), and merges and writes (workers)
     # numpy and pyarrow load here, after parsing: 0.2 s to import (python -X importtime), --help 0.1 s
-    from exmed_bert.convert.conversion import run
+    from exmed_bert.convert import run
 
     run(args)
     return 0

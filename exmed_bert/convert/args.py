@@ -15,6 +15,9 @@ from exmed_bert.errors import UserError
 SPLIT_SOURCES = ("auto", "meds", "hash")  # where a patient's split comes from (--split-source)
 ON_ERROR = ("skip", "fail")
 OTHER_CODES = ("drop", "keep")   # --other-codes (exmed_bert.convert.validate holds the same tuple)
+# fields that change no byte of the datasets: where the input, the task rows (checked by their fingerprint)
+# and the outputs are, and how many processes convert: task datasets are reused across them
+NOT_IN_DATA = ("input", "output", "task_data", "workers")
 
 
 @dataclass
@@ -73,3 +76,10 @@ class ConvertArgs:
             raise UserError(f"--workers must be at least 1, got {self.workers}")
         if self.value_bins < 0 or self.value_bins == 1:
             raise UserError(f"--value-bins must be 0 (off) or at least 2, got {self.value_bins}")
+        if self.value_bins and self.other_codes != "keep":
+            raise UserError(f"--value-bins {self.value_bins} bins the values of other codes; add --other-codes keep "
+                            "(or leave --value-bins at 0)")
+        for flag, value, choices in (("--on-error", self.on_error, ON_ERROR), ("--other-codes", self.other_codes,
+                                     OTHER_CODES), ("--split-source", self.split_source, SPLIT_SOURCES)):
+            if value not in choices:
+                raise UserError(f"{flag} must be one of {', '.join(choices)}, got {value!r}")

@@ -1,17 +1,22 @@
 """The conversion pass: accept or reject each record in input order, write rejects, assign splits and
-labels, and hand accepted patients to the output families. JSONL blocks take the columnar fast path;
-every record it flags (and every record of other inputs) takes the per-record path.
+labels, and hand accepted patients to the output families. Columnar blocks (JSONL, MEDS) take the fast
+path; every record it flags, and every patient dict a format sends, takes the per-record path. `Job` is
+what a pass is built from, in the main process and in each worker alike.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import dataclass
 
 import numpy as np
 
+from exmed_bert.convert.args import ConvertArgs
 from exmed_bert.convert.columns import NO_CUT, NO_TIME, event_times, select, take
+from exmed_bert.convert.family import Family
 from exmed_bert.convert.fastpath import FastBlock
+from exmed_bert.convert.formats.base import Source
 from exmed_bert.convert.validate import Parsed, RecordParser, Reject
 from exmed_bert.data.splits import split_index
 from exmed_bert.errors import UserError
@@ -34,12 +39,41 @@ def fail_message(input, record: int, pid, reason: str) -> str:
     return f"{input}: record {record} (patient_id {pid!r}): {reason}; fix the record or use --on-error skip"
 
 
+@dataclass
+class Job:
+    """What every pass over the input is built from (`start`): the main process's, and each worker's, which
+    gets it once when it starts."""
+    args: ConvertArgs
+    source: Source                 # the opened input (a worker reopens what it reads from it)
+    pretraining: bool              # False: a task-only build (with a fixed vocabulary)
+    labels: dict | None            # {patient_id: [(label, prediction day or None, prediction time or None), ...]}
+    splits: object | None = None   # the input's own subject splits (`Source.subject_splits`); None: id hash
+    timed: bool = False            # events carry times: the task split is cut at each prediction time
+    label_times: bool = False      # task rows record their prediction time
+    spill_dir: str | None = None   # the main process's spill folder: workers spill token arrays there
+
+    def start(self, spills, rejects, on_error: str | None = None) -> "Intake":
+        """A pass with its own token table, output families spilling to `spills` (pretrain, task) and
+        rejects written to `rejects`; `on_error` overrides the setting (a worker skips: the main process
+        decides what fails)."""
+        parser = RecordParser(other_codes=self.args.other_codes)
+        parser.read_times = self.timed
+        length = self.args.max_length
+        pre = Family(parser, length, task=False, spill=spills[0]) if self.pretraining else None
+        task = Family(parser, length, task=True, spill=spills[1], label_times=self.label_times,
+                      cut_at_time=self.timed) if self.labels is not None else None
+        return Intake(parser, pre, task, self.labels, self.args, rejects=rejects,
+                      on_error=on_error or self.args.on_error,
+                      split_of=self.splits.split_of if self.splits is not None else None)
+
+
 class Intake:
-    def __init__(self, parser: RecordParser, pre, task, labels: dict | None, *, seed: int, train_ratio: float,
-                 on_error: str, input, rejects, split_of=None):
+    def __init__(self, parser: RecordParser, pre, task, labels: dict | None, args: ConvertArgs, *, rejects,
+                 on_error: str, split_of=None):
         """`rejects`: the rejects file (lines are written) or a list (a worker's: tuples are kept)."""
         self.parser, self.pre, self.task, self.labels = parser, pre, task, labels
-        self.seed, self.train_ratio, self.on_error, self.input, self.rej = seed, train_ratio, on_error, input, rejects
+        self.seed, self.train_ratio, self.input = args.seed, args.train_ratio, args.input
+        self.on_error, self.rej = on_error, rejects
         # patient_id -> split index, or -1 to leave the patient out of every split (MEDS subject splits);
         # None: the seeded hash of the patient id
         self.split_of = split_of

@@ -56,12 +56,13 @@ def sample_key(patient_id: str, prediction_time: int | None = None) -> str:
 CUT_AT_TIME, CUT_AT_DAY = "before prediction_time", "before the day of prediction_time"
 
 
-def cut_rule(table: "TaskTable", meds: bool) -> str | None:
-    """The task manifest's "cut" for a conversion of `table` from MEDS input or not (None: labels by date,
-    cut by the day, as always). A task dataset is reused only when its manifest says the same."""
+def cut_rule(table: "TaskTable", event_times: bool) -> str | None:
+    """The task manifest's "cut" for a conversion of `table` from an input whose events carry times (MEDS)
+    or not (None: labels by date, cut by the day, as always). A task dataset is reused only when its
+    manifest says the same."""
     if not table.timed:
         return None
-    return CUT_AT_TIME if meds else CUT_AT_DAY
+    return CUT_AT_TIME if event_times else CUT_AT_DAY
 
 
 def dataset_keys(data: dict, patient_ids: list[str]) -> list[str]:

@@ -13,20 +13,11 @@ import os
 import sys
 from pathlib import Path
 
-WORKER_MODULE = "exmed_bert.convert.workers"
-# With --workers left at its default, inputs smaller than this are converted in the main process:
-# starting workers (about 0.5 s) costs more than it saves below ~50,000 patients.
+# what a worker runs, and the input formats it reads: imported once, by the fork server
+WORKER_MODULES = ["exmed_bert.convert.workers", "exmed_bert.convert.formats"]
+# With --workers left at its default, inputs smaller than this are converted in the main process
+# (`workers.plan_workers`)
 AUTO_MIN_BYTES = 16 << 20
-# ... and so is JSONL on this many CPUs or fewer: one process already parses the next block in a second
-# thread, so it keeps two cores busy, and 2 workers were 17% slower (100,000 patients, 3.5 against 4.1 s)
-JSONL_AUTO_MAX_CPUS = 2
-
-
-def default_workers(size: int, jsonl: bool) -> int:
-    """--workers when it is not given, for an input of `size` bytes (MEDS Parquet, or JSONL)."""
-    if size < AUTO_MIN_BYTES or (jsonl and cpu_count() <= JSONL_AUTO_MAX_CPUS):
-        return 1
-    return cpu_count()
 
 
 def cpu_count() -> int:
@@ -67,16 +58,17 @@ def context():
     its path), which is why `exmed_bert.cli.convert` imports nothing heavy at module level."""
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["__main__", WORKER_MODULE])   # used when the server starts (once per process)
+        ctx.set_forkserver_preload(["__main__", *WORKER_MODULES])   # used when the server starts (once per process)
         return ctx
     return multiprocessing.get_context("spawn")
 
 
 def start_early(input, workers: int | None) -> bool:
-    """Start the fork server now if a conversion of `input` with `workers` will likely use worker processes
+    """Start the fork server now if a conversion of `input` with `workers` may use worker processes
     (MEDS Parquet or a JSONL file, of at least AUTO_MIN_BYTES unless `workers` is set); True if started.
-    Calling it again does nothing more. A guess that turns out wrong (one shard too small to cut into
-    parts, say) costs one idle process, stopped at exit."""
+    Calling it again does nothing more. This is a guess from the flags and file sizes, not the decision
+    (`workers.plan_workers`): a wrong one (one shard too small to cut into parts, JSONL on 2 CPUs) costs
+    one idle process, stopped at exit."""
     if input is None or workers == 1 or "forkserver" not in multiprocessing.get_all_start_methods():
         return False
     try:
@@ -91,9 +83,7 @@ def start_early(input, workers: int | None) -> bool:
             return False
     except OSError:
         return False   # the conversion reports it
-    if not size:
-        return False
-    if workers is None and default_workers(size, jsonl) == 1:
+    if not size or (workers is None and size < AUTO_MIN_BYTES):
         return False
     from multiprocessing import forkserver
 

@@ -22,7 +22,7 @@ except ImportError:
 _CHUNK = 1 << 20              # characters read per refill
 _MAX_RECORD = 256 << 20       # a single value larger than this is treated as malformed, not incomplete
 _WS = " \t\r\n"
-_BLOCK = 8 << 20             # bytes of JSONL lines per block
+BLOCK_BYTES = 8 << 20        # bytes of JSONL lines per block (a piece of --workers)
 
 
 def open_text(path: Path):
@@ -106,7 +106,7 @@ class JsonlBlock:
 
 def iter_jsonl_blocks(path: Path, size: int | None = None) -> Iterator[JsonlBlock]:
     """Blocks of about `size` bytes of whole lines (a UTF-8 BOM at the start is dropped)."""
-    size, line = size or _BLOCK, 1
+    size, line = size or BLOCK_BYTES, 1
     with open(path, "rb") as f:
         rest = f.read(size)
         if rest.startswith(b"\xef\xbb\xbf"):

@@ -10,38 +10,31 @@ from exmed_bert.convert.intake import Intake
 from exmed_bert.convert.validate import STAY_CAP_DAYS, RecordParser
 
 
-def code_report(meds, parser: RecordParser) -> dict:
-    """What the manifest says about the codes read: stays left out as implausible (any input), and for
-    MEDS the rows kept and ignored per code family (the 50 largest of each) and dataset.json."""
+def code_report(source, parser: RecordParser) -> dict:
+    """What the manifest says about the codes read: stays left out as implausible (any input), events or
+    rows left out per code family, and what the input's format adds (`Source.report`: for MEDS the rows
+    kept and ignored per code family, the 50 largest of each, and dataset.json)."""
     out: dict = {"implausible_stays": {"cap_days": STAY_CAP_DAYS, "left_out": parser.implausible_stays}}
     # --other-codes: the mode, and events/rows left out per code family (JSON: events of an unknown system
     # with drop, or too long; MEDS: every row the reader did not use, plus those)
     ignored = Counter(parser.ignored)
-    if meds is not None:
-        ignored.update(meds.ignored)
+    ignored.update(source.ignored)
     out["other_codes"] = "keep" if parser.keep_other else "drop"
     out["ignored_codes"] = dict(ignored.most_common(50))
-    if meds is not None:
-        out["meds_kept_codes"] = dict(meds.kept.most_common(50))
-        out["meds_ignored_codes"] = dict(meds.ignored.most_common(50))
-        if meds.dataset_info is not None:
-            out["meds_dataset"] = meds.dataset_info
+    out.update(source.report())
     return out
 
 
-def _families(counts: dict, top: int = 4) -> str:
+def families(counts: dict, top: int = 4) -> str:
     """'LAB 5000, SNOMED 120, ... (+3 more)' from {family: rows}, largest first (ties by name)."""
     items = sorted(counts.items(), key=lambda x: (-x[1], x[0]))
     text = ", ".join(f"{k} {v}" for k, v in items[:top])
     return text + (f" (+{len(items) - top} more)" if len(items) > top else "")
 
 
-def all_rejected_message(input, run: Intake, meds, paths: dict, kept_conversion: bool = False) -> str:
+def all_rejected_message(input, run: Intake, source, paths: dict, kept_conversion: bool = False) -> str:
     msg = (f"{input}: all {run.n_records} records were rejected (first reasons: {', '.join(run.reasons)})")
-    if meds is not None and meds.ignored:
-        msg += (f"; the largest ignored code families were {_families(dict(meds.ignored), 3)}, which the "
-                "converter does not read (it reads diagnoses, drugs and procedures of the code systems in "
-                "docs/DATASET.md, 'MEDS code forms'; --other-codes keep reads the others as tokens)")
+    msg += source.rejected_hint()
     msg += f"; see {paths['rejected']} and {paths['manifest']}, or --on-error fail for the first bad record"
     if kept_conversion:
         msg += f" (the conversion already in {paths['manifest'].parent} is left as it was)"
@@ -54,8 +47,8 @@ def summary_line(manifest: dict, paths: dict) -> str:
     line = (f"converted {manifest['records'] - manifest['rejected']} of {manifest['records']} patients ({splits}); "
             f"vocabulary {manifest['vocab_size']} tokens; [UNK] in val/test {unk}; ")
     if manifest.get("meds_kept_codes") is not None:
-        line += (f"MEDS rows kept {_families(manifest['meds_kept_codes']) or 'none'}, "
-                 f"ignored {_families(manifest.get('meds_ignored_codes', {})) or 'none'}; ")
+        line += (f"MEDS rows kept {families(manifest['meds_kept_codes']) or 'none'}, "
+                 f"ignored {families(manifest.get('meds_ignored_codes', {})) or 'none'}; ")
     stays = manifest.get("implausible_stays") or {}
     if stays.get("left_out"):
         line += f"{stays['left_out']} hospital stays over {stays['cap_days']} days left out; "
