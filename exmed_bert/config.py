@@ -2,8 +2,10 @@
 
 Precedence is default < config.yaml < flag. Values are converted by the declared type, so `1e-4` is a
 float and the code "401" stays a string. Unknown keys and flags are errors naming the nearest valid one.
-config.yaml is read once (`load_yaml`) and checked against every stage's arguments (`stages.REGISTRY`);
-each stage's dataclass is then filled from those sections (`from_sections`, or `parse_args` with flags).
+config.yaml holds a section per stage, named as in `stages.REGISTRY` (`generate:`, `pretrain:`, ...); the
+guide's flat keys are read too. It is read once (`load_yaml`), checked against every stage's arguments and
+resolved into each stage's keys; each stage's dataclass is then filled from them (`from_sections`, or
+`parse_args` with flags).
 """
 
 from __future__ import annotations
@@ -20,10 +22,7 @@ from typing import Any, Sequence, TypeVar
 from exmed_bert.errors import UserError
 
 T = TypeVar("T")
-Sections = dict  # {section or None (top level): {key: raw yaml value}}, as load_yaml returns it
-
-# Nested mappings whose keys are read as if they were top-level (the guide's `clinvec_params`).
-FLATTENED_SECTIONS = ("clinvec_params",)
+Sections = dict  # {stage: {key: raw yaml value}}, each stage's keys as load_yaml resolved them
 
 _TRUE = {"true", "yes", "y", "1", "on"}
 _FALSE = {"false", "no", "n", "0", "off"}
@@ -120,28 +119,48 @@ def nearest(name: str, candidates: Sequence[str]) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# config.yaml
+# config.yaml: a section per stage (named as in stages.REGISTRY), and the guide's flat keys
+
+# The guide writes config.yaml flat: a top-level key (or one in its `clinvec_params:` mapping) sets each of
+# these stages that has the field. finetune, rf, xgboost and report read only their own sections.
+FLAT_KEY_STAGES = ("generate", "convert", "pretrain", "pipeline")
+# The guide's nested mapping whose keys are flat keys.
+FLATTENED_SECTIONS = ("clinvec_params",)
+# The report stage's section may also go by its script's name (compare-models.py).
+SECTION_ALIASES = {"compare": "report"}
 
 
-def known_keys() -> dict[str | None, set[str]]:
-    """Every key config.yaml may hold, per section (None = top level), from the registry's classes."""
+def stage_fields() -> dict[str, set[str]]:
+    """Each stage's config.yaml keys: the fields of its arguments class in stages.REGISTRY."""
     from exmed_bert.stages import REGISTRY   # every stage's arguments: loaded only to read a config.yaml
 
-    keys: dict[str | None, set[str]] = {None: {"config"}}
-    for _, cls in REGISTRY:
-        keys.setdefault(cls.yaml_section, set()).update(f.name for f in dataclasses.fields(cls))
-    return keys
+    return {name: {f.name for f in dataclasses.fields(cls)} for name, cls in REGISTRY}
+
+
+def stage_of(cls: type) -> str | None:
+    """The stage whose section fills `cls` (None: a class outside stages.REGISTRY reads no section)."""
+    from exmed_bert.stages import REGISTRY   # as in stage_fields
+
+    return next((name for name, c in REGISTRY if c is cls), None)
 
 
 def read_yaml(path: str | Path) -> tuple[dict[str, Any], Sections]:
     """config.yaml as written (the raw mapping, e.g. to write a copy with changes) and its checked sections."""
     raw = _read(Path(path))
-    return raw, split_sections(raw, path)
+    return raw, _sections_noted(raw, path)
 
 
 def load_yaml(path: str | Path) -> Sections:
-    """Read and check config.yaml; returns {section_or_None: {key: raw value}}."""
-    return split_sections(_read(Path(path)), path)
+    """Read and check config.yaml; returns each stage's keys {stage: {key: raw value}}. A flat key that sets
+    two or more stages is named on stderr, once."""
+    return _sections_noted(_read(Path(path)), path)
+
+
+def _sections_noted(raw: dict[str, Any], path: str | Path) -> Sections:
+    sections, notices = split_sections(raw, path)
+    for line in notices:
+        print(line, file=sys.stderr)
+    return sections
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -162,31 +181,53 @@ def _read(path: Path) -> dict[str, Any]:
     return raw
 
 
-def split_sections(raw: dict[str, Any], path: str | Path) -> Sections:
-    """A config.yaml mapping as {section_or_None: {key: raw value}}; an unknown key names the nearest one."""
-    keys = known_keys()
-    sections = {s for s in keys if s is not None}
-    out: dict[str | None, dict[str, Any]] = {None: {}}
+def split_sections(raw: dict[str, Any], path: str | Path) -> tuple[Sections, list[str]]:
+    """A config.yaml mapping as each stage's keys {stage: {key: raw value}}, and the notices to show.
+
+    A stage's section (`pretrain:`) sets that stage; a flat key (top level or `clinvec_params:`) sets every
+    stage of FLAT_KEY_STAGES that has the field, and a section's key wins over it. A flat key that sets two
+    or more stages gives one notice naming them. An unknown key names the nearest valid one.
+    """
+    fields = stage_fields()
+    flat_keys = {"config"}.union(*(fields[s] for s in FLAT_KEY_STAGES))
+    flat: dict[str, tuple[Any, str]] = {}       # key -> (value, where it was written)
+    own: dict[str, dict[str, Any]] = {name: {} for name in fields}
     for key, value in raw.items():
         key = str(key)
-        if key in FLATTENED_SECTIONS or key in sections:
+        stage = SECTION_ALIASES.get(key, key)
+        if stage in fields or key in FLATTENED_SECTIONS:
+            if value is None:           # a section with every key commented out
+                continue
             if not isinstance(value, dict):
                 raise UserError(f"{path}: {key} must be a mapping of key: value")
-            target = None if key in FLATTENED_SECTIONS else key
-            valid = keys.get(target, set())
+            valid = fields[stage] if stage in fields else flat_keys - {"config"}
             for sub, sub_value in value.items():
                 sub = str(sub)
                 if sub not in valid:
                     hint = nearest(sub, sorted(valid))
                     raise UserError(f"{path}: unknown key '{key}.{sub}'"
                                     + (f"; did you mean '{key}.{hint}'?" if hint else ""))
-                out.setdefault(target, {})[sub] = sub_value
-        elif key in keys[None]:
-            out[None][key] = value
+                if stage in fields:
+                    own[stage][sub] = sub_value
+                else:
+                    flat[sub] = (sub_value, key)
+        elif key in flat_keys:
+            flat[key] = (value, "top level")
         else:
-            hint = nearest(key, sorted(keys[None] | sections | set(FLATTENED_SECTIONS)))
+            owners = [s for s in fields if key in fields[s]]
+            hint = (f"{owners[0]}.{key}" if owners
+                    else nearest(key, sorted(flat_keys | set(fields) | set(FLATTENED_SECTIONS))))
             raise UserError(f"{path}: unknown key '{key}'" + (f"; did you mean '{hint}'?" if hint else ""))
-    return out
+    notices = []
+    for key, (value, where) in flat.items():
+        reached = [s for s in FLAT_KEY_STAGES if key in fields[s] and key not in own[s]]
+        for stage in reached:
+            own[stage][key] = value
+        if len(reached) > 1:
+            names = ", ".join(reached[:-1]) + " and " + reached[-1]
+            notices.append(f"{path}: '{key}' ({where}) sets {names}; put it under one stage's section "
+                           "to set only that one")
+    return own, notices
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,7 +279,7 @@ def build_parser(cls: type, prog: str | None = None, description: str | None = N
 def _yaml_values(cls: type, sections: Sections, where: str) -> dict[str, Any]:
     """The keys of `cls`'s section, converted by the declared types."""
     fields, values = _fields(cls), {}
-    for key, raw in sections.get(getattr(cls, "yaml_section", None), {}).items():
+    for key, raw in sections.get(stage_of(cls), {}).items():
         if key in fields:
             try:
                 values[key] = convert(raw, fields[key].type)

@@ -114,11 +114,12 @@ def runners() -> dict[str, Callable[[Any], Any]]:
     from exmed_bert.baselines.runner import run as baseline
     from exmed_bert.convert.conversion import run as convert
     from exmed_bert.evaluation.report import run as report
+    from exmed_bert.synthetic.clinvec_demo import with_demo_release
     from exmed_bert.synthetic.cohort import run as generate
     from exmed_bert.training.finetune import run as finetune
     from exmed_bert.training.pretrain import run as pretrain
 
-    return {"generate": generate, "convert": convert, "pretrain": pretrain, "finetune": finetune,
+    return {"generate": generate, "convert": convert, "pretrain": with_demo_release(pretrain), "finetune": finetune,
             **{b.name: baseline for b in BASELINES}, "report": report}
 
 

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exmed_bert.synthetic.clinvec_demo import (build_demo_clinvec, demo_is_current, resolve_clinvec_dir,
-                                               write_node_table, write_vector_csv)
 from exmed_bert.clinvec.loader import available_codes, load_clinvec, read_vectors
-from exmed_bert.clinvec.release import DEMO_MARKER, is_demo
+from exmed_bert.clinvec.release import DEMO_MARKER, demo_notice, is_demo, resolve_clinvec_dir
 from exmed_bert.errors import UserError
+from exmed_bert.synthetic.clinvec_demo import (DEMO_VERSION, build_demo_clinvec, demo_is_current,
+                                               ensure_demo_release, write_node_table, write_vector_csv)
 
 DIM = 128
 # (node_id, ntype, node_index): global indices, deliberately not 0..N-1 and not sorted by vocabulary.
@@ -186,14 +186,49 @@ def test_demo_vectors_reflect_the_code_graph(demo_dir):
     assert cos("E11.65:icd10cm", "E11.6:icd10cm") > cos("E11.65:icd10cm", "I48.91:icd10cm") + 0.3
 
 
-def test_resolve_prefers_real_files_and_falls_back_to_the_demo(tmp_path, capsys):
+def test_resolve_reads_real_files_first_then_the_demo_release_beside_them(tmp_path, demo_dir):
     real = write_release(tmp_path / "ClinVec")
-    assert resolve_clinvec_dir(real) == real
+    (tmp_path / "ClinVec_demo").symlink_to(demo_dir)
+    assert resolve_clinvec_dir(real) == real and demo_notice(real, real) is None   # real files win
     empty = tmp_path / "other" / "ClinVec"
     empty.mkdir(parents=True)
-    demo = resolve_clinvec_dir(empty)
-    assert demo == tmp_path / "other" / "ClinVec_demo" and is_demo(demo)
-    assert "DEMO ClinVec embeddings" in capsys.readouterr().err
+    with pytest.raises(UserError) as e:   # neither: says what to run; builds nothing
+        resolve_clinvec_dir(empty)
+    assert str(e.value) == (
+        f"{empty}: no ClinVec files (ClinGraph_nodes.csv, ClinVec_<vocab>.csv) and no demo release in "
+        f"{tmp_path / 'other' / 'ClinVec_demo'}; put the release files in {empty}/ (see ClinVec/README.md), or "
+        f"build the DEMO embeddings with `python scripts/build_demo_clinvec.py --output {tmp_path / 'other' / 'ClinVec_demo'}`")
+    assert not (tmp_path / "other" / "ClinVec_demo").exists()
+    (tmp_path / "other" / "ClinVec_demo").symlink_to(demo_dir)
+    assert resolve_clinvec_dir(empty) == tmp_path / "other" / "ClinVec_demo"
+    assert "using DEMO ClinVec embeddings" in demo_notice(empty, tmp_path / "other" / "ClinVec_demo")
+    assert "holds DEMO ClinVec embeddings" in demo_notice(demo_dir, demo_dir)  # a demo asked for by name
+
+
+def test_a_half_built_demo_is_not_read(tmp_path):
+    (tmp_path / "ClinVec").mkdir()
+    half = tmp_path / "ClinVec_demo"
+    write_release(half)   # vector files but no marker: the builder writes the marker last
+    with pytest.raises(UserError, match="scripts/build_demo_clinvec.py"):
+        resolve_clinvec_dir(tmp_path / "ClinVec")
+
+
+def test_ensure_builds_the_demo_when_asked_and_rebuilds_it_when_stale(tmp_path, capsys, monkeypatch):
+    real = write_release(tmp_path / "ClinVec")
+    assert ensure_demo_release(real) == real and not (tmp_path / "ClinVec_demo").exists()
+    empty = tmp_path / "empty" / "ClinVec"
+    empty.mkdir(parents=True)
+    demo = ensure_demo_release(empty)
+    assert demo == tmp_path / "empty" / "ClinVec_demo" and demo_is_current(demo)
+    assert resolve_clinvec_dir(empty) == demo
+    assert "building DEMO embeddings" in capsys.readouterr().err
+    built = (demo / DEMO_MARKER).stat().st_mtime_ns
+    assert ensure_demo_release(empty) == demo and (demo / DEMO_MARKER).stat().st_mtime_ns == built  # current: kept
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr("exmed_bert.synthetic.clinvec_demo.DEMO_VERSION", DEMO_VERSION + 1)
+    assert not demo_is_current(demo)
+    ensure_demo_release(empty)
+    assert demo_is_current(demo) and "building DEMO embeddings" in capsys.readouterr().err
 
 
 def test_demo_builder_refuses_to_overwrite_a_release(tmp_path):

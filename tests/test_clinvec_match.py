@@ -12,8 +12,9 @@ from torch import nn
 from exmed_bert.clinvec.init import format_summary, init_code_embeddings
 from exmed_bert.clinvec.loader import ClinVecTable, load_clinvec
 from exmed_bert.clinvec.match import coverage_counts, match_tokens
+from exmed_bert.clinvec.release import resolve_clinvec_dir
 from exmed_bert.clinvec.resize import resolve_method
-from exmed_bert.synthetic.clinvec_demo import resolve_clinvec_dir, write_node_table, write_vector_csv
+from exmed_bert.synthetic.clinvec_demo import ensure_demo_release, write_node_table, write_vector_csv
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -139,7 +140,8 @@ def test_init_returns_rows_and_report_and_writes_and_prints_nothing(tmp_path, ca
 def test_init_from_an_empty_folder_uses_the_demo_and_says_so(tmp_path, capsys):
     (tmp_path / "ClinVec").mkdir()
     tokens = SPECIALS + ["icd10cm:E11.65", "icd10cm:E11.36", "cpt:99213", "cpt:00000"]
-    folder = resolve_clinvec_dir(tmp_path / "ClinVec")  # no release there: the demo, built on demand
+    ensure_demo_release(tmp_path / "ClinVec")  # no release there: the demo release is built beside it
+    folder = resolve_clinvec_dir(tmp_path / "ClinVec")
     model = StandIn(len(tokens), 32, resolve_method("auto", 32))
     rows = init_code_embeddings(model, tokens, load_clinvec(folder, "icd10cm,atc,cpt"), source=folder,
                                 use_hierarchical_init=True, seed=0)

@@ -15,13 +15,17 @@ from exmed_bert.stages import STAGES
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def tiny_config(path: Path, **changes) -> Path:
+def tiny_config(path: Path, **changes: dict) -> Path:
+    """The repo's config.yaml, tiny; `changes`: {stage: {key: value}} set in those sections."""
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
-    cfg.update(num_patients=80, model_size="tiny", num_hidden_layers=1, hidden_size=32, intermediate_size=64,
-               num_attention_heads=1, num_epochs=1, batch_size=8, max_length=64)
+    cfg["generate"].update(num_patients=80)
+    cfg["convert"].update(max_length=64)
+    cfg["pretrain"].update(model_size="tiny", num_hidden_layers=1, hidden_size=32, intermediate_size=64,
+                           num_attention_heads=1, num_epochs=1, batch_size=8)
     cfg["finetune"].update(num_epochs=1)
     cfg["rf"], cfg["xgboost"] = {"n_estimators": 10}, {"n_estimators": 10}
-    cfg.update(changes)
+    for stage, values in changes.items():
+        cfg[stage].update(values)
     path.write_text(yaml.safe_dump(cfg))
     return path
 
@@ -61,14 +65,14 @@ def test_pipeline_end_to_end_skip_force_and_failure(tmp_path, monkeypatch, capsy
     assert "[done] rf" in capsys.readouterr().out
 
     # Bad settings of any stage are reported before anything runs, naming the stage.
-    bad = tiny_config(tmp_path / "bad.yaml", hidden_size=33, num_attention_heads=2)
+    bad = tiny_config(tmp_path / "bad.yaml", pretrain={"hidden_size": 33, "num_attention_heads": 2})
     assert pipeline.main(["--config", str(bad)]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and "stage 'pretrain': " in captured.err and "not divisible" in captured.err
 
     # A stage failing while it runs stops the pipeline with its exit code and names the stage.
     (tmp_path / "broken.json").write_text('{"patients": [}')
-    bad = tiny_config(tmp_path / "bad.yaml", generate_data=False, patients_file="broken.json")
+    bad = tiny_config(tmp_path / "bad.yaml", pipeline={"generate_data": False, "patients_file": "broken.json"})
     assert pipeline.main(["--config", str(bad)]) == 2
     captured = capsys.readouterr()
     assert "=== stage: convert ===" in captured.out and "=== stage: pretrain ===" not in captured.out
@@ -90,7 +94,7 @@ def test_every_default_config_key_is_known():
     from exmed_bert.config import load_yaml
 
     sections = load_yaml(ROOT / "config.yaml")
-    assert sections[None]["num_patients"] == 1000
+    assert sections["generate"]["num_patients"] == 1000
     assert json.dumps(sections)  # plain data, all keys valid (load_yaml raises on any unknown key)
 
 
@@ -101,7 +105,7 @@ def test_config_is_read_once_into_typed_stage_arguments(tmp_path, monkeypatch, c
     from exmed_bert.training.args import FinetuneArgs, PretrainArgs
 
     monkeypatch.chdir(tmp_path)
-    cfg = tiny_config(tmp_path / "config.yaml", model_size="medium", learning_rate=0.002)
+    cfg = tiny_config(tmp_path / "config.yaml", pretrain={"model_size": "medium", "learning_rate": 0.002})
     for key in ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads"):
         cfg.write_text(cfg.read_text().replace(f"{key}:", f"# {key}:"))
     reads, seen = [], {}

@@ -346,7 +346,9 @@ def test_packing_flag_packs_patients_into_rows_under_the_budget(data_dir):
     assert batch["attention_mask"].sum() == int(ds.lengths[batches[0]].sum())
 
 
-def test_clinvec_run_initialises_and_reports_coverage(data_dir, tmp_path):
+def test_clinvec_run_initialises_and_reports_coverage(data_dir, tmp_path, capsys):
+    from exmed_bert.synthetic.clinvec_demo import demo_is_current
+
     out = tmp_path / "cv"
     rc = main(run_args(data_dir, out, "--max-steps", "2", "--save-steps", "2", "--eval-steps", "2", "--use-clinvec",
                        "--clinvec-dir", str(tmp_path / "no_release"), "--vocab-types", "icd10cm,atc,cpt",
@@ -355,13 +357,88 @@ def test_clinvec_run_initialises_and_reports_coverage(data_dir, tmp_path):
     coverage = json.loads((out / "clinvec_coverage.json").read_text())
     assert coverage["initialized_row_ids"] and coverage["demo"]
     log = (out / "training.log").read_text()
-    used = tmp_path / "ClinVec_demo"  # no release in no_release/, so the demo folder beside it is used
+    used = tmp_path / "ClinVec_demo"  # no release in no_release/: the command built the demo release beside it
     assert f"code rows from {used}" in log and "DEMO" in log and log.count("ClinVec coverage") == 1
+    assert demo_is_current(used) and "building DEMO embeddings" in capsys.readouterr().err
     assert (out / "checkpoint-best" / "model.safetensors").is_file()
     # the resize method was decided once (hidden 32 < ClinVec's 128: auto -> pca) and travels in config.json
     config = json.loads((out / "checkpoint-best" / "config.json").read_text())
     assert config["clinvec_resize_method"] == coverage["resize_method_used"] == "pca"
     assert coverage["resize_method"] == "auto"
+
+
+# --- where ClinVec vectors come from: files in folders; only the commands build the demo -------------------
+
+@pytest.fixture(scope="module")
+def built_demo(tmp_path_factory) -> Path:
+    from exmed_bert.synthetic.clinvec_demo import build_demo_clinvec
+
+    return build_demo_clinvec(tmp_path_factory.mktemp("built") / "ClinVec_demo")
+
+
+def clinvec_run(data_dir: Path, out: Path, clinvec_dir: Path) -> list[str]:
+    return run_args(data_dir, out, "--max-steps", "1", "--save-steps", "1", "--eval-steps", "1", "--use-clinvec",
+                    "--clinvec-dir", str(clinvec_dir), "--vocab-types", "icd10cm,atc,cpt")
+
+
+def test_release_files_in_clinvec_dir_are_read_as_they_are(data_dir, built_demo, tmp_path, capsys):
+    import shutil
+
+    from exmed_bert.clinvec.release import DEMO_MARKER
+
+    release = Path(shutil.copytree(built_demo, tmp_path / "ClinVec"))
+    (release / DEMO_MARKER).unlink()   # the release's layout without the demo's marker: real-format files
+    out = tmp_path / "out"
+    assert main(clinvec_run(data_dir, out, release)) == 0
+    coverage = json.loads((out / "clinvec_coverage.json").read_text())
+    assert coverage["clinvec_dir"] == str(release) and coverage["demo"] is False
+    assert "DEMO" not in capsys.readouterr().err and not (tmp_path / "ClinVec_demo").exists()  # nothing built
+
+
+def test_training_reads_the_demo_release_beside_an_empty_folder_and_builds_nothing(data_dir, built_demo,
+                                                                                    tmp_path, capsys):
+    """training.pretrain.run reads files: a demo release beside --clinvec-dir is used as it is, even one
+    that the commands would rebuild as stale (the staleness check belongs to them)."""
+    import shutil
+
+    from exmed_bert.clinvec.release import DEMO_MARKER
+    from exmed_bert.config import parse_args
+    from exmed_bert.training.args import PretrainArgs
+    from exmed_bert.training.pretrain import run
+
+    (tmp_path / "ClinVec").mkdir()
+    demo = Path(shutil.copytree(built_demo, tmp_path / "ClinVec_demo"))
+    marker = demo / DEMO_MARKER
+    marker.write_text(marker.read_text().replace("fingerprint=", "fingerprint=stale"))
+    stale = marker.read_text()
+    out = tmp_path / "out"
+    run(parse_args(PretrainArgs, clinvec_run(data_dir, out, tmp_path / "ClinVec")))
+    coverage = json.loads((out / "clinvec_coverage.json").read_text())
+    assert coverage["clinvec_dir"] == str(demo) and coverage["demo"] is True and coverage["initialized_row_ids"]
+    assert "using DEMO ClinVec embeddings" in capsys.readouterr().err
+    assert marker.read_text() == stale   # not rebuilt
+
+
+def test_neither_release_nor_demo_is_one_line_naming_the_build_command(data_dir, tmp_path, capsys, monkeypatch):
+    """With the command's build step left out, training finds no ClinVec files and builds none itself."""
+    monkeypatch.setattr("exmed_bert.synthetic.clinvec_demo.ensure_demo_release", lambda folder: None)
+    (tmp_path / "ClinVec").mkdir()
+    out = tmp_path / "out"
+    assert main(clinvec_run(data_dir, out, tmp_path / "ClinVec")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: {tmp_path / 'ClinVec'}: no ClinVec files")
+    assert f"`python scripts/build_demo_clinvec.py --output {tmp_path / 'ClinVec_demo'}`" in err
+    assert not (tmp_path / "ClinVec_demo").exists() and not out.exists()
+
+
+def test_pretraining_never_imports_synthetic():
+    import subprocess
+    import sys
+
+    code = ("import sys, exmed_bert.training.pretrain; "
+            "print(sorted(m for m in sys.modules if m.startswith('exmed_bert.synthetic')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def broken_clinvec(folder: Path, case: str) -> Path:

@@ -23,9 +23,10 @@ def spawn(tmp_path: Path, *extra: str) -> pexpect.spawn:
 
 def tiny_config(tmp_path: Path, clinvec_dir: str = "ClinVec") -> None:
     cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
-    cfg.update(num_patients=60, model_size="tiny", num_hidden_layers=1, hidden_size=32, intermediate_size=64,
-               num_attention_heads=1, num_epochs=1, batch_size=8, max_length=64)
-    cfg["clinvec_params"]["clinvec_dir"] = clinvec_dir
+    cfg["generate"].update(num_patients=60)
+    cfg["convert"].update(max_length=64)
+    cfg["pretrain"].update(model_size="tiny", num_hidden_layers=1, hidden_size=32, intermediate_size=64,
+                           num_attention_heads=1, num_epochs=1, batch_size=8, clinvec_dir=clinvec_dir)
     cfg["finetune"].update(num_epochs=1)
     cfg["rf"] = {"n_estimators": 10}
     cfg["xgboost"] = {"n_estimators": 10}
@@ -69,10 +70,11 @@ def test_prompts_defaults_validation_and_summary(tmp_path):
     child.close()
     assert child.exitstatus == 0
     run_cfg = yaml.safe_load((tmp_path / "output" / "wizard_config.yaml").read_text())
-    assert (run_cfg["num_patients"], run_cfg["novel_prob"], run_cfg["train_ratio"]) == (500, 0.02, 0.7)
-    assert run_cfg["clinvec_params"]["use_clinvec"] is False
+    gen, conv, pre = run_cfg["generate"], run_cfg["convert"], run_cfg["pretrain"]
+    assert (gen["num_patients"], gen["novel_prob"], gen["task"], conv["train_ratio"]) == (500, 0.02, "temporal", 0.7)
+    assert pre["use_clinvec"] is False and pre["model_size"] == "tiny"  # the answers join each stage's section
     # config.yaml itself is untouched: answers apply to this run only
-    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["num_patients"] == 60
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["generate"]["num_patients"] == 60
 
 
 def test_eof_aborts_cleanly(tmp_path):

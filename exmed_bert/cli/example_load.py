@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Optional
+from typing import Optional
 
 from exmed_bert.config import parse_args
 from exmed_bert.errors import UserError, cli_entry
@@ -15,8 +15,6 @@ from exmed_bert.errors import UserError, cli_entry
 @dataclass
 class ExampleLoadArgs:
     """Inspect an encoded dataset: counts, length statistics and one decoded patient."""
-
-    yaml_section: ClassVar[Optional[str]] = "example_load"
 
     data: str = field(default="pretrain_stuff/synthetic_train.pt", metadata={
         "help": "dataset file (.pt) written by convert_synthetic_to_dataset.py"})

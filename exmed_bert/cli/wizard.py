@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable
 
 import yaml
 
@@ -22,7 +22,7 @@ from exmed_bert.errors import UserError, cli_entry
 from exmed_bert.io import write_text
 from exmed_bert.stages import REGISTRY
 from exmed_bert.synthetic.args import GenerateArgs
-from exmed_bert.synthetic.clinvec_demo import resolve_clinvec_dir
+from exmed_bert.synthetic.clinvec_demo import ensure_demo_release
 from exmed_bert.training.args import PretrainArgs
 
 # The guide's label and question for each ClinVec vocabulary (asked in VOCAB_TYPES order).
@@ -41,7 +41,6 @@ RULE = "=" * 42
 class WizardArgs:
     """Interactive set-up of a training run (the guide's train_interactive wizard)."""
 
-    yaml_section: ClassVar[str | None] = "wizard"
     dry_run: bool = field(default=False, metadata={"help": "write the run's config but do not start the pipeline"})
 
 
@@ -117,36 +116,40 @@ def header(title: str) -> None:
 
 def settings(cfg: dict, where: str) -> dict[str, Any]:
     """Every stage's arguments from a config.yaml mapping (in memory): the values the questions default to."""
-    sections = split_sections(cfg, where)
+    sections, _ = split_sections(cfg, where)  # its notices were shown when config.yaml was read
     return {name: from_sections(cls, sections, where) for name, cls in REGISTRY}
+
+
+def answer(cfg: dict, stage: str, **values: Any) -> dict:
+    """`cfg` with `values` in `stage`'s section, where they win over the guide's flat keys (a new mapping)."""
+    return {**cfg, stage: {**(cfg.get(stage) or {}), **values}}
 
 
 def run_wizard(cfg: dict, config_path: str, ask: Prompter) -> dict:
     """Ask the guide's four steps about `cfg` (config.yaml as read); returns it with the answers applied."""
-    cfg = dict(cfg)
     now = settings(cfg, config_path)
     gen, pre = now["generate"], now["pretrain"]
 
     header("STEP 1: Data Generation")
-    cfg["generate_data"] = ask.yes_no("Generate new synthetic data?", now["pipeline"].generate_data)
-    if cfg["generate_data"]:
-        cfg["num_patients"] = ask.ask("Number of patients to generate", gen.num_patients, _int_at_least(1))
-        cfg["novel_prob"] = ask.ask("Novel code probability (0.0-1.0)", gen.novel_prob, _fraction)
+    generate = ask.yes_no("Generate new synthetic data?", now["pipeline"].generate_data)
+    cfg = answer(cfg, "pipeline", generate_data=generate)
+    if generate:
+        n = ask.ask("Number of patients to generate", gen.num_patients, _int_at_least(1))
+        novel = ask.ask("Novel code probability (0.0-1.0)", gen.novel_prob, _fraction)
         tasks = choices_of(GenerateArgs, "task")
-        cfg["task"] = ask.ask(f"Planted task ({', '.join(tasks)})", gen.task, _choice(tasks))
+        task = ask.ask(f"Planted task ({', '.join(tasks)})", gen.task, _choice(tasks))
+        cfg = answer(cfg, "generate", num_patients=n, novel_prob=novel, task=task)
     elif not Path(now["pipeline"].patients_file).exists():
         print(f"  Note: {now['pipeline'].patients_file} does not exist yet; it must be there before conversion.")
 
     header("STEP 2: Dataset Conversion")
-    cfg["max_length"] = ask.ask("Maximum sequence length", now["convert"].max_length, _int_at_least(8))
-    cfg["train_ratio"] = ask.ask("Training set ratio (0.0-1.0)", now["convert"].train_ratio, _fraction)
+    max_length = ask.ask("Maximum sequence length", now["convert"].max_length, _int_at_least(8))
+    train_ratio = ask.ask("Training set ratio (0.0-1.0)", now["convert"].train_ratio, _fraction)
+    cfg = answer(cfg, "convert", max_length=max_length, train_ratio=train_ratio)
 
     header("STEP 3: ClinVec Embeddings")
-    cv = dict(cfg.get("clinvec_params") or {})
-    cv["use_clinvec"] = ask.yes_no("Use ClinVec pre-trained embeddings?", pre.use_clinvec)
-    if cv["use_clinvec"]:
-        cv.update(_ask_clinvec(pre, ask))
-    cfg["clinvec_params"] = cv
+    use_clinvec = ask.yes_no("Use ClinVec pre-trained embeddings?", pre.use_clinvec)
+    cfg = answer(cfg, "pretrain", use_clinvec=use_clinvec, **(_ask_clinvec(pre, ask) if use_clinvec else {}))
 
     header("STEP 4: Review Training Configuration")
     print(f"Reading configuration from {config_path}...\n")
@@ -166,7 +169,7 @@ def _ask_clinvec(pre: PretrainArgs, ask: Prompter) -> dict:
         if not ask.yes_no("Use the bundled DEMO embeddings instead (not real ClinVec)?", True):
             print("  Training without ClinVec (random initialisation).")
             return {"use_clinvec": False}
-        clinvec_dir = str(resolve_clinvec_dir(clinvec_dir))
+        clinvec_dir = str(ensure_demo_release(clinvec_dir))
         print(f"  Using DEMO embeddings from {clinvec_dir}")
         found = [v for v in VOCAB_TYPES if (Path(clinvec_dir) / vocab_file(v)).exists()]
     chosen = []

@@ -1,9 +1,11 @@
-"""The ClinVec release's layout: its file names, vocabularies, vector width and the demo marker, and the
-checks that need no file read. Light (no pandas): --help, config.yaml and the generator read it.
+"""The ClinVec release's layout: its file names, vocabularies, vector width and the demo marker; the checks
+that need no file read; and which folder pretraining reads (`resolve_clinvec_dir`: the release, else the
+demo release beside it). Light (no pandas): --help, config.yaml and the generator read it.
 """
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 from exmed_bert.codes import SYSTEMS
@@ -16,6 +18,8 @@ RELEASE_VOCABS = ("icd10cm", "icd9cm", "atc", "cpt", "rxnorm", "phecode", "lnc",
 VOCAB_TYPES = tuple(s for s in SYSTEMS if s in RELEASE_VOCABS)
 DIM = 128  # width of the released vectors
 DEMO_MARKER = "DEMO_EMBEDDINGS.txt"
+DEMO_DIR_NAME = "ClinVec_demo"  # the demo release's folder, beside the requested one (git-ignored)
+BUILD_DEMO = "python scripts/build_demo_clinvec.py"  # writes the demo release (its own command)
 # `ntype` spellings in the release (ClinVec tutorials use ICD10CM, ATC, CPT, PHECODE, RXNORM, LNC,
 # SNOMEDCT_US, UMLS_CUI). Matching is case-insensitive; these are the extra aliases.
 NTYPE_ALIASES = {"snomedct": {"snomedct_us"}, "umls": {"umls_cui", "cui"}, "lnc": {"loinc"}}
@@ -74,5 +78,44 @@ def expected_dim(clinvec_dir: str | Path) -> int:
 
 
 def is_demo(folder: str | Path) -> bool:
-    """Does `folder` hold DEMO embeddings (built by exmed_bert.synthetic.clinvec_demo), not the release?"""
+    """Does `folder` hold DEMO embeddings (built by scripts/build_demo_clinvec.py), not the release?"""
     return (Path(folder) / DEMO_MARKER).is_file()
+
+
+def demo_dir_for(clinvec_dir: str | Path) -> Path:
+    """Where the demo release of a requested folder sits: `ClinVec` -> `ClinVec_demo`, beside it."""
+    return Path(clinvec_dir).parent / DEMO_DIR_NAME
+
+
+def build_demo_command(clinvec_dir: str | Path) -> str:
+    """The command that writes the demo release `resolve_clinvec_dir(clinvec_dir)` falls back to."""
+    demo = demo_dir_for(clinvec_dir)
+    return BUILD_DEMO if demo == Path(DEMO_DIR_NAME) else f"{BUILD_DEMO} --output {shlex.quote(str(demo))}"
+
+
+def resolve_clinvec_dir(clinvec_dir: str | Path) -> Path:
+    """The folder pretraining reads ClinVec vectors from: `clinvec_dir` when it holds any ClinVec file (a
+    partial release then fails loudly in the loader); else the demo release beside it (`demo_dir_for`,
+    marked by DEMO_MARKER, which its builder writes last). Neither: a UserError saying what to do."""
+    clinvec_dir = Path(clinvec_dir)
+    if has_clinvec_files(clinvec_dir):
+        return clinvec_dir
+    demo = demo_dir_for(clinvec_dir)
+    if is_demo(demo) and has_clinvec_files(demo):
+        return demo
+    raise UserError(f"{clinvec_dir}: no ClinVec files ({NODE_TABLE}, ClinVec_<vocab>.csv) and no demo release in "
+                    f"{demo}; put the release files in {clinvec_dir}/ ({README_HINT}), or build the DEMO "
+                    f"embeddings with `{build_demo_command(clinvec_dir)}`")
+
+
+def demo_notice(requested: str | Path, folder: str | Path) -> str | None:
+    """The warning for a run whose vectors come from `folder` (resolved from `requested`) when it holds DEMO
+    embeddings; None for the release."""
+    if not is_demo(folder):
+        return None
+    if Path(requested) == Path(folder):
+        return (f"WARNING: {folder}/ holds DEMO ClinVec embeddings (synthetic, NOT the real release); "
+                f"{README_HINT} for the real files.")
+    return (f"WARNING: using DEMO ClinVec embeddings from {folder}/ -- synthetic vectors built from this "
+            f"project's code hierarchies, NOT the real ClinVec release. No ClinVec files in {requested}/; "
+            f"download them as described in ClinVec/README.md.")

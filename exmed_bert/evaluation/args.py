@@ -5,7 +5,7 @@ import: config.yaml is read against it. The stage is `exmed_bert.evaluation.repo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Optional
+from typing import Optional
 
 from exmed_bert.errors import UserError
 
@@ -14,8 +14,6 @@ from exmed_bert.errors import UserError
 class CompareArgs:
     """Compare models' test predictions: metrics with CIs, paired ΔAUROC, the oracle on the same test
     patients with each model's gap to it, plots."""
-
-    yaml_section: ClassVar[Optional[str]] = "compare"
 
     # None given means the models the pipeline trains by default, at their default output folders:
     # compare-models.py fills them in from `stages.default_runs()`, which reads the baselines' registry;

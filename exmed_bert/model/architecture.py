@@ -17,12 +17,6 @@ PRESETS: dict[str, dict[str, int]] = {
     "large": dict(num_hidden_layers=6, hidden_size=288, intermediate_size=576, num_attention_heads=6),
 }
 ARCH_KEYS = ("num_hidden_layers", "hidden_size", "intermediate_size", "num_attention_heads")
-# Peak learning rates used when --learning-rate is not given: (pretraining, fine-tuning) per preset.
-# tiny and small were tuned on the generator's data (docs/EVALUATION.md, "Defaults that learn": the
-# guide's 1e-4 / 1e-5 left a small model below the unigram baseline and at AUROC 0.64). medium and
-# large are scaled down for their width, as is usual for larger transformers; they are not tuned here.
-TUNED_LEARNING_RATES: dict[str, tuple[float, float]] = {
-    "tiny": (1e-3, 5e-4), "small": (1e-3, 5e-4), "medium": (5e-4, 2e-4), "large": (2e-4, 1e-4)}
 
 
 def preset_for_hidden_size(hidden_size: int) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Optional
+from typing import Optional
 
 from exmed_bert.errors import UserError
 from exmed_bert.synthetic.task import TASKS
@@ -19,8 +19,6 @@ from exmed_bert.synthetic.task import TASKS
 class GenerateArgs:
     """Generate synthetic patients (ICD-10-CM diagnoses, ATC drugs, CPT procedures, hospital stays) with a
     planted heart-failure-hospitalisation task. See docs/SYNTHETIC_DATA_GUIDE.md."""
-
-    yaml_section: ClassVar[Optional[str]] = None
 
     num_patients: int = field(default=1000, metadata={"help": "number of patients", "aliases": ["-n"]})
     novel_prob: float = field(default=0.01, metadata={

@@ -1,5 +1,6 @@
-"""Demo ClinVec embeddings, written in exactly the release format, so the pipeline runs offline; and which
-folder ClinVec vectors come from (`resolve_clinvec_dir`: real files win, else the demo, built on demand).
+"""Demo ClinVec embeddings, written as a ClinVec release (node table, vector CSVs, DEMO marker) so the
+pipeline runs offline: `build_demo_clinvec` (scripts/build_demo_clinvec.py), and `ensure_demo_release` /
+`with_demo_release`: the build when a command asks for ClinVec, with the staleness check `demo_is_current`.
 
 Vectors are a spectral (diffusion-map) embedding of a graph built from knowledge a real clinical graph
 also has (`clinvec_knowledge`): the code hierarchies, drug indications and procedure-diagnosis links;
@@ -16,17 +17,20 @@ import io
 import logging
 import sys
 from pathlib import Path
+from typing import Any, Callable, TypeVar
 
 import numpy as np
 
 from exmed_bert import codes
-from exmed_bert.clinvec.release import DEMO_MARKER, NODE_TABLE, has_clinvec_files, is_demo, vocab_file
+from exmed_bert.clinvec.release import (DEMO_DIR_NAME, DEMO_MARKER, NODE_TABLE, build_demo_command, demo_dir_for,
+                                        has_clinvec_files, vocab_file)
 from exmed_bert.errors import UserError
 from exmed_bert.io import atomic_write, write_text
 from exmed_bert.synthetic import clinvec_knowledge
 from exmed_bert.synthetic.embedding_vocab import demo_codes
 
 log = logging.getLogger("exmed_bert.clinvec")
+T = TypeVar("T")
 
 DEMO_VERSION = 2          # bump when the graph or embedding recipe changes: stale demos are rebuilt
 NTYPE = {"icd10cm": "ICD10CM", "icd9cm": "ICD9CM", "atc": "ATC", "cpt": "CPT", "rxnorm": "RXNORM",
@@ -128,7 +132,7 @@ def write_vector_csv(path: Path, node_index: np.ndarray, vectors: np.ndarray) ->
     write_text(path, buf.getvalue())
 
 
-def build_demo_clinvec(output: str | Path = "ClinVec_demo", dim: int = 128, seed: int = 0) -> Path:
+def build_demo_clinvec(output: str | Path = DEMO_DIR_NAME, dim: int = 128, seed: int = 0) -> Path:
     """Write ClinGraph_nodes.csv + ClinVec_<vocab>.csv (rows in shuffled node_index order) + the marker."""
     output = Path(output)
     if (output / NODE_TABLE).is_file() and not (output / DEMO_MARKER).is_file():
@@ -189,39 +193,28 @@ def demo_is_current(folder: str | Path) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
-# which folder ClinVec vectors come from
-
-DEMO_DIR_NAME = "ClinVec_demo"
+# the demo release, built when a run asks for ClinVec and has no release
 
 
-def demo_dir_for(clinvec_dir: str | Path) -> Path:
-    """The demo folder sits beside the requested one: `ClinVec` -> `ClinVec_demo` (git-ignored)."""
-    return Path(clinvec_dir).parent / DEMO_DIR_NAME
-
-
-def resolve_clinvec_dir(clinvec_dir: str | Path) -> Path:
-    """`clinvec_dir` when it holds any ClinVec file (a partial release then fails loudly in the loader);
-    else the demo folder, built if missing or stale."""
-    clinvec_dir = Path(clinvec_dir)
+def ensure_demo_release(clinvec_dir: str | Path) -> Path:
+    """The folder pretraining will read for `clinvec_dir` (`clinvec.release.resolve_clinvec_dir`): the
+    folder itself when it holds ClinVec files; else the demo release beside it, built first when missing
+    or stale (what scripts/build_demo_clinvec.py writes). Called by the commands, never by training."""
     if has_clinvec_files(clinvec_dir):
-        if is_demo(clinvec_dir):
-            _warn_demo(clinvec_dir, clinvec_dir)
-        return clinvec_dir
+        return Path(clinvec_dir)
     demo = demo_dir_for(clinvec_dir)
     if not demo_is_current(demo):
-        log.info("building demo ClinVec embeddings in %s", demo)
+        print(f"No ClinVec files in {clinvec_dir}/: building DEMO embeddings in {demo}/ "
+              f"(`{build_demo_command(clinvec_dir)}`)", file=sys.stderr)
         build_demo_clinvec(demo)
-    _warn_demo(clinvec_dir, demo)
     return demo
 
 
-def _warn_demo(requested: Path, demo: Path) -> None:
-    msg = (f"WARNING: using DEMO ClinVec embeddings from {demo}/ -- synthetic vectors built from this "
-           f"project's code hierarchies, NOT the real ClinVec release. No ClinVec files in {requested}/; "
-           "download them as described in ClinVec/README.md.")
-    if requested == demo:
-        msg = (f"WARNING: {demo}/ holds DEMO ClinVec embeddings (synthetic, NOT the real release); "
-               "see ClinVec/README.md for the real files.")
-    print(msg, file=sys.stderr)
-    if log.hasHandlers():  # else logging's last-resort handler would print it a second time
-        log.warning(msg)
+def with_demo_release(run: Callable[[Any], T]) -> Callable[[Any], T]:
+    """Pretraining's `run(args)` as the commands and the pipeline call it: with `args.use_clinvec` the demo
+    release is made ready first (`ensure_demo_release`); `run` itself only reads folders."""
+    def run_after_demo(args: Any) -> T:
+        if args.use_clinvec:
+            ensure_demo_release(args.clinvec_dir)
+        return run(args)
+    return run_after_demo

@@ -1,5 +1,5 @@
-"""The typed settings of the two training stages: `PretrainArgs` (`pretrain-exmed-bert[-clinvec].py`, the
-top level of config.yaml) and `FinetuneArgs` (`finetune-exmed-bert.py`, config.yaml's `finetune:`), both
+"""The typed settings of the two training stages: `PretrainArgs` (`pretrain-exmed-bert[-clinvec].py`,
+config.yaml's `pretrain:`) and `FinetuneArgs` (`finetune-exmed-bert.py`, config.yaml's `finetune:`), both
 built on `TrainingCommonArgs` (optimisation, device, checkpointing, tracking: one name and help text).
 
 Light to import (no torch): config.yaml and --help read it. The stages are `training.pretrain.run(args)`
@@ -10,18 +10,29 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import ClassVar, Optional
+from typing import Optional
 
 from exmed_bert.clinvec.release import VOCAB_TYPES
 from exmed_bert.clinvec.resize import METHODS as RESIZE_METHODS
 from exmed_bert.errors import UserError
 from exmed_bert.model.architecture import (ARCH_KEYS, ATTN_IMPLEMENTATIONS, INITIALIZATIONS, POOLING_TYPES,
-                                           POSITION_TYPES, PRESETS, TUNED_LEARNING_RATES, resolve_architecture)
+                                           POSITION_TYPES, PRESETS, resolve_architecture)
 
 DEVICES = ("auto", "cpu", "cuda")
 SELECTION_METRICS = ("f1", "auroc", "auprc", "loss")  # fine-tuning's --metric-for-best-model
 CLASS_WEIGHTS = ("none", "auto")
 ON_TASK_ERROR = ("skip", "fail")
+# Peak learning rates used when --learning-rate is not given: (pretraining, fine-tuning) per size preset.
+# tiny and small were tuned on the generator's data (docs/EVALUATION.md, "Defaults that learn": the
+# guide's 1e-4 / 1e-5 left a small model below the unigram baseline and at AUROC 0.64). medium and
+# large are scaled down for their width, as is usual for larger transformers; they are not tuned here.
+TUNED_LEARNING_RATES: dict[str, tuple[float, float]] = {
+    "tiny": (1e-3, 5e-4), "small": (1e-3, 5e-4), "medium": (5e-4, 2e-4), "large": (2e-4, 1e-4)}
+
+
+def _tuned_rates(column: int) -> str:
+    """'tiny 0.001, small 0.001, ...': one stage's tuned rates, for --help."""
+    return ", ".join(f"{preset} {rates[column]:g}" for preset, rates in TUNED_LEARNING_RATES.items())
 
 
 @dataclass
@@ -31,7 +42,7 @@ class TrainingCommonArgs:
     batch_size: int = field(default=2, metadata={"help": "patients per batch and per device"})
     learning_rate: Optional[float] = field(default=None, metadata={
         "help": "peak learning rate (AdamW, linear decay); unset: the value tuned for the model size "
-                "(pretraining 1e-3 for tiny/small, 5e-4 medium, 2e-4 large; see docs/PRETRAINING.md)"})
+                f"({_tuned_rates(0)}; see docs/PRETRAINING.md)"})
     warmup_ratio: float = field(default=0.0, metadata={"help": "fraction of the steps spent warming up the rate"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "batches summed into one update"})
@@ -101,8 +112,6 @@ def check_attention(attn_implementation: str, device: str, attention_dropout: fl
 class PretrainArgs(TrainingCommonArgs):
     """Pretrain ExMed-BERT (masked-code prediction, optional PLOS head) on a converted dataset."""
 
-    yaml_section: ClassVar[Optional[str]] = None
-
     # data
     data_dir: str = field(default="pretrain_stuff", metadata={
         "help": "folder with <dataset-name>_train.pt, <dataset-name>_val.pt and vocab.json (the converter's output)"})
@@ -137,7 +146,7 @@ class PretrainArgs(TrainingCommonArgs):
     plos: bool = field(default=False, metadata={"help": "also predict a prolonged length of stay"})
     plos_threshold: int = field(default=7, metadata={"help": "a stay of this many days or more is prolonged"})
     plos_weight: float = field(default=1.0, metadata={"help": "loss = MLM + plos_weight x PLOS"})
-    # ClinVec (config.yaml: the clinvec_params mapping)
+    # ClinVec (in the guide's flat config.yaml: the clinvec_params mapping)
     use_clinvec: bool = field(default=False, metadata={"help": "initialise code embeddings from ClinVec"})
     clinvec_dir: str = field(default="ClinVec", metadata={"help": "folder with the ClinVec release files"})
     vocab_types: list[str] = field(default_factory=lambda: ["icd10cm", "atc", "cpt"], metadata={
@@ -166,20 +175,17 @@ class PretrainArgs(TrainingCommonArgs):
             raise UserError(f"--freeze-clinvec-steps must be 0 or more, got {self.freeze_clinvec_steps}")
         if self.packing and not self.max_tokens_per_batch:
             raise UserError("--packing fills rows up to a token budget; add --max-tokens-per-batch (e.g. 16384)")
+        resolve_learning_rate(self, self.model_size)
         # The architecture is decided here, once: the preset's sizes with the explicit ones over them. The
         # resolved numbers are what the run records (run_config.json) and the model is built from.
         arch = resolve_architecture(self.model_size, **{k: getattr(self, k) for k in ARCH_KEYS})
         for key, value in arch.items():
             setattr(self, key, value)
-        if self.learning_rate is None:  # the tuned default of the preset, recorded as resolved
-            self.learning_rate = TUNED_LEARNING_RATES[self.model_size.lower()][0]
 
 
 @dataclass
 class FinetuneArgs(TrainingCommonArgs):
     """Fine-tune ExMed-BERT on a labelled task: train on train, select on val, report on test."""
-
-    yaml_section: ClassVar[Optional[str]] = "finetune"
 
     model_path: str = field(default="output/with_clinvec/checkpoint-best", metadata={
         "help": "pretrained model folder (config.json, model.safetensors, vocab.json), or the pretraining "
@@ -203,8 +209,9 @@ class FinetuneArgs(TrainingCommonArgs):
     metric_for_best_model: str = field(default="auroc", metadata={
         "help": "validation metric that picks checkpoint-best", "choices": list(SELECTION_METRICS)})
     learning_rate: Optional[float] = field(default=None, metadata={
-        "help": "peak learning rate (AdamW, linear decay); unset: the value tuned for the pretrained model's size "
-                "(5e-4 for tiny/small, 2e-4 medium, 1e-4 large; the guide's 1e-5 suits large pretrained models)"})
+        "help": "peak learning rate (AdamW, linear decay); unset: the value tuned for the pretrained model's size, "
+                f"the preset nearest its hidden size ({_tuned_rates(1)}; the guide's 1e-5 suits large pretrained "
+                "models)"})
     num_epochs: float = field(default=10.0, metadata={"help": "passes over the training patients"})
     batch_size: int = field(default=16, metadata={"help": "patients per batch and per device"})
     eval_steps: int = field(default=0, metadata={"help": "evaluate on val every N updates (0: once per epoch)"})
@@ -237,3 +244,15 @@ class FinetuneArgs(TrainingCommonArgs):
             raise UserError(f"--train-ratio must be between 0 and 1 (exclusive), got {self.train_ratio}")
         if self.n_bootstrap < 1:
             raise UserError(f"--n-bootstrap must be at least 1, got {self.n_bootstrap}")
+
+
+def resolve_learning_rate(args: TrainingCommonArgs, preset: str) -> None:
+    """Fill an unset --learning-rate with the rate tuned for a `preset`-sized model, pretraining's or
+    fine-tuning's by the class of `args`: the one place the default is decided. Pretraining calls it from
+    `validate` (preset: --model-size), fine-tuning once the pretrained model is loaded (the preset nearest
+    its hidden size). The run records the value it used (run_config.json)."""
+    if args.learning_rate is None:
+        if preset.lower() not in TUNED_LEARNING_RATES:
+            raise UserError(f"unknown model size {preset!r}; choose one of {', '.join(TUNED_LEARNING_RATES)}")
+        pretraining, finetuning = TUNED_LEARNING_RATES[preset.lower()]
+        args.learning_rate = finetuning if isinstance(args, FinetuneArgs) else pretraining

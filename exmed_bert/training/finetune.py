@@ -30,11 +30,11 @@ from exmed_bert.errors import UserError
 from exmed_bert.evaluation import metrics as M
 from exmed_bert.evaluation.outputs import evaluate_and_write, format_summary
 from exmed_bert.io import write_run_info, write_text
-from exmed_bert.model.architecture import TUNED_LEARNING_RATES, preset_for_hidden_size
+from exmed_bert.model.architecture import preset_for_hidden_size
 from exmed_bert.model.modeling import ExMedBertForSequenceClassification
 from exmed_bert.tasks import check_labels, load_task_splits
 from exmed_bert.training import distributed
-from exmed_bert.training.args import FinetuneArgs
+from exmed_bert.training.args import FinetuneArgs, resolve_learning_rate
 from exmed_bert.training.callbacks import BEST_DIR, BestModelCallback, VocabCallback
 from exmed_bert.training.mlflow_tracking import MlflowLogger
 from exmed_bert.training.runtime import build_training_arguments, resolve_checkpoint, resolve_device
@@ -258,9 +258,9 @@ def _run(args: FinetuneArgs, out: Path, model_dir: Path, main: bool) -> dict:
     # the pretrained model decided whether it sees time before the prediction date; batches follow it
     time_buckets = model.config.time_buckets
     data = {s: TruncatedDataset(ds, args.max_length, with_days=time_buckets > 0) for s, ds in splits.items()}
-    if args.learning_rate is None:  # the tuned default for this model's size, recorded as resolved
+    if args.learning_rate is None:  # the default for this model's size, recorded as resolved
         preset = preset_for_hidden_size(model.config.hidden_size)
-        args.learning_rate = TUNED_LEARNING_RATES[preset][1]
+        resolve_learning_rate(args, preset)
         if main:
             print(f"learning rate {args.learning_rate:g} (the default for a {preset}-sized model; --learning-rate "
                   "sets another)")

@@ -23,7 +23,7 @@ from exmed_bert.clinvec.freeze import freeze_callback
 from exmed_bert.clinvec.init import COVERAGE_FILE, format_summary, init_code_embeddings
 from exmed_bert.clinvec.loader import ClinVecTable, load_clinvec
 from exmed_bert.clinvec.match import match_tokens
-from exmed_bert.clinvec.release import expected_dim
+from exmed_bert.clinvec.release import demo_notice, expected_dim, resolve_clinvec_dir
 from exmed_bert.clinvec.resize import resolve_method
 from exmed_bert.data.collate import Collator
 from exmed_bert.data.dataset import PatientDataset
@@ -33,7 +33,6 @@ from exmed_bert.errors import UserError
 from exmed_bert.io import file_fingerprint, write_json, write_run_info, write_text
 from exmed_bert.model.architecture import ARCH_KEYS
 from exmed_bert.model.modeling import ExMedBertConfig, ExMedBertForPreTraining, count_parameters
-from exmed_bert.synthetic.clinvec_demo import resolve_clinvec_dir
 from exmed_bert.training import distributed
 from exmed_bert.training.args import PretrainArgs
 from exmed_bert.training.callbacks import BEST_DIR, BestModelCallback, VocabCallback
@@ -95,8 +94,8 @@ class ClinVecSource:
 
 
 def clinvec_source(args: PretrainArgs, fresh: bool) -> ClinVecSource | None:
-    """The ClinVec folder (the demo, built on demand, when no release is there), the vectors' width and the
-    resize method: decided here, once, before the model is built. A fresh run loads the vectors; a resumed
+    """The ClinVec folder (the release, else the demo release beside it), the vectors' width and the resize
+    method: decided here, once, before the model is built. A fresh run loads the vectors; a resumed
     one keeps its checkpoint's weights and reads only the width.
 
     Runs before --output-dir exists, so a bad ClinVec folder (127 columns, NaN, wrong ntype, no node table:
@@ -105,6 +104,9 @@ def clinvec_source(args: PretrainArgs, fresh: bool) -> ClinVecSource | None:
     if not args.use_clinvec:
         return None
     folder = resolve_clinvec_dir(args.clinvec_dir)
+    notice = demo_notice(args.clinvec_dir, folder)
+    if notice:
+        print(notice, file=sys.stderr)
     tables = load_clinvec(folder, args.vocab_types) if fresh else None
     dim = next(iter(tables.values())).vectors.shape[1] if tables else expected_dim(folder)
     return ClinVecSource(folder, dim, resolve_method(args.resize_method, args.hidden_size, dim), tables)

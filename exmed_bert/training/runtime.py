@@ -108,8 +108,8 @@ def build_training_arguments(args: TrainingCommonArgs, *, device: str, metric_fo
     if fast["bf16"] and device == "cpu":
         print("note: --bf16 on CPU is slow on most CPUs; pass --no-bf16 if training crawls")
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(Path(args.output_dir) / RUNS_DIR)
-    if args.learning_rate is None:  # PretrainArgs.validate and finetune.run resolve the size's tuned default
-        raise ValueError("learning_rate is unset; resolve the model size's default (TUNED_LEARNING_RATES) first")
+    if args.learning_rate is None:  # decided before, once (training.args.resolve_learning_rate)
+        raise ValueError("learning_rate is unset; call training.args.resolve_learning_rate first")
     kwargs: dict[str, Any] = dict(
         output_dir=str(args.output_dir),
         num_train_epochs=float(args.num_epochs),
