@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
 
 from exmed_bert.baselines.registry import BASELINES
 from exmed_bert.convert.args import ConvertArgs
@@ -29,7 +28,6 @@ DEFAULT_STAGES = tuple(s for s in STAGES if s not in {b.name for b in BASELINES 
 class PipelineArgs:
     """Run every stage of ExMed-BERT from one config.yaml."""
 
-    yaml_section: ClassVar[str | None] = None
     patients_file: str = field(default="data/synthetic_patients.json",
                                metadata={"help": "patients JSON/JSONL (generated, or your own extract)"})
     task_file: str = field(default="data/task_specific.csv",
@@ -47,8 +45,8 @@ class PipelineArgs:
             raise UserError(f"{self.patients_file}: patients file not found (set generate_data: true to make one)")
 
 
-# (stage, its arguments), in pipeline order; "pipeline" is the runner's own settings. A class reads the
-# top-level keys of config.yaml (yaml_section None) or its own mapping (`finetune:`, `rf:`, ...).
+# (stage, its arguments), in pipeline order; "pipeline" is the runner's own settings. Each name is also the
+# stage's section of config.yaml (`pretrain:`, `rf:`, ...; the guide's flat keys: exmed_bert.config).
 REGISTRY: tuple[tuple[str, type], ...] = (
     ("generate", GenerateArgs), ("convert", ConvertArgs), ("pretrain", PretrainArgs), ("finetune", FinetuneArgs),
     *((b.name, b.args) for b in BASELINES), ("report", CompareArgs), ("pipeline", PipelineArgs),
