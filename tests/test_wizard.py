@@ -155,3 +155,16 @@ def test_summary_shows_the_architecture_the_preset_resolves_to(capsys):
     print_summary(settings({"model_size": "small", "hidden_size": 96}, "config.yaml"))
     out = capsys.readouterr().out
     assert "- Layers: 2" in out and "- Hidden size: 96" in out and "- Intermediate size: 128" in out
+
+
+def test_answers_go_to_their_stage_and_win_over_the_guides_flat_keys():
+    """A flat config.yaml (the guide's layout) keeps its keys; each answer is written in its stage's section,
+    where it wins for that stage alone."""
+    from exmed_bert.cli.wizard import answer, settings
+
+    flat = {"num_patients": 10, "seed": 3, "clinvec_params": {"use_clinvec": True, "clinvec_dir": "ClinVec"}}
+    cfg = answer(answer(flat, "generate", num_patients=500), "pretrain", use_clinvec=False)
+    now = settings(cfg, "config.yaml")
+    assert now["generate"].num_patients == 500 and now["pretrain"].use_clinvec is False
+    assert now["convert"].seed == now["generate"].seed == 3 and now["generate"].clinvec_dir == "ClinVec"
+    assert flat == {"num_patients": 10, "seed": 3, "clinvec_params": {"use_clinvec": True, "clinvec_dir": "ClinVec"}}
