@@ -1,7 +1,7 @@
 """The baseline stages' settings: `BaselineArgs` (what every baseline shares: data, task, features,
-bootstrap, seed) and one subclass per estimator with its own fields (`train-rf.py` / `train-xgboost.py`,
-config.yaml's `rf:` / `xgboost:`); `baselines.registry` ties each class to its stage name. Light to
-import (no scikit-learn, scipy or xgboost): config.yaml is read against it.
+bootstrap, seed) and one subclass per estimator with its own fields (`train-rf.py` / `train-xgboost.py` /
+`train-logreg.py`, config.yaml's `rf:` / `xgboost:` / `logreg:`); `baselines.registry` ties each class
+to its stage name. Light to import (no scikit-learn, scipy or xgboost): config.yaml is read against it.
 """
 
 from __future__ import annotations
@@ -90,3 +90,22 @@ class XGBArgs(TreeArgs):
     learning_rate: float = field(default=0.05, metadata={"help": "boosting step size (eta)"})
     subsample: float = field(default=0.8, metadata={"help": "share of patients per tree"})
     colsample_bytree: float = field(default=0.8, metadata={"help": "share of features per tree"})
+
+
+@dataclass
+class LogRegArgs(BaselineArgs):
+    """Train an L2-regularised logistic regression on code counts (or time-windowed counts) + age + sex, each
+    column log1p-transformed and scaled by its largest train value, and score it on the test split."""
+
+    yaml_section: ClassVar[str] = "logreg"
+    output_dir: str = field(default="output/logreg", metadata={"help": "where metrics, predictions and plots go"})
+    C: float = field(default=1.0, metadata={
+        "help": "inverse L2 regularisation strength (smaller: simpler model; scikit-learn's C)"})
+    max_iter: int = field(default=1000, metadata={"help": "most solver (L-BFGS) iterations"})
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.C > 0:
+            raise UserError(f"--C must be positive, got {self.C}")
+        if self.max_iter < 1:
+            raise UserError(f"--max-iter must be at least 1, got {self.max_iter}")

@@ -17,8 +17,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from exmed_bert.baselines.args import BaselineArgs, RFArgs, XGBArgs
+from exmed_bert.baselines.args import BaselineArgs, LogRegArgs, RFArgs, XGBArgs
 from exmed_bert.errors import UserError
+from exmed_bert.io import write_json
 
 
 @dataclass(frozen=True)
@@ -129,11 +130,60 @@ def save_xgboost(model, output_dir: str | os.PathLike) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
+# Logistic regression: the linear baseline. Counts (and days) are heavy-tailed, so each column goes to a
+# log scale and is divided by its largest train value; both keep zeros zero, so the input stays sparse.
+
+
+def signed_log1p(X):
+    """sign(x) * log1p(|x|), on the stored values of a sparse matrix (zeros stay zero) or on an array."""
+    if hasattr(X, "tocsr"):  # scipy sparse
+        X = X.tocsr(copy=True)
+        X.data = np.sign(X.data) * np.log1p(np.abs(X.data))
+        return X
+    return np.sign(X) * np.log1p(np.abs(X))
+
+
+def build_logreg(args: LogRegArgs, class_balance: np.ndarray | None = None):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import FunctionTransformer, MaxAbsScaler
+
+    model = LogisticRegression(C=args.C, max_iter=args.max_iter, random_state=args.seed,
+                               class_weight="balanced" if class_balance is not None else None)
+    return Pipeline([("impute", _impute_unknown_age()), ("log", FunctionTransformer(signed_log1p)),
+                     ("scale", MaxAbsScaler()), ("model", model)])
+
+
+def logreg_importances(pipeline) -> np.ndarray:
+    """(F,) |coefficient| per input feature on the scaled columns, averaged over the classes' rows."""
+    return _fold_indicators(pipeline, np.abs(pipeline.named_steps["model"].coef_).mean(axis=0))
+
+
+def save_logreg(pipeline, output_dir: str | os.PathLike) -> Path:
+    """coefficients.json: everything that turns a feature row into the probabilities, as numbers."""
+    impute, scale, model = (pipeline.named_steps[k] for k in ("impute", "scale", "model"))
+    path = Path(output_dir) / "coefficients.json"
+    write_json(path, {
+        "format": "exmed-bert-logreg", "version": 1,
+        # columns: the input features (metrics.json's n_features, in features.feature_names order), then a
+        # 0/1 "was missing" column for each of `indicator_features`
+        "steps": "missing -> impute_statistics (+ indicator columns); x -> sign(x) * log1p(|x|) / scale; "
+                 "p = sigmoid(coef . x + intercept) for two classes, softmax over the rows of coef otherwise",
+        "impute_statistics": impute.statistics_.tolist(),
+        "indicator_features": [] if impute.indicator_ is None else impute.indicator_.features_.tolist(),
+        "scale": scale.scale_.tolist(),  # each column's largest |value| in train (1 for an all-zero one)
+        "classes": model.classes_.tolist(), "coef": model.coef_.tolist(), "intercept": model.intercept_.tolist()})
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
 # the registry
 
 BASELINES: tuple[Baseline, ...] = (
     Baseline("rf", RFArgs, "Random Forest", build_rf, rf_importances, "mean impurity decrease"),
     Baseline("xgboost", XGBArgs, "XGBoost", build_xgboost, xgboost_importances, "gain", save=save_xgboost),
+    Baseline("logreg", LogRegArgs, "Logistic regression", build_logreg, logreg_importances,
+             "|coefficient| on log1p, max-abs-scaled features", save=save_logreg, in_default_pipeline=False),
 )
 NAMES: tuple[str, ...] = tuple(b.name for b in BASELINES)
 

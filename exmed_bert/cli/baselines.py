@@ -1,10 +1,10 @@
-"""The baselines' commands (`train-rf.py`, `train-xgboost.py`): one `main_<name>` each over one shared runner;
-only the settings class, and so the registry entry, differs."""
+"""The baselines' commands (`train-rf.py`, `train-xgboost.py`, `train-logreg.py`): one `main_<name>` each
+over one shared runner; only the settings class, and so the registry entry, differs."""
 
 from __future__ import annotations
 
 from exmed_bert.baselines import registry
-from exmed_bert.baselines.args import BaselineArgs, RFArgs, XGBArgs
+from exmed_bert.baselines.args import BaselineArgs, LogRegArgs, RFArgs, XGBArgs
 from exmed_bert.config import parse_args
 from exmed_bert.errors import cli_entry
 
@@ -26,3 +26,8 @@ def main_rf(argv=None) -> int:
 @cli_entry
 def main_xgboost(argv=None) -> int:
     return _main(XGBArgs, argv)
+
+
+@cli_entry
+def main_logreg(argv=None) -> int:
+    return _main(LogRegArgs, argv)
