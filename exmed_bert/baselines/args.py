@@ -7,7 +7,7 @@ to its stage name. Light to import (no scikit-learn, scipy or xgboost): config.y
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import ClassVar, Optional
+from typing import Optional
 
 from exmed_bert.errors import UserError
 
@@ -70,7 +70,6 @@ class TreeArgs(BaselineArgs):
 class RFArgs(TreeArgs):
     """Train a Random Forest on code counts (or time-windowed counts) + age + sex and score it on the test split."""
 
-    yaml_section: ClassVar[str] = "rf"
     output_dir: str = field(default="output/rf", metadata={"help": "where metrics, predictions and plots go"})
     min_samples_leaf: int = field(default=5, metadata={
         "help": "minimum patients per leaf (larger: smoother probabilities)"})
@@ -82,7 +81,6 @@ class RFArgs(TreeArgs):
 class XGBArgs(TreeArgs):
     """Train XGBoost on code counts (or time-windowed counts) + age + sex and score it on the test split."""
 
-    yaml_section: ClassVar[str] = "xgboost"
     output_dir: str = field(default="output/xgboost", metadata={"help": "where metrics, predictions and plots go"})
     n_estimators: int = field(default=300, metadata={"help": "number of boosting rounds"})
     # depth 3 / eta 0.05: better validation AUROC than depth 6 / 0.1 on the generator's data (docs/EVALUATION.md)
@@ -97,7 +95,6 @@ class LogRegArgs(BaselineArgs):
     """Train an L2-regularised logistic regression on code counts (or time-windowed counts) + age + sex, each
     column log1p-transformed and scaled by its largest train value, and score it on the test split."""
 
-    yaml_section: ClassVar[str] = "logreg"
     output_dir: str = field(default="output/logreg", metadata={"help": "where metrics, predictions and plots go"})
     C: float = field(default=1.0, metadata={
         "help": "inverse L2 regularisation strength (smaller: simpler model; scikit-learn's C)"})
