@@ -71,8 +71,7 @@ def write_claims_fixture(tmp_path, n: int = 60, seed: int = 0, signal_rates: tup
     tc = tmp_path / "task.csv"
     write_task_csv(tc, task)
     data = tmp_path / "data"
-    convert_patients(pj, data / "synthetic.pt", task_data=tc, seed=1, progress=False,
-                     args={"output": str(data / "synthetic.pt"), "seed": 1})
+    convert_patients(pj, data / "synthetic.pt", task_data=tc, seed=1, progress=False)
     return {"patients": pj, "task": tc, "data": data, "labels": {p: y for p, y, _ in task}}
 
 
