@@ -92,8 +92,9 @@ def test_the_report_takes_a_logreg_run_like_rfs(tmp_path):
 
 def test_the_pipeline_runs_it_when_asked(tmp_path):
     """Not in the default stages (the report stays fine-tuned vs RF vs XGBoost); `stages: [..., logreg]`
-    adds its stage, wired like RF's, and its run to the report."""
+    adds its stage, wired like RF's, with config.yaml's `logreg:` section, and its run to the report."""
     from exmed_bert import pipeline
+    from exmed_bert.config import load_yaml
     from exmed_bert.stages import STAGES
 
     sections = {}
@@ -103,10 +104,15 @@ def test_the_pipeline_runs_it_when_asked(tmp_path):
     assert "logreg" not in [s.name for s in planned]
     assert not any("logreg" in r for r in next(s for s in planned if s.name == "report").args.runs)
 
-    asked = pipeline.parse_args(pipeline.PipelineArgs, ["--stages", "rf,logreg,report"], sections=sections)
+    config = tmp_path / "config.yaml"
+    config.write_text("stages: [rf, logreg, report]\nlogreg:\n  C: 0.1\n  features: windows\n")
+    sections = load_yaml(config)
+    asked = pipeline.parse_args(pipeline.PipelineArgs, ["--config", str(config)], sections=sections)
     planned = {s.name: s for s in pipeline.plan(asked, sections)[0]}
     assert list(planned) == ["rf", "logreg", "report"]
-    assert isinstance(planned["logreg"].args, LogRegArgs) and planned["logreg"].script == "train-logreg.py"
+    assert planned["logreg"].args == LogRegArgs(output_dir="output/logreg", data_dir="pretrain_stuff",
+                                                task_data="data/task_specific.csv", C=0.1, features="windows")
+    assert planned["logreg"].script == "train-logreg.py"
     assert planned["logreg"].args.output_dir == "output/logreg"
     assert planned["logreg"].args.data_dir == planned["rf"].args.data_dir
     assert planned["report"].args.runs == ["output/finetuned", "output/rf", "output/xgboost", "output/logreg"]
