@@ -33,7 +33,9 @@ step generate $PY scripts/generate_synthetic_patients.py -n "$N" --seed "$SEED" 
 step convert $PY scripts/convert_synthetic_to_dataset.py --input "$OUT/patients.jsonl" \
   --output "$OUT/data/synthetic.pt" --task-data "$OUT/task.csv" --max-length "$MAX_LEN" --seed "$SPLIT_SEED"
 RUNS=()
-for est in rf xgboost; do
+# every baseline of the registry (exmed_bert/baselines/registry.py), each on both feature sets
+BASELINES=$($PY -c "from exmed_bert.baselines.registry import NAMES; print(*NAMES)")
+for est in $BASELINES; do
   for feat in counts windows; do
     step "$est-$feat" $PY "scripts/train-$est.py" --data-dir "$OUT/data" --task-data "$OUT/task.csv" \
       --features "$feat" --output-dir "$OUT/$est-$feat"
