@@ -75,3 +75,33 @@ def test_render_handles_a_one_class_test_set():
     text = render({"n_test": 5, "prevalence": 0.0, "n_bootstrap": 10, "oracle_auroc": None, "verdict": lines, "paired_delta_auroc": [
         {"a": "A", "b": "B", "delta_auroc": None, "ci_low": None, "ci_high": None, "p_value": None}]}, [])
     assert "n/a (one-class test set)" in text
+
+
+def test_a_test_split_too_small_gets_no_verdict(tmp_path):
+    """One positive test row gives zero-width CIs; the report says the split is too small instead of
+    declaring a winner."""
+    from exmed_bert.cli.compare import main
+
+    y = np.array([1] + [0] * 30)
+    a = fake_run(tmp_path / "a", "Random Forest", y, np.linspace(1, 0, 31))
+    b = fake_run(tmp_path / "b", "XGBoost", y, np.linspace(0, 1, 31))
+    out = tmp_path / "r" / "report.md"
+    assert main(["--runs", str(a), str(b), "--output", str(out), "--n-bootstrap", "50"]) == 0
+    summary = json.loads(out.with_suffix(".json").read_text())
+    assert len(summary["verdict"]) == 1 and summary["verdict"][0].startswith("No verdict: the test split holds "
+                                                                             "1 positive and 30 negative rows")
+    assert "beats" not in out.read_text() and "loses to" not in out.read_text()
+
+
+def test_an_auroc_far_below_half_is_not_called_near_chance(tmp_path):
+    from exmed_bert.evaluation.report import load_run, verdict
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 200)
+    inverted = load_run(fake_run(tmp_path / "inv", "Inverted", y, 1.0 - y * 0.9 - 0.05 * rng.random(200)))
+    near = load_run(fake_run(tmp_path / "near", "Noise", y, rng.random(200)))
+    lines = verdict([inverted, near], [], None, y)
+    inv = [s for s in lines if "Inverted" in s and "Warning" in s]
+    assert len(inv) == 1 and "worse than chance" in inv[0] and "near chance" not in inv[0]
+    assert 0.45 <= near.metrics["metrics"]["auroc"]["value"] < 0.55
+    assert any("Noise is near chance" in s for s in lines)

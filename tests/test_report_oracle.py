@@ -129,3 +129,38 @@ def test_bad_risk_file_is_one_line_error(cohort, tmp_path, capsys, body, needle)
     assert rc == 2 and len(err.splitlines()) == 1 and needle in err and str(bad) in err
     rc, _ = _report(tmp_path, cohort["runs"], "--risk-file", str(tmp_path / "absent.csv"))
     assert rc == 2 and "--risk-file" in capsys.readouterr().err
+
+
+def test_oracle_on_rows_keyed_by_patient_and_time_uses_patient_resamples(tmp_path):
+    """MEDS labels give a patient a row per prediction time; the risk file has one risk per patient. The
+    oracle takes each row's patient's risk, and its gaps are the patient-clustered paired ΔAUROC."""
+    rng = np.random.default_rng(3)
+    n_pat = 150
+    risk = rng.uniform(0.02, 0.98, n_pat)
+    pats = [f"{100 + i}" for i in range(n_pat)]
+    rows = [i for i in range(n_pat) for _ in range(1 + i % 3)]          # 1-3 rows per patient
+    y = (rng.random(len(rows)) < risk[rows]).astype(int)
+    times = np.arange(len(rows), dtype=np.int64) * 3_600_000_000        # distinct hours
+    task = tmp_path / "task.csv"
+    task.write_text("patient_id,label,prediction_date\n")
+    (tmp_path / "task_risk.csv").write_text(
+        "patient_id,true_risk\n" + "".join(f"{p},{r!r}\n" for p, r in zip(pats, risk.tolist())))
+    p_model = risk[rows] + rng.normal(0, 0.2, len(rows))
+    ids = [pats[i] for i in rows]
+    folder = tmp_path / "m"
+    evaluate_and_write(folder, "M", test_ids=ids, y_test=y, p_test=p_model, y_val=y, p_val=p_model,
+                       n_bootstrap=N_BOOT, seed=SEED, prediction_times=times,
+                       extra={"data": {"task_data": str(task), "label_column": "boolean_value"}})
+    rc, out = _report(tmp_path, [str(folder)], "--risk-file", str(tmp_path / "task_risk.csv"))
+    assert rc == 0
+    summary = json.loads(out.with_suffix(".json").read_text())
+    o = summary["oracle"]
+    assert (o["n"], o["n_patients"]) == (len(rows), n_pat)
+    assert o["auroc"] == pytest.approx(roc_auc_score(y, risk[rows]), abs=1e-12)
+    groups = M.patient_groups(ids)
+    want = M.paired_auroc_delta(y, p_model, risk[rows], n_bootstrap=N_BOOT, seed=SEED, groups=groups)
+    gap = o["gaps"]["M"]
+    assert (gap["ci_low"], gap["ci_high"]) == pytest.approx((want["ci_low"], want["ci_high"]), abs=1e-12)
+    plain = M.paired_auroc_delta(y, p_model, risk[rows], n_bootstrap=N_BOOT, seed=SEED)
+    assert (gap["ci_low"], gap["ci_high"]) != pytest.approx((plain["ci_low"], plain["ci_high"]), abs=1e-9)
+    assert f"Test split: {len(rows)} rows from {n_pat} patients" in out.read_text()

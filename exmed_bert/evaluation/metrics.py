@@ -243,13 +243,15 @@ def _delta_interval(d: np.ndarray, level: float) -> dict:
 
 
 def auroc_gaps_to_reference(y: np.ndarray, p_ref: np.ndarray, p_models: list[np.ndarray],
-                            n_bootstrap: int = 1000, seed: int = 42, level: float = 0.95) -> dict:
+                            n_bootstrap: int = 1000, seed: int = 42, level: float = 0.95,
+                            groups: np.ndarray | None = None) -> dict:
     """AUROC of a reference score (the generator's true risk: the oracle) and each model's gap to it.
 
     y: (n,) 0/1 labels; p_ref: (n,) reference scores; p_models: M arrays (n,) of P(class 1), all on the
     same patients in the same order. Every figure comes from the same resamples as paired_auroc_delta
-    (bootstrap_weights(n, n_bootstrap, seed)), so each gap (model - reference) is paired, and its CI and
-    p-value equal paired_auroc_delta(y, p_model, p_ref).
+    (bootstrap_weights(n, n_bootstrap, seed, groups)), so each gap (model - reference) is paired, and its CI
+    and p-value equal paired_auroc_delta(y, p_model, p_ref, groups=groups). `groups`: the patient of each row
+    when some have several (MEDS labels): patients are drawn with all their rows.
     Returns {"reference": {value, ci_low, ci_high}, "models": [{"auroc": {...}, "gap": {...}}] * M,
     "n", "n_bootstrap"}.
     """
@@ -258,7 +260,7 @@ def auroc_gaps_to_reference(y: np.ndarray, p_ref: np.ndarray, p_models: list[np.
     n = len(y)
     point = np.array([weighted_auroc(y, p, np.ones((1, n)))[0] for p in P])  # (M+1,)
     S = np.concatenate([np.stack([weighted_auroc(y, p, W) for p in P], axis=1)
-                        for W in bootstrap_weights(n, n_bootstrap, seed)]) if n else np.zeros((0, len(P)))
+                        for W in bootstrap_weights(n, n_bootstrap, seed, groups)]) if n else np.zeros((0, len(P)))
 
     def summary(k: int) -> dict:  # point estimate and CI of one score's AUROC, (B,) samples in S[:, k]
         lo, hi = _interval(S[:, k], level)
@@ -267,7 +269,7 @@ def auroc_gaps_to_reference(y: np.ndarray, p_ref: np.ndarray, p_models: list[np.
     models = [{"auroc": summary(k),
                "gap": {"value": _finite(point[k] - point[0]), **_delta_interval(S[:, k] - S[:, 0], level)}}
               for k in range(1, len(P))]
-    return {"reference": summary(0), "models": models, "n": n, "n_bootstrap": n_bootstrap}
+    return {"reference": summary(0), "models": models, "n": n, "n_bootstrap": n_bootstrap, **_unit(groups)}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -70,23 +70,29 @@ def read_risk(path: str | os.PathLike) -> pd.Series:
     return pd.Series(risk.to_numpy(dtype=np.float64), index=df["patient_id"])
 
 
-def oracle_on_test_split(path: Path, ids: Sequence[str], y: np.ndarray, probs: Sequence[np.ndarray],
-                      names: Sequence[str], n_bootstrap: int, seed: int) -> dict:
-    """The oracle AUROC on exactly the compared patients `ids` (labels y, (n,)), with a CI from the same
-    bootstrap resamples as the paired ΔAUROC, and each model's paired gap (model - oracle).
+def oracle_on_test_split(path: Path, patients: Sequence[str], y: np.ndarray, probs: Sequence[np.ndarray],
+                         names: Sequence[str], n_bootstrap: int, seed: int) -> dict:
+    """The oracle AUROC on exactly the compared rows (labels y, (n,); `patients`: each row's patient id,
+    which repeats when a patient has a row per prediction time), with a CI from the same bootstrap
+    resamples as the paired ΔAUROC (patients drawn with all their rows), and each model's paired gap
+    (model - oracle). The risk file holds one true risk per patient; every row of a patient takes it.
 
     A risk file that lacks some of these patients belongs to another cohort: a UserError, not a quiet
     oracle on a subset.
     """
-    risk = read_risk(path).reindex(list(ids)).to_numpy()
+    patients = list(patients)
+    risk = read_risk(path).reindex(patients).to_numpy()
     missing = np.flatnonzero(np.isnan(risk))
     if len(missing):
-        raise UserError(f"{path}: no true risk for {len(missing)} of the {len(ids)} compared test patients "
-                        f"(e.g. {ids[missing[0]]}); it is from another generation than the runs' task CSV - "
+        n_missing = len({patients[i] for i in missing})
+        raise UserError(f"{path}: no true risk for {n_missing} of the {len(set(patients))} compared test patients "
+                        f"(e.g. {patients[missing[0]]}); it is from another generation than the runs' task CSV - "
                         "pass the matching --risk-file, or remove this one to report without an oracle")
-    res = M.auroc_gaps_to_reference(y, risk, list(probs), n_bootstrap=n_bootstrap, seed=seed)
+    res = M.auroc_gaps_to_reference(y, risk, list(probs), n_bootstrap=n_bootstrap, seed=seed,
+                                    groups=M.patient_groups(patients))
     return {"auroc": res["reference"]["value"], "ci_low": res["reference"]["ci_low"],
-            "ci_high": res["reference"]["ci_high"], "n": res["n"], "n_positive": int(np.sum(y)),
+            "ci_high": res["reference"]["ci_high"], "n": res["n"], "n_patients": len(set(patients)),
+            "n_positive": int(np.sum(y)),
             "patients": "the compared test patients", "risk_file": str(path), "n_bootstrap": n_bootstrap,
             "seed": seed,
             "gaps": {name: {"auroc": m["auroc"], "gap": m["gap"]["value"], "ci_low": m["gap"]["ci_low"],

@@ -143,12 +143,13 @@ def compare(run_dirs: Sequence[str | os.PathLike], output: str | os.PathLike, *,
         raise UserError("compare-models.py compares binary tasks; a multi-class run's metrics.json has macro "
                         "metrics only - compare those by hand")
     ids, y, probs = align(runs)
+    patients = runs[0].patients or ids   # each row's patient (a row is a (patient, prediction time) pair)
     risk_path, looked = find_risk_file([r.folder for r in runs], risk_file, task_data)
-    oracle = (oracle_on_test_split(risk_path, ids, y, probs, [r.name for r in runs], n_bootstrap, seed)
+    oracle = (oracle_on_test_split(risk_path, patients, y, probs, [r.name for r in runs], n_bootstrap, seed)
               if risk_path is not None else None)
     cohort_oracle, cohort_src = find_oracle(metadata)
     deltas = []
-    groups = M.patient_groups(runs[0].patients or ids)   # a patient's rows (prediction times) are resampled together
+    groups = M.patient_groups(patients)   # a patient's rows (prediction times) are resampled together
     for (i, a), (j, b) in combinations(enumerate(runs), 2):
         d = M.paired_auroc_delta(y, probs[i], probs[j], n_bootstrap=n_bootstrap, seed=seed, groups=groups)
         deltas.append({"a": a.name, "b": b.name, **d})
@@ -157,7 +158,9 @@ def compare(run_dirs: Sequence[str | os.PathLike], output: str | os.PathLike, *,
     curves = {r.name: (y, p) for r, p in zip(runs, probs)}
     plots.plot_roc(curves, folder / "roc_all.png", title="ROC on the shared test patients")
     plots.plot_calibration(curves, folder / "calibration_all.png", title="Calibration on the shared test patients")
-    summary = {"n_test": len(ids), "prevalence": float(y.mean()),
+    n_pos = int(y.sum())
+    summary = {"n_test": len(ids), "n_test_patients": len(set(patients)), "n_positive": n_pos,
+               "n_negative": len(ids) - n_pos, "prevalence": float(y.mean()),
                "oracle": oracle, "oracle_auroc": None if oracle is None else oracle["auroc"],
                "oracle_note": None if oracle is not None else no_oracle_note(looked),
                "cohort_oracle_auroc": cohort_oracle, "cohort_oracle_source": cohort_src,
@@ -165,7 +168,7 @@ def compare(run_dirs: Sequence[str | os.PathLike], output: str | os.PathLike, *,
                "models": {r.name: {"folder": str(r.folder), "inputs": r.metrics.get("inputs"),
                                    **{k: r.metrics["metrics"].get(k) for k in ("auroc", "auprc", "f1", "brier", "ece")}}
                           for r in runs},
-               "paired_delta_auroc": deltas, "verdict": verdict(runs, deltas, oracle),
+               "paired_delta_auroc": deltas, "verdict": verdict(runs, deltas, oracle, y),
                "n_bootstrap": n_bootstrap, "seed": seed}
     write_text(out, render(summary, runs))
     write_json(out.with_suffix(".json"), summary)
@@ -191,17 +194,29 @@ def no_oracle_note(looked: Sequence[Path]) -> str:
             "it (the generator writes <task stem>_risk.csv) or pass --risk-file.")
 
 
-def verdict(runs: Sequence[Run], deltas: list[dict], oracle: dict | None = None) -> list[str]:
+# Fewer test rows than this in either class: AUROCs and their bootstrap CIs say little (a single
+# positive gives zero-width CIs), so the report gives no verdict between models.
+MIN_PER_CLASS = 5
+
+
+def verdict(runs: Sequence[Run], deltas: list[dict], oracle: dict | None = None,
+            y: np.ndarray | None = None) -> list[str]:
     """Plain sentences: the best model by AUROC, each pair's significant win or loss, where each model
-    stands against the test-split oracle."""
+    stands against the test-split oracle; or, on a test split with fewer than MIN_PER_CLASS rows of a
+    class, that it is too small to compare on."""
     auc = {r.name: r.metrics["metrics"]["auroc"]["value"] for r in runs}
     scored = {k: v for k, v in auc.items() if v is not None}
     lines = []
-    if scored:
-        best = max(scored, key=scored.get)
-        lines.append(f"Highest test AUROC: {best} ({scored[best]:.3f}).")
-    else:
-        lines.append("No AUROC could be computed: the test split has a single class. Use more patients.")
+    if not scored:
+        return ["No AUROC could be computed: the test split has a single class. Use more patients."]
+    n_pos = int(np.sum(y)) if y is not None else MIN_PER_CLASS
+    n_neg = len(y) - n_pos if y is not None else MIN_PER_CLASS
+    if min(n_pos, n_neg) < MIN_PER_CLASS:
+        return [f"No verdict: the test split holds {n_pos} positive and {n_neg} negative rows, fewer than "
+                f"{MIN_PER_CLASS} of a class, too few to tell models apart (AUROCs below are for the record). "
+                "Use more patients or a larger test split."]
+    best = max(scored, key=scored.get)
+    lines.append(f"Highest test AUROC: {best} ({scored[best]:.3f}).")
     for d in deltas:
         if d["ci_low"] is None:
             continue
@@ -220,7 +235,10 @@ def verdict(runs: Sequence[Run], deltas: list[dict], oracle: dict | None = None)
                 lines.append(f"{name} is {g['standing']} (gap {g['gap']:+.3f} [{g['ci_low']:+.3f}, "
                              f"{g['ci_high']:+.3f}] to the test-split oracle {oracle['auroc']:.3f}).")
     for name, v in scored.items():
-        if v < 0.55:
+        if v < 0.45:
+            lines.append(f"Warning: {name} ranks worse than chance (AUROC {v:.3f}): its scores run against the "
+                         "labels, which points to inverted labels or a bug, not a result.")
+        elif v < 0.55:
             lines.append(f"Warning: {name} is near chance (AUROC {v:.3f}); on data with planted signal that "
                          "points to a bug or an untrained model, not a result.")
     return lines
@@ -228,8 +246,11 @@ def verdict(runs: Sequence[Run], deltas: list[dict], oracle: dict | None = None)
 
 def render(summary: dict, runs: Sequence[Run]) -> str:
     n, prev = summary["n_test"], summary["prevalence"]
+    n_patients = summary.get("n_test_patients", n)
+    split = (f"{n} patients" if n_patients == n else f"{n} rows from {n_patients} patients (a row per prediction "
+             "time; each resample draws a patient with all of its rows)")
     lines = ["# Model comparison", "",
-             f"Test split: {n} patients, prevalence {prev:.3f}. 95% CIs from {summary['n_bootstrap']} bootstrap "
+             f"Test split: {split}, prevalence {prev:.3f}. 95% CIs from {summary['n_bootstrap']} bootstrap "
              "resamples of the test patients. F1 is at the threshold that maximised F1 on the validation split.", ""]
     lines += [*render_oracle(summary), "## Verdict", "", *[f"- {s}" for s in summary["verdict"]], "",
               "## Test metrics", "",
@@ -261,8 +282,10 @@ def render_oracle(summary: dict) -> list[str]:
         return ["## Oracle", "", summary.get("oracle_note") or "No oracle: no per-patient true-risk file.", ""]
     if o["auroc"] is None:
         return ["## Oracle", "", f"No oracle AUROC: the {o['n']} test patients hold a single class.", ""]
+    rows = (f"{o['n']} compared test patients" if o.get("n_patients", o["n"]) == o["n"]
+            else f"{o['n']} compared test rows ({o['n_patients']} patients)")
     lines = ["## Oracle (the generator's true risk, on the same test patients)", "",
-             f"Oracle AUROC on the {o['n']} compared test patients: **{o['auroc']:.3f}** "
+             f"Oracle AUROC on the {rows}: **{o['auroc']:.3f}** "
              f"[{o['ci_low']:.3f}, {o['ci_high']:.3f}], from `{o['risk_file']}`. No model beats it on average; "
              "on one test split a model may by chance. The AUROCs and gaps below use the same bootstrap "
              "resamples as the paired ΔAUROC, so each gap (model - oracle) has a paired 95% CI; a model is "
