@@ -191,7 +191,9 @@ class FinetuneArgs(TrainingCommonArgs):
         "help": "pretrained model folder (config.json, model.safetensors, vocab.json), or the pretraining "
                 "run folder holding checkpoint-best"})
     task_data: str = field(default="data/task_specific.csv", metadata={
-        "help": "task CSV patient_id,label[,prediction_date]; histories are cut before the prediction date"})
+        "help": "task labels: a CSV patient_id,label[,prediction_date], or MEDS label Parquet (a file or folder: "
+                "subject_id, prediction_time, boolean_value / integer_value / categorical_value); histories are "
+                "cut before the prediction date (CSV) or time (MEDS)"})
     output_dir: str = field(default="output/finetuned", metadata={
         "help": "checkpoints, TensorBoard logs, checkpoint-best/, metrics.json, predictions.csv, plots"})
     data_dir: str = field(default="pretrain_stuff", metadata={

@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import IO, TextIO
 
+from exmed_bert.errors import UserError
+
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # cursor moves of nested progress bars
 
@@ -95,12 +97,17 @@ class TeeLog:
                 handler.stream = sys.stderr
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
         if not self.enabled or self._file is None:
             return
         for tee in (sys.stdout, sys.stderr):
             if isinstance(tee, _Tee):
                 tee.close_line()
+        # a run that stops (bad input refused, a crash) says why in its log too: the command line prints the
+        # error after the tee has closed, which would leave the log without it (or empty)
+        if exc_type is not None and not issubclass(exc_type, KeyboardInterrupt):
+            why = "error" if issubclass(exc_type, UserError) else f"internal error: {exc_type.__name__}"
+            self._file.write(f"{why}: {exc}\n")
         for handler, stream in self._saved:
             handler.stream = stream
         self._saved.clear()
