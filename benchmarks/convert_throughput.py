@@ -65,8 +65,7 @@ def synthesise(path: Path, n: int, seed: int = 0) -> None:
 def child(input: str, output: str, fast: str = "1") -> None:
     """One conversion in this process (--workers 1: ru_maxrss of this process is then the whole peak;
     --meds times whole commands, workers included)."""
-    from exmed_bert.convert import convert_patients
-    from exmed_bert.convert.processes import tune_malloc
+    from exmed_bert.convert import convert_patients, tune_malloc
 
     tune_malloc()   # as the command line does
     t0 = time.perf_counter()

@@ -176,3 +176,16 @@ def test_meds_labels_and_subject_splits_are_read_without_pandas(tmp_path):
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_the_conversions_public_names_load_on_first_use():
+    """`exmed_bert.convert` names what other stages use; importing it (as the config does, for ConvertArgs)
+    loads none of the conversion's numpy and pyarrow until one of those names is used."""
+    code = ("import sys, exmed_bert.convert as c; from exmed_bert.convert import ConvertArgs; "
+            "print('numpy' in sys.modules, 'pyarrow' in sys.modules); "
+            "print(all(callable(getattr(c, n)) for n in c.__all__), 'pyarrow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False", "True", "True"], out.stderr
+    import exmed_bert.convert as c
+    with pytest.raises(AttributeError, match="no attribute 'conversion_internals'"):
+        c.conversion_internals

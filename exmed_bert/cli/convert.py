@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from exmed_bert.convert.processes import peek_flags, start_early, tune_malloc
+from exmed_bert.convert import peek_flags, start_early, tune_malloc
 from exmed_bert.errors import cli_entry
 
 

@@ -5,6 +5,7 @@ What other stages may use is named here (the rest of the package is its inside):
   ConvertArgs, run, convert, convert_patients, output_paths          the conversion
   task_datasets_for, build_task_datasets, vocab_settings             task datasets beside a conversion
   read_task_csv, TaskTable, dataset_keys, is_meds_labels, write_rejects   task labels
+  peek_flags, start_early, tune_malloc       the command line's early start of the workers' fork server
 Each loads on first use: the modules behind them import numpy and pyarrow (0.2 s), which every command's
 --help would pay for, as the config reads `convert.args` (PEP 562 module __getattr__).
 """
@@ -17,6 +18,7 @@ _PUBLIC = {
     "task_datasets_for": "task_datasets", "build_task_datasets": "task_datasets", "vocab_settings": "task_datasets",
     "read_task_csv": "labels", "TaskTable": "labels", "dataset_keys": "labels", "is_meds_labels": "labels",
     "write_rejects": "labels",
+    "peek_flags": "processes", "start_early": "processes", "tune_malloc": "processes",
 }
 __all__ = sorted(_PUBLIC)
 
