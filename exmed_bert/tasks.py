@@ -116,7 +116,8 @@ def load_task_splits(data_dir: str | os.PathLike, task_data: str | os.PathLike, 
     built with its vocabulary and its split of record when missing or made from another task CSV. Without
     one, fine-tuning (`vocab` given) encodes `input_path` itself into output_dir/task_data/, split as the
     model's `pretraining` conversion was (its manifest), or by `split_seed`/`train_ratio` when no split
-    is recorded; flags that contradict a split of record are an error. With `pretraining` known, a val
+    is recorded, with the conversion settings the vocabulary shows (`max_length` None: the conversion's
+    default); flags that contradict a split of record are an error. With `pretraining` known, a val
     or test patient the model was pretrained on is refused. Bad task rows are skipped into
     output_dir/task_rejected.csv or raise (`on_error`).
     Returns (splits {name: PatientDataset}, Vocab, provenance dict).
