@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from exmed_bert.convert.conversion import convert_patients  # noqa: E402
+from exmed_bert.convert import convert_patients  # noqa: E402
 from exmed_bert.data.dataset import PatientDataset  # noqa: E402
 
 

@@ -32,7 +32,7 @@ class Args:
 def main(argv=None) -> int:
     args = parse_args(Args, argv, prog="generate_and_inspect.py")
     from exmed_bert.data.inspect import describe_patient
-    from exmed_bert.convert.conversion import convert_patients
+    from exmed_bert.convert import convert_patients
     from exmed_bert.data.dataset import PatientDataset
     from exmed_bert.data.vocab import Vocab
     from exmed_bert.synthetic.cohort import Params, generate

@@ -112,7 +112,7 @@ def runners() -> dict[str, Callable[[Any], Any]]:
     transformers, scikit-learn and matplotlib (5 s, `python -X importtime`), which --help and a settings
     error must not wait for."""
     from exmed_bert.baselines.runner import run as baseline
-    from exmed_bert.convert.conversion import run as convert
+    from exmed_bert.convert import run as convert
     from exmed_bert.evaluation.report import run as report
     from exmed_bert.synthetic.clinvec_demo import with_demo_release
     from exmed_bert.synthetic.cohort import run as generate

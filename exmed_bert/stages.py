@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from exmed_bert.baselines.registry import BASELINES
-from exmed_bert.convert.args import ConvertArgs
+from exmed_bert.convert import ConvertArgs
 from exmed_bert.errors import UserError
 from exmed_bert.evaluation.args import CompareArgs
 from exmed_bert.synthetic.args import GenerateArgs

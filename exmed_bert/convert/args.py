@@ -7,9 +7,9 @@ Light to import (no torch): config.yaml is read against it. The stage is
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Optional
+from typing import Optional
 
-from exmed_bert.data.splits import SPLITS
+from exmed_bert.data.splits import DEFAULT_SEED, DEFAULT_TRAIN_RATIO, SPLITS
 from exmed_bert.errors import UserError
 
 SPLIT_SOURCES = ("auto", "meds", "hash")  # where a patient's split comes from (--split-source)
@@ -24,8 +24,6 @@ NOT_IN_DATA = ("input", "output", "task_data", "workers")
 class ConvertArgs:
     """Convert patient records to encoded PyTorch datasets (train/val/test), vocab.json and a manifest."""
 
-    yaml_section: ClassVar[Optional[str]] = None
-
     input: str = field(default="data/synthetic_patients.json", metadata={
         "help": "patients as JSON ({\"patients\": [...]}), JSONL, or a MEDS folder of Parquet files"})
     output: str = field(default="pretrain_stuff/synthetic.pt", metadata={
@@ -33,9 +31,9 @@ class ConvertArgs:
     split: str = field(default="all", metadata={"help": "which split to write", "choices": ["all", *SPLITS]})
     max_length: int = field(default=512, metadata={
         "help": "maximum tokens per patient; older visits are dropped first"})
-    train_ratio: float = field(default=0.8, metadata={
+    train_ratio: float = field(default=DEFAULT_TRAIN_RATIO, metadata={
         "help": "share of patients in train; the rest is split evenly between val and test"})
-    seed: int = field(default=42, metadata={"help": "seed of the patient-id hash that assigns splits"})
+    seed: int = field(default=DEFAULT_SEED, metadata={"help": "seed of the patient-id hash that assigns splits"})
     split_source: str = field(default="auto", metadata={
         "help": "where splits come from: meds = a MEDS dataset's metadata/subject_splits.parquet (train -> "
                 "train, tuning -> val, held_out -> test; subjects in other splits are left out), hash = the "

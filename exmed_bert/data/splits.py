@@ -21,7 +21,9 @@ from exmed_bert.io import file_fingerprint
 SPLITS = ("train", "val", "test")
 _SCALE = float(1 << 64)
 MANIFEST = "dataset_manifest.json"
-DEFAULT_SEED, DEFAULT_TRAIN_RATIO = 42, 0.8  # the converter's defaults
+# the conversion's split settings when none is given (ConvertArgs' defaults), and for a conversion that
+# recorded none
+DEFAULT_SEED, DEFAULT_TRAIN_RATIO = 42, 0.8
 RUN_CONFIG = "run_config.json"
 
 
