@@ -11,6 +11,14 @@ Each loads on first use: the modules behind them import numpy and pyarrow (0.2 s
 """
 
 from importlib import import_module
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:   # the same names, for type checkers and readers of the import graph
+    from exmed_bert.convert.args import ConvertArgs
+    from exmed_bert.convert.conversion import convert, convert_patients, output_paths, run
+    from exmed_bert.convert.labels import TaskTable, dataset_keys, is_meds_labels, read_task_csv, write_rejects
+    from exmed_bert.convert.processes import peek_flags, start_early, tune_malloc
+    from exmed_bert.convert.task_datasets import build_task_datasets, task_datasets_for, vocab_settings
 
 _PUBLIC = {
     "ConvertArgs": "args",
