@@ -7,6 +7,8 @@ this module, not those two, so a worker process does not load torch (about 200 M
 from __future__ import annotations
 
 import datetime as dt
+import os
+from pathlib import Path
 
 import numpy as np
 
@@ -69,3 +71,11 @@ def dataset_dict(parts: dict, patient_ids: list[str], labels=None, prediction_da
         data["prediction_times"] = arr("prediction_times", np.asarray(prediction_times))
     data["patient_ids"] = list(patient_ids)
     return data
+
+
+# -- files beside a task ---------------------------------------------------------------------------
+def risk_path(task_path: str | os.PathLike) -> Path:
+    """Where a generated task's per-patient true risk lives: `<task stem>_risk.csv` beside the task CSV.
+    The generator writes it; only the report's oracle reads it (never a model or a baseline)."""
+    task_path = Path(task_path)
+    return task_path.with_name(task_path.stem + "_risk.csv")

@@ -14,7 +14,7 @@ import pandas as pd
 
 from exmed_bert.errors import UserError
 from exmed_bert.evaluation import metrics as M
-from exmed_bert.synthetic.writer import risk_path
+from exmed_bert.data.layout import risk_path
 
 
 def recorded_task_csvs(run_folders: Sequence[Path]) -> list[Path]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from exmed_bert.data.layout import risk_path
 from exmed_bert.io import atomic_write, write_json
 from exmed_bert.synthetic.generator import Chunk
 from exmed_bert.synthetic.tables import CodeTables
@@ -23,12 +24,6 @@ def iso_dates(first_day: int, count: int) -> list[str]:
 
 
 RISK_HEADER = "patient_id,true_risk\n"
-
-
-def risk_path(task_path: str | Path) -> Path:
-    """Where the per-patient true risk goes: `<task stem>_risk.csv` beside the task CSV."""
-    task_path = Path(task_path)
-    return task_path.with_name(task_path.stem + "_risk.csv")
 
 
 class ChunkFormatter:
