@@ -1,5 +1,5 @@
 """Dynamic masking through DataLoader workers: masks change every epoch in every worker and repeat for a
-fixed seed, whatever the number of workers (issue 14). Runs the real `ExMedTrainer` loop (accelerate-prepared
+fixed seed, whatever the number of workers. Runs the real `ExMedTrainer` loop (accelerate-prepared
 loader, persistent workers, the epoch callbacks) on a tiny model and records each batch's MLM targets."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""One split of record (issue 14): fine-tuning and the baselines read the conversion's train/val/test
+"""One split of record: fine-tuning and the baselines read the conversion's train/val/test
 assignment, fine-tuning on re-encoded patients takes it from the conversion the model was pretrained
 on, a split that would score pretraining patients is refused, and --split-seed is not --seed."""
 
