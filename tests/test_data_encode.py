@@ -119,7 +119,8 @@ def test_task_cut_excludes_events_on_or_after_prediction_date(tmp_path):
         f"P{i},{i % 2},{'2021-01-01' if i % 3 else '2020-06-01'}\n" for i in range(30)) + "P999,1,2020-01-01\n")
     man = convert_patients(src, tmp_path / "ds.pt", task_data=csv, seed=1, progress=False)
     t = man["task"]
-    assert t["unlabelled_patients"] == 10 and t["labels_without_patient"] == 1
+    assert t["unlabelled_patients"] == 10 and t["label_rows"]["subject_not_in_data"] == 1
+    assert t["label_rows"]["read"] == 31 == t["label_rows"]["kept"] + t["label_rows"]["kept_without_history"] + 1
     assert sum(s["patients"] for s in t["splits"].values()) == 30
     paths = output_paths(tmp_path / "ds.pt", task=True)
     seen = 0

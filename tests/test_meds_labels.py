@@ -151,25 +151,27 @@ def codes(ds, vocab, pid):
     return {vocab.token(t) for t in ds[ds.patient_ids.index(pid)]["input_ids"].tolist()} - set(vocab.tokens[:5])
 
 
-def test_the_task_split_keeps_what_happened_before_the_prediction_time(tmp_path):
+def test_the_task_split_keeps_what_happened_at_or_before_the_prediction_time(tmp_path):
+    """MEDS reads a label as "data up to and including prediction_time": an event at the time is in, one
+    after it is not (this rule replaced one that left out events at the time)."""
     out, vocab = convert_with_labels(tmp_path)
     full = PatientDataset.load(out / "m_train.pt")
     task = PatientDataset.load(out / "m_task_train.pt")
     assert codes(full, vocab, "1") == {"icd10cm:C50", "icd10cm:A01", "icd10cm:Z99", "icd10cm:B20"}  # pretraining
-    assert codes(task, vocab, "1") == {"icd10cm:C50", "icd10cm:A01"}   # before 12:00 that day: kept
-    assert codes(task, vocab, "2") == {"icd10cm:C50", "icd10cm:B20"}   # at the time (midnight): not
+    assert codes(task, vocab, "1") == {"icd10cm:C50", "icd10cm:A01", "icd10cm:Z99"}   # before and at 12:00: kept
+    assert codes(task, vocab, "2") == {"icd10cm:C50", "icd10cm:B20", "icd10cm:A01"}   # at the time (midnight): kept
     i = task.patient_ids.index("1")
-    # the first day after the history: the day after the prediction day, whose morning is in it; the
-    # prediction day itself when the time is midnight
+    # the first day after the history: the day after the prediction day, whose events up to the time are in it
     pred = dict(zip(task.patient_ids, task.data["prediction_days"].tolist()))
-    assert pred == {"1": DAY + 1, "2": (dt.date(2020, 1, 1) - dt.date(1970, 1, 1)).days}
+    assert pred == {"1": DAY + 1, "2": (dt.date(2020, 1, 1) - dt.date(1970, 1, 1)).days + 1}
     # stays as known on the prediction day: the open one truncated to 3 days, the one admitted that day left out
+    # (stays carry days: whether it began before the time is not known)
     lo, hi = task.data["los_offsets"][i : i + 2].tolist()
     assert task.data["los_days"][lo:hi].tolist() == [3]
     assert task.data["labels"].tolist() == [{"1": 1, "2": 0}[p] for p in task.patient_ids]  # no < yes
     man = json.loads((out / "dataset_manifest.json").read_text())
     assert man["task"]["label_classes"] == {"no": 0, "yes": 1}
-    assert man["task"]["cut"] == "before prediction_time"
+    assert man["task"]["cut"] == "at or before prediction_time"
 
     # the baselines read the same history: A01 counts, 0 days before the prediction day's end
     from exmed_bert.baselines.features import windowed_codes
@@ -200,7 +202,26 @@ def test_task_datasets_of_the_day_level_rule_are_rebuilt(tmp_path):
     before = (out / "m_task_train.pt").stat().st_mtime_ns
     paths = task_datasets_for(out, tmp_path / "labels" / "task.parquet")
     assert paths["train"].stat().st_mtime_ns != before
-    assert codes(PatientDataset.load(paths["train"]), vocab, "1") == {"icd10cm:C50", "icd10cm:A01"}
+    assert codes(PatientDataset.load(paths["train"]), vocab, "1") == {"icd10cm:C50", "icd10cm:A01", "icd10cm:Z99"}
+
+
+def test_task_datasets_of_the_exclusive_time_rule_are_rebuilt(tmp_path):
+    """Task datasets cut by the older rule ("before prediction_time": the event at the time left out) are
+    rebuilt under the inclusive one."""
+    from exmed_bert.convert.task_datasets import task_datasets_for
+
+    out, vocab = convert_with_labels(tmp_path)
+    man_path = out / "dataset_manifest.json"
+    man = json.loads(man_path.read_text())
+    man["task"]["cut"] = "before prediction_time"
+    man_path.write_text(json.dumps(man))
+    before = (out / "m_task_train.pt").stat().st_mtime_ns
+    paths = task_datasets_for(out, tmp_path / "labels" / "task.parquet")
+    assert paths["train"].stat().st_mtime_ns != before
+    task_man = json.loads((out / "m_task_manifest.json").read_text())
+    assert task_man["task"]["cut"] == "at or before prediction_time"
+    assert task_datasets_for(out, tmp_path / "labels" / "task.parquet")["train"].stat().st_mtime_ns == \
+        paths["train"].stat().st_mtime_ns   # now reused
 
 
 def test_json_events_have_dates_only_so_the_prediction_day_is_left_out(tmp_path):
@@ -251,14 +272,17 @@ def test_a_subject_with_two_prediction_times_has_two_task_rows(tmp_path):
     us = [int((t - T("1970-01-01")).total_seconds()) * 1_000_000 for t in when]
     assert task.data["prediction_times"].tolist() == [us[1], us[0], us[2]]   # in time order
     assert task.data["labels"].tolist() == [0, 1, 0]
-    assert task.data["prediction_days"].tolist() == [DAY, DAY + 1, (dt.date(2020, 1, 1) - dt.date(1970, 1, 1)).days]
+    assert task.data["prediction_days"].tolist() == [DAY, DAY + 1,
+                                                     (dt.date(2020, 1, 1) - dt.date(1970, 1, 1)).days + 1]
     assert codes_at(task, vocab, 0) == {"icd10cm:C50"}                    # 2020-03-04 09:00, before 10:00
-    assert codes_at(task, vocab, 1) == {"icd10cm:C50", "icd10cm:A01"}
+    assert codes_at(task, vocab, 1) == {"icd10cm:C50", "icd10cm:A01", "icd10cm:Z99"}   # Z99 at 12:00: at the time
     stays = [task.data["los_days"][a:b].tolist() for a, b in zip(task.data["los_offsets"][:-1].tolist(),
                                                                   task.data["los_offsets"][1:].tolist())]
     assert stays[:2] == [[2], [3]]   # the open stay as known on each prediction day
     man = json.loads((out / "True" / "dataset_manifest.json").read_text())
-    assert man["task"]["splits"]["train"]["patients"] == 3 and man["task"]["labels_without_patient"] == 0
+    assert man["task"]["splits"]["train"]["patients"] == 3
+    assert man["task"]["label_rows"] == {"read": 3, "kept": 3, "kept_without_history": 0, "subject_not_in_data": 0,
+                                         "subject_in_no_split": 0, "bad": 0, "bad_reasons": {}}
     # the label check of fine-tuning and the baselines tells a subject's rows apart by their time
     from exmed_bert.tasks import reconcile
 

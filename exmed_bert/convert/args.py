@@ -16,8 +16,9 @@ SPLIT_SOURCES = ("auto", "meds", "hash")  # where a patient's split comes from (
 ON_ERROR = ("skip", "fail")
 OTHER_CODES = ("drop", "keep")   # --other-codes (exmed_bert.convert.validate holds the same tuple)
 # fields that change no byte of the datasets: where the input, the task rows (checked by their fingerprint)
-# and the outputs are, and how many processes convert: task datasets are reused across them
-NOT_IN_DATA = ("input", "output", "task_data", "workers")
+# and the outputs are, how many processes convert, and whether a bad task row stops the conversion: task
+# datasets are reused across them
+NOT_IN_DATA = ("input", "output", "task_data", "workers", "on_task_error")
 
 
 @dataclass
@@ -44,7 +45,12 @@ class ConvertArgs:
     task_data: Optional[str] = field(default=None, metadata={
         "help": "task labels: a CSV patient_id,label[,prediction_date] or MEDS label Parquet (a file or folder: "
                 "subject_id, prediction_time, boolean_value / integer_value / categorical_value); also writes "
-                "<stem>_task_{train,val,test}.pt with only labelled patients, cut before their prediction date"})
+                "<stem>_task_{train,val,test}.pt, one row per label row whose subject is converted, cut at its "
+                "prediction time (MEDS labels: events at or before it) or before its prediction_date (CSV)"})
+    on_task_error: str = field(default="skip", metadata={
+        "help": "bad task rows (a null label, a repeated prediction_time, ...): skip them into task_rejected.csv "
+                "beside the output, counted in the manifest, as fine-tuning and the baselines do; or fail on the first",
+        "choices": list(ON_ERROR)})
     on_error: str = field(default="skip", metadata={
         "help": "bad records: skip them (listed in <stem>_rejected.jsonl) or fail on the first",
         "choices": list(ON_ERROR)})
@@ -77,7 +83,8 @@ class ConvertArgs:
         if self.value_bins and self.other_codes != "keep":
             raise UserError(f"--value-bins {self.value_bins} bins the values of other codes; add --other-codes keep "
                             "(or leave --value-bins at 0)")
-        for flag, value, choices in (("--on-error", self.on_error, ON_ERROR), ("--other-codes", self.other_codes,
+        for flag, value, choices in (("--on-error", self.on_error, ON_ERROR), ("--on-task-error", self.on_task_error,
+                                     ON_ERROR), ("--other-codes", self.other_codes,
                                      OTHER_CODES), ("--split-source", self.split_source, SPLIT_SOURCES)):
             if value not in choices:
                 raise UserError(f"{flag} must be one of {', '.join(choices)}, got {value!r}")

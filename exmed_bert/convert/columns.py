@@ -6,10 +6,13 @@ ev_tok [E] (ev_pat = patient index, any order); stays los_pat (non-decreasing), 
 time, microseconds since 1970, NO_TIME for none) and ev_time [E] (each event's time, NO_TIME unknown).
 
 A task family keeps the events of days before the prediction day ("cut") and, for a patient with a
-prediction time, the events of that day whose time is known to be earlier (a date-only event, or one of
-unknown time, is left out that day). Stays are cut at the prediction day: a stay admitted on or after it
-is dropped, and one still open on it is truncated to (prediction day - admission day), what was known by
-then whatever the time of day.
+prediction time, the events of that day whose time is known to be at or before it (MEDS: data up to and
+including prediction_time; a date-only event, or one of unknown time, is left out that day). Stays carry
+days, not times, so they are cut at the prediction day: a stay admitted before it is kept, its length
+truncated to (prediction day - admission day) when it ends later (a stay ending on the prediction day, as
+an admission whose discharge is the prediction time, keeps its whole length); one admitted on or after
+the prediction day is dropped (when on that day it began is not known). A row with no event left keeps
+a [CLS]-only sequence (age and sex known).
 """
 
 from __future__ import annotations

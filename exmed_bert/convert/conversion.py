@@ -21,7 +21,7 @@ from tqdm import tqdm
 from exmed_bert.convert import formats
 from exmed_bert.convert.args import ConvertArgs
 from exmed_bert.convert.intake import Intake, Job
-from exmed_bert.convert.labels import TaskTable, cut_rule, read_task_csv
+from exmed_bert.convert.labels import TaskTable, cut_rule, read_task_csv, write_rejects
 from exmed_bert.convert.report import all_rejected_message, code_report, summary_line
 from exmed_bert.convert.speed import gc_paused
 from exmed_bert.convert.spill import Spill, spill_folder
@@ -91,7 +91,8 @@ def convert(args: ConvertArgs, *, table: TaskTable | None = None, vocab: Vocab |
     pretraining = vocab is None
     paths = output_paths(args.output, task=not pretraining)
     if table is None and args.task_data is not None:
-        table = read_task_csv(args.task_data, skip_hint=None)
+        table = read_task_csv(args.task_data, on_error=args.on_task_error,
+                              skip_hint="pass --on-task-error skip to skip bad rows into task_rejected.csv")
     if not pretraining and table is None:
         raise ValueError("a task-only build needs task data")
     paths["rejected"].parent.mkdir(parents=True, exist_ok=True)
@@ -184,8 +185,7 @@ def _convert(job: Job, table: TaskTable | None, vocab: Vocab | None, bins: dict 
         if task is not None:
             manifest["task"] = {"task_data": str(table.path), "task_fingerprint": table.fingerprint,
                                 "unlabelled_patients": run.n_unlabelled,
-                                "labels_without_patient": len(set(labels) - run.seen),
-                                "no_events_before_prediction_date": task.no_events, "splits": {}}
+                                "label_rows": label_rows(table, labels, run, task.no_events), "splits": {}}
             if table.label_column is not None:  # MEDS labels: which value column, and categories -> class ids
                 manifest["task"]["label_column"] = table.label_column
             if (rule := cut_rule(table, source.event_times)) is not None:   # what the task split was cut by
@@ -201,7 +201,25 @@ def _convert(job: Job, table: TaskTable | None, vocab: Vocab | None, bins: dict 
             for entries, name, job in jobs:
                 entries[name] = job.result()
         write_json(stage(paths["manifest"]), manifest)
+    if table is not None and table.rejected:   # the bad task rows, as fine-tuning and the baselines list them
+        write_rejects(table, paths["manifest"].parent)
     return manifest
+
+
+def label_rows(table: TaskTable, labels: dict, run: Intake, no_history: int) -> dict:
+    """Every row of the task file as exactly one of: kept with history; kept with no event before its time
+    ([CLS] only); its subject not in the data (absent, or rejected); its subject in no split; a bad row
+    (by reason). `read` is their sum: the rows of the file."""
+    in_data = run.seen - run.unsplit
+    rows = {"kept": 0, "not_in_data": 0, "in_no_split": 0}
+    for pid, samples in labels.items():
+        where = "kept" if pid in in_data else "in_no_split" if pid in run.unsplit else "not_in_data"
+        rows[where] += len(samples)
+    out = {"read": len(table.rows) + len(table.rejected), "kept": rows["kept"] - no_history,
+           "kept_without_history": no_history, "subject_not_in_data": rows["not_in_data"],
+           "subject_in_no_split": rows["in_no_split"], "bad": len(table.rejected)}
+    out["bad_reasons"] = dict(table.kinds.most_common())
+    return out
 
 
 def _report_all_rejected(args: ConvertArgs, paths: dict, rejects: Path, run: Intake, source,

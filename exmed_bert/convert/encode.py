@@ -59,14 +59,16 @@ def _event_order(pat, day, typ, tok, sort_keys) -> np.ndarray:
 
 def encode_chunk(event_counts, event_days, event_toks, birth_days, token_types: np.ndarray,
                  sort_keys: np.ndarray, max_length: int, cutoff_days: np.ndarray | None = None,
-                 event_patients: np.ndarray | None = None) -> dict:
+                 event_patients: np.ndarray | None = None, empty_days: np.ndarray | None = None) -> dict:
     """Encode N patients whose events are given flat (patient-major, any order within a patient).
 
     event_counts [N]; event_days, event_toks [E] (days since 1970, provisional token ids);
     birth_days [N]; token_types / sort_keys [V] per provisional id; cutoff_days [N] keeps only events
     strictly before it (task datasets); event_patients [E] gives each event's patient instead of
-    event_counts (then events may come in any order). Returns flat arrays over T output tokens plus `lengths` [N]
-    (0 for a patient with no event left) and `first_day`, `last_day` [N].
+    event_counts (then events may come in any order); empty_days [N] gives a patient with no event left a
+    [CLS]-only row on that day (a task row with no history: scored from age and sex), else such a patient
+    has no row. Returns flat arrays over T output tokens plus `lengths` [N] (0 for a patient without a row)
+    and `first_day`, `last_day` [N].
     """
     if max_length < 3:
         raise ValueError("max_length must be at least 3 ([CLS], one code, [SEP])")
@@ -113,7 +115,7 @@ def encode_chunk(event_counts, event_days, event_toks, birth_days, token_types: 
     visit = remap[visit]
 
     lengths = np.bincount(vpat, weights=cost, minlength=n).astype(np.int64)
-    has = lengths > 0
+    has = lengths > 0 if empty_days is None else np.ones(n, dtype=bool)
     lengths[has] += 1                                                     # [CLS]
     row = np.cumsum(has) - 1                                              # output row per patient
     offsets = np.zeros(int(has.sum()) + 1, dtype=np.int64)
@@ -139,7 +141,13 @@ def encode_chunk(event_counts, event_days, event_toks, birth_days, token_types: 
     input_ids[sidx], position[sidx], age[sidx], days[sidx] = SEP_ID, vnum, vage, vday
     cidx = offsets[:-1]
     fv = np.flatnonzero(first_visit)                                      # first kept visit per patient
-    input_ids[cidx], position[cidx], age[cidx], days[cidx] = CLS_ID, 0, vage[fv], vday[fv]
+    if empty_days is None:
+        input_ids[cidx], position[cidx], age[cidx], days[cidx] = CLS_ID, 0, vage[fv], vday[fv]
+    else:   # every patient has a row: [CLS] on its first visit's day, or on empty_days[i] when it has none
+        cls_day = np.asarray(empty_days, dtype=np.int32).copy()
+        cls_day[vpat[fv]] = vday[fv]
+        input_ids[cidx], position[cidx], days[cidx] = CLS_ID, 0, cls_day
+        age[cidx] = ages_in_years(birth, cls_day)
 
     first_day = np.zeros(n, dtype=np.int32)
     last_day = np.zeros(n, dtype=np.int32)

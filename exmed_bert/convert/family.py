@@ -12,7 +12,7 @@ import numpy as np
 from exmed_bert.convert.columns import NO_CUT, NO_TIME, concat, cut_stays, rows_batch
 from exmed_bert.convert.encode import encode_chunk
 from exmed_bert.convert.validate import RecordParser
-from exmed_bert.data.layout import DTYPES, FIRST_CODE_ID, TOKEN_KEYS, UNK_ID, US_PER_DAY, dataset_dict
+from exmed_bert.data.layout import DTYPES, FIRST_CODE_ID, TOKEN_KEYS, UNK_ID, dataset_dict
 from exmed_bert.data.ptfile import Chunks, write_pt
 from exmed_bert.data.splits import SPLITS
 
@@ -84,11 +84,14 @@ class Family:
         ev_pat, ev_day, ev_tok, cut = b["ev_pat"], b["ev_day"], b["ev_tok"], b["cut"]
         if self.task and self.cut_at_time and "ptime" in b:   # the prediction day's events before the time too
             ev_pat, ev_day, ev_tok, cut = _before_times(b)
+        # a task row with no event before its time is kept as [CLS] alone on its prediction day, so every label
+        # row gets a prediction (from age and sex); a pretraining patient always has events
+        empty = np.where(b["cut"] == NO_CUT, 0, b["cut"]) if self.task else None
         enc = encode_chunk(None, ev_day, ev_tok, b["birth"], tt, sk, self.max_length,
-                           cut if self.task else None, event_patients=ev_pat)
-        has = enc["lengths"] > 0
-        self.no_events += int((~has).sum())
-        rows = np.flatnonzero(has)
+                           cut if self.task else None, event_patients=ev_pat, empty_days=empty)
+        if self.task:   # rows whose history is [CLS] alone
+            self.no_events += int(np.count_nonzero(np.bincount(ev_pat[ev_day < cut[ev_pat]], minlength=b["n"]) == 0))
+        rows = np.flatnonzero(enc["lengths"] > 0)
         split = b["split"][rows]
         tok_split = np.repeat(split, enc["lengths"][rows])
         los_pat, los_days, los_start = b["los_pat"], b["los_days"], b["los_start"]
@@ -218,16 +221,16 @@ class Family:
 
 
 def _before_times(b: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(ev_pat, ev_day, ev_tok, event cut day) of a task batch with prediction times ("ptime"): a patient
-    with one after the midnight of its prediction day (cut) keeps that day's events whose time is known
-    to be before it (cut + 1 for the days); every other patient keeps the day cut. Stays keep the day cut
-    (`cut_stays`)."""
+    """(ev_pat, ev_day, ev_tok, event cut day) of a task batch with prediction times ("ptime"), cut as MEDS
+    reads a label: data up to and including prediction_time. A patient with a prediction time keeps its
+    prediction day's events whose time is known and at or before it (cut + 1 for the days; an event of
+    that day with no time of day, or an unknown one, is left out: it may be later); every other patient
+    keeps the day cut. Stays keep the day cut (`cut_stays`)."""
     cut, ptime, pat = b["cut"], b["ptime"], b["ev_pat"]
-    dated = cut != NO_CUT
-    timed = dated & (ptime != NO_TIME) & (ptime > np.where(dated, cut, 0).astype(np.int64) * US_PER_DAY)
+    timed = (cut != NO_CUT) & (ptime != NO_TIME)
     on_day = timed[pat] & (b["ev_day"] == cut[pat])
     times = b.get("ev_time")
-    late = on_day if times is None else on_day & (times >= ptime[pat])   # unknown times are NO_TIME: late
+    late = on_day if times is None else on_day & (times > ptime[pat])   # unknown times are NO_TIME: late
     keep = ~late
     return pat[keep], b["ev_day"][keep], b["ev_tok"][keep], np.where(timed, cut + 1, cut).astype(np.int32)
 

@@ -78,6 +78,7 @@ class Intake:
         # None: the seeded hash of the patient id
         self.split_of = split_of
         self.n_unsplit = 0
+        self.unsplit: set[str] = set()   # ids of those patients (their label rows are "in no split")
         self.seen: set[str] = set()
         self.empty: set[str] = set()   # ids of records rejected only for having no events (see workers.py)
         self.reasons: Counter = Counter()
@@ -118,6 +119,7 @@ class Intake:
             s = self.split_of(p.patient_id)
             if s < 0:
                 self.n_unsplit += 1
+                self.unsplit.add(p.patient_id)
                 return
         if self.pre is not None:
             self.pre.add(p, s)
@@ -168,6 +170,7 @@ class Intake:
                 split[i] = split_of(pid)
                 if split[i] < 0:   # outside the MEDS splits: counted, left out of every split
                     self.n_unsplit += 1
+                    self.unsplit.add(pid)
                     left_out[i] = True
                     continue
             if labels is not None:

@@ -51,15 +51,16 @@ def sample_key(patient_id: str, prediction_time: int | None = None) -> str:
     return patient_id if prediction_time is None else f"{patient_id}@{int(prediction_time)}"
 
 
-# a task manifest's "cut", for labels with prediction times: the prediction day's events before the time are kept
-# (MEDS input, whose events have times), or that whole day is left out (JSON input: dates only)
-CUT_AT_TIME, CUT_AT_DAY = "before prediction_time", "before the day of prediction_time"
+# a task manifest's "cut", for labels with prediction times. MEDS input (events have times): data up to and
+# including prediction_time, as meds.LabelSchema reads a label; JSON input (dates only): the days before the
+# prediction day. A task dataset built under another rule (an older "before prediction_time") is rebuilt.
+CUT_AT_TIME, CUT_AT_DAY = "at or before prediction_time", "before the day of prediction_time"
 
 
 def cut_rule(table: "TaskTable", event_times: bool) -> str | None:
     """The task manifest's "cut" for a conversion of `table` from an input whose events carry times (MEDS)
-    or not (None: labels by date, cut by the day, as always). A task dataset is reused only when its
-    manifest says the same."""
+    or not (None: labels by date, the prediction date exclusive, as always). A task dataset is reused only
+    when its manifest says the same."""
     if not table.timed:
         return None
     return CUT_AT_TIME if event_times else CUT_AT_DAY
@@ -111,7 +112,7 @@ class TaskTable:
     @property
     def timed(self) -> bool:
         """Rows carry a prediction time (MEDS labels): the task split keeps events of the prediction day
-        that happened before it."""
+        at or before it."""
         return any(r.prediction_time is not None for r in self.rows.values())
 
 
@@ -284,8 +285,8 @@ def read_meds_labels(path: str | os.PathLike, num_labels: int | None = None, on_
 
     The label comes from the one value column with values: boolean_value (False/True -> 0/1), integer_value
     (as is), or categorical_value (the categories sorted, class id = position; `table.classes`). The
-    conversion keeps events before prediction_time: those of earlier days, and those of its day whose
-    time is known to be earlier (nothing at or after it reaches the task split; `columns`). A subject may
+    conversion keeps events at or before prediction_time: those of earlier days, and those of its day whose
+    time is known to be at or before it (nothing after it reaches the task split; `family._before_times`). A subject may
     have several rows (prediction times): each is a task row; a second row with the same subject and
     prediction_time is a bad row.
     """

@@ -63,7 +63,10 @@ def summary_line(manifest: dict, paths: dict) -> str:
     if "task" in manifest:
         t = manifest["task"]
         task_splits = ", ".join(f"{k} {v['patients']}" for k, v in t["splits"].items())
-        line += (f"; task: {task_splits}"
-                 f" ({t['unlabelled_patients']} unlabelled, {t['no_events_before_prediction_date']} without events "
-                 f"before the prediction date, {t['labels_without_patient']} labels without a patient)")
+        r = t["label_rows"]
+        bad = "".join(f", {n} {k}" for k, n in r["bad_reasons"].items())
+        line += (f"; task: {task_splits} ({t['unlabelled_patients']} patients unlabelled); label rows: {r['read']} read"
+                 f" = {r['kept']} kept + {r['kept_without_history']} kept with no event before their time ([CLS] only)"
+                 f" + {r['subject_not_in_data']} subject not in the data + {r['subject_in_no_split']} subject in no"
+                 f" split + {r['bad']} bad{bad}")
     return line + f"; written to {paths['vocab'].parent}"

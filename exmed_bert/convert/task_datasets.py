@@ -69,7 +69,7 @@ def task_datasets_for(data_dir: str | os.PathLike, task: str | os.PathLike | Tas
         raise UserError(f"{mpath}: not found; run scripts/convert_synthetic_to_dataset.py first")
     man = json.loads(mpath.read_text(encoding="utf-8"))
     if not isinstance(task, TaskTable):
-        task = read_task_csv(task, skip_hint=None)
+        task = read_task_csv(task, on_error="skip", skip_hint=None)   # bad rows: counted skips, as in training
     made = recorded_args(man)
     want = dataclasses.replace(made, input=man["input"], output=str(data_dir / Path(made.output).name),
                                task_data=str(task.path))

@@ -83,6 +83,7 @@ def convert_piece(piece) -> dict:
     parser, pre, task = run.parser, run.pre, run.task
     return {"n_records": run.n_records, "reasons": run.reasons, "rejects": rejects, "seen": run.seen,
             "empty": run.empty, "n_unlabelled": run.n_unlabelled, "n_unsplit": run.n_unsplit,
+            "unsplit": run.unsplit,
             "tokens": parser.tokens, "types": parser.token_types, "sort_keys": parser.sort_keys,
             "ignored": parser.ignored, "implausible_stays": parser.implausible_stays,
             "tally": job.source.tally(),
@@ -107,6 +108,7 @@ def merge(run: Intake, piece, r: dict, source: Source) -> None:
     run.reasons.update(r["reasons"])
     run.n_unlabelled += r["n_unlabelled"]
     run.n_unsplit += r["n_unsplit"]
+    run.unsplit |= r["unsplit"]
     run.seen |= r["seen"]
     parser = run.parser
     lut = parser.adopt(r["tokens"], r["types"], r["sort_keys"])
