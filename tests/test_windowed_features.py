@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from exmed_bert.baselines.features import WINDOWS, feature_names, featurize
+from exmed_bert.baselines.features import WINDOWS, feature_names, featurize, order_pairs
 
 V = 8          # 5 special tokens + codes 5, 6, 7
 PRED = 20000   # prediction day of patient 0
@@ -60,8 +60,79 @@ def test_no_windowed_feature_reads_past_the_prediction_date():
 def test_counts_are_unchanged_and_a_bad_choice_is_refused():
     X = featurize(dataset(), V, "counts").toarray()
     assert X.shape == (2, V + 3) and X[0, 5] == 3 and X[0, 6] == 1
-    with pytest.raises(ValueError, match="counts, windows"):
+    with pytest.raises(ValueError, match="counts, windows, windows_order"):
         featurize(dataset(), V, "bags")
+
+
+# windows_order on a hand-built vocabulary: two diagnoses, two drugs, one procedure
+TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "icd10cm:E11.9", "icd10cm:I48.91", "atc:A10BA02",
+          "atc:B01AF01", "cpt:99213"]
+DM, AF, MET, DOAC, PROC = 5, 6, 7, 8, 9
+
+
+def order_dataset(events0, events1, after=()):
+    """Two patients, each a list of (code id, days before the prediction date); `after` adds events to
+    patient 0 dated on or after the prediction date (days before <= 0)."""
+    ids, days, offsets = [], [], [0]
+    for events in (list(events0) + list(after), events1):
+        ids += [2, *(c for c, _ in events), 3]
+        ds = [PRED - b for _, b in events]
+        days += [ds[0], *ds, ds[-1]]
+        offsets.append(len(ids))
+    return {"input_ids": torch.tensor(ids), "days": torch.tensor(days), "offsets": torch.tensor(offsets),
+            "prediction_days": torch.tensor([PRED, PRED]), "birth_days": torch.tensor([PRED - 365 * 60] * 2),
+            "sex": torch.tensor([1, 2]), "age_ids": torch.zeros(len(ids), dtype=torch.long)}
+
+
+def order_table(data, counts=(0, 0, 0, 0, 0, 50, 40, 30, 20, 10)):
+    pairs = order_pairs(TOKENS, counts)
+    X = featurize(data, len(TOKENS), "windows_order", pairs=pairs).toarray()
+    names = feature_names(TOKENS, "windows_order", pairs)
+    assert X.shape == (2, 6 * len(TOKENS) + 2 * 2 + 3) and len(names) == X.shape[1]
+    return {name: X[:, j] for j, name in enumerate(names)}
+
+
+PAIR = "{} after {} (+1) or before (-1)"
+
+
+def test_windows_order_says_which_came_first_and_since_when():
+    # patient 0: metformin 500 d before, diabetes 300 d before (drug BEFORE its indication), diabetes again
+    #            20 d before; AF 100 d before, anticoagulant 100 d before (same day) and 10 d before
+    # patient 1: diabetes 400 d before, metformin 200 d before (treated AFTER the diagnosis); no AF
+    f = order_table(order_dataset([(MET, 500), (DM, 300), (AF, 100), (DOAC, 100), (DOAC, 10), (DM, 20)],
+                                  [(DM, 400), (MET, 200), (PROC, 5)]))
+    dm, af, met, doac = TOKENS[DM], TOKENS[AF], TOKENS[MET], TOKENS[DOAC]
+    assert list(f[f"{dm} (days since first)"]) == [300, 400] and list(f[f"{dm} (days since last)"]) == [20, 400]
+    assert list(f[f"{met} (days since first)"]) == [500, 200]
+    assert list(f[PAIR.format(met, dm)]) == [-1, 1]       # before its indication | after it
+    assert list(f[PAIR.format(doac, af)]) == [1, 0]       # same day counts as after | no AF: absent
+    assert list(f[PAIR.format(met, af)]) == [-1, 0]
+    assert list(f[PAIR.format(doac, dm)]) == [1, 0]
+    assert f[f"{TOKENS[PROC]} (days since first)"][1] == 5  # every code has first-occurrence days
+    # the windows part is unchanged: the same columns as --features windows
+    w = featurize(order_dataset([(MET, 500)], [(DM, 1)]), len(TOKENS), "windows").toarray()
+    o = featurize(order_dataset([(MET, 500)], [(DM, 1)]), len(TOKENS), "windows_order",
+                  pairs=order_pairs(TOKENS, [1] * len(TOKENS))).toarray()
+    np.testing.assert_array_equal(w[:, :5 * len(TOKENS)], o[:, :5 * len(TOKENS)])
+
+
+def test_windows_order_reads_nothing_at_or_after_the_prediction_date():
+    """A diabetes code on the prediction date and metformin after it would flip the pair and move
+    'days since first' if they were read; they must change nothing."""
+    before = [(DM, 300), (AF, 50)]
+    clean = order_table(order_dataset(before, [(DM, 3)]))
+    leaky = order_table(order_dataset(before, [(DM, 3)], after=[(MET, 0), (DOAC, -30), (DM, 0)]))
+    assert clean.keys() == leaky.keys()
+    for name in clean:
+        np.testing.assert_array_equal(clean[name], leaky[name], err_msg=name)
+    assert clean[PAIR.format(TOKENS[MET], TOKENS[DM])][0] == 0
+
+
+def test_order_pairs_take_the_most_frequent_drugs_and_diagnoses_only():
+    drugs, diagnoses = order_pairs(TOKENS, (0, 0, 0, 0, 0, 5, 9, 1, 7, 99), n_drugs=1, n_diagnoses=1)
+    assert drugs.tolist() == [DOAC] and diagnoses.tolist() == [AF]   # the procedure is neither
+    with pytest.raises(ValueError, match="pairs"):
+        featurize(order_dataset([(DM, 1)], [(DM, 1)]), len(TOKENS), "windows_order")
 
 
 def test_train_xgboost_with_windows_records_its_features_and_the_report_shows_them(tiny_cohort, tiny_data, tmp_path):

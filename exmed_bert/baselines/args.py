@@ -11,7 +11,7 @@ from typing import Optional
 
 from exmed_bert.errors import UserError
 
-FEATURE_SETS = ("counts", "windows")  # `--features`: the featurisations of baselines/features.py
+FEATURE_SETS = ("counts", "windows", "windows_order")  # `--features`: the featurisations of baselines/features.py
 CLASS_WEIGHTS = ("none", "auto")
 ON_TASK_ERROR = ("skip", "fail")
 
@@ -33,8 +33,10 @@ class BaselineArgs:
         "help": "bad task CSV rows: skip them into task_rejected.csv, or stop", "choices": list(ON_TASK_ERROR)})
     features: str = field(default="counts", metadata={
         "help": "counts = how often each code occurs before the prediction date; windows = per code, the "
-                "counts in the last 30/90/365 days and ever and the days since its last occurrence "
-                "(both + age + sex)", "choices": list(FEATURE_SETS)})
+                "counts in the last 30/90/365 days and ever and the days since its last occurrence; "
+                "windows_order = windows + days since each code's first occurrence + the order of the 32 most "
+                "frequent drugs relative to the 32 most frequent diagnoses (all + age + sex)",
+                "choices": list(FEATURE_SETS)})
     n_bootstrap: int = field(default=1000, metadata={"help": "bootstrap resamples for the 95% CIs"})
     seed: int = field(default=42, metadata={"help": "random seed (model and bootstrap)"})
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from exmed_bert.baselines import registry
 from exmed_bert.baselines.args import BaselineArgs
-from exmed_bert.baselines.features import DESCRIPTIONS, feature_names, featurize, labels_of
+from exmed_bert.baselines.features import DESCRIPTIONS, feature_names, featurize, labels_of, order_pairs
 from exmed_bert.codes import describe
 from exmed_bert.errors import UserError
 from exmed_bert.evaluation import plots
@@ -41,7 +41,7 @@ def top_features(names: Sequence[str], values: np.ndarray, k: int = 30) -> list[
 
 
 def run_baseline(args: BaselineArgs, splits: Mapping[str, Mapping], vocab_tokens: Sequence[str], *,
-                 extra: dict | None = None, top_k: int = 30) -> dict:
+                 extra: dict | None = None, top_k: int = 30, vocab_counts: Sequence[int] | None = None) -> dict:
     """Fit the baseline of `args` (its registry entry) on splits["train"], select the threshold on "val",
     score "test".
 
@@ -54,7 +54,11 @@ def run_baseline(args: BaselineArgs, splits: Mapping[str, Mapping], vocab_tokens
         raise UserError(f"{baseline.script} takes --features {' or '.join(baseline.features)}, not {args.features}")
     out = Path(args.output_dir)
     V = len(vocab_tokens)
-    X = {s: featurize(splits[s], V, args.features) for s in ("train", "val", "test")}  # (N_s, width) CSR
+    # windows_order's (drug, diagnosis) columns come from the vocabulary's counts (train split, no labels)
+    if args.features == "windows_order" and vocab_counts is None:
+        raise UserError("--features windows_order needs the vocabulary's counts (vocab.json)")
+    pairs = order_pairs(vocab_tokens, vocab_counts) if args.features == "windows_order" else None
+    X = {s: featurize(splits[s], V, args.features, pairs=pairs) for s in ("train", "val", "test")}  # (N_s, width) CSR
     y = {s: labels_of(splits[s], f"{s} split") for s in ("train", "val", "test")}
     for s in ("train", "val", "test"):
         if len(y[s]) == 0:
@@ -69,7 +73,7 @@ def run_baseline(args: BaselineArgs, splits: Mapping[str, Mapping], vocab_tokens
     fit_seconds = time.perf_counter() - t0
     P_val, P_test = model.predict_proba(X["val"]), model.predict_proba(X["test"])  # (N, K)
 
-    names = feature_names(vocab_tokens, args.features)
+    names = feature_names(vocab_tokens, args.features, pairs)
     params = args.estimator_params()
     doc = evaluate_and_write(
         out, baseline.display_name, test_ids=list(splits["test"]["patient_ids"]), y_test=y["test"],
@@ -101,7 +105,7 @@ def run(args: BaselineArgs) -> dict:
     data = {s: ds.data for s, ds in splits.items()}
     fingerprint = {s: file_fingerprint(ds.path) for s, ds in splits.items() if ds.path is not None}
     write_run_info(args.output_dir, args, extra={"data": source, "data_fingerprint": fingerprint})
-    doc = run_baseline(args, data, vocab.tokens, extra={"data": source})
+    doc = run_baseline(args, data, vocab.tokens, extra={"data": source}, vocab_counts=vocab.counts)
     print(format_summary(doc))
     print(f"wrote {args.output_dir}/metrics.json, predictions.csv (+ predictions.parquet for binary tasks) and plots")
     return doc
