@@ -11,8 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from exmed_bert.data.splits import DEFAULT_TRAIN_RATIO
 from exmed_bert.errors import UserError
 from exmed_bert.synthetic.task import TASKS
+
+FORMATS = ("json", "meds")   # --format: the guide's JSON/JSONL, or a MEDS root (synthetic/meds_root.py)
 
 
 @dataclass
@@ -42,6 +45,15 @@ class GenerateArgs:
         "choices": list(TASKS)})
     task_horizon_days: int = field(default=365, metadata={
         "help": "the outcome counts if it happens within this many days after the prediction date"})
+    format: str = field(default="json", metadata={
+        "help": "json = --output as JSON (JSONL with a .jsonl suffix) and the task CSV at --task-output; meds = "
+                "--output is a folder written as a MEDS root (data/<split>/<n>.parquet, metadata/, the task as MEDS "
+                "labels in task_labels/<task>/ and the true risks in task_labels/<task>_risk.csv; --task-output is "
+                "not written). Splits are the converter's for --seed and --train-ratio; see "
+                "docs/SYNTHETIC_DATA_GUIDE.md, 'MEDS output'", "choices": list(FORMATS)})
+    train_ratio: float = field(default=DEFAULT_TRAIN_RATIO, metadata={
+        "help": "with --format meds: share of subjects in the train split (the rest halved between tuning and "
+                "held_out), as the converter's --train-ratio"})
 
     def validate(self) -> None:
         if self.num_patients < 1:
@@ -58,6 +70,13 @@ class GenerateArgs:
             raise UserError(f"the history window {self.start_date}..{self.end_date} ({days} days) must span at "
                             f"least --task-horizon-days + 365 = {self.task_horizon_days + 365} days; "
                             "move --start-date earlier")
+        if self.format not in FORMATS:
+            raise UserError(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
+        if not 0.0 < self.train_ratio < 1.0:
+            raise UserError(f"--train-ratio must be between 0 and 1 (exclusive), got {self.train_ratio}")
+        if self.format == "meds" and Path(self.output).suffix.lower() in (".json", ".jsonl"):
+            raise UserError(f"--format meds writes a folder (a MEDS root), but --output is {self.output}; give a "
+                            "folder such as --output data/synthetic_meds")
         if Path(self.output).resolve() == Path(self.task_output).resolve():
             raise UserError(f"--output and --task-output are the same file ({self.output}); give two paths")
 
