@@ -254,8 +254,11 @@ def _meds_columns(f: Path) -> tuple[dict, str | None, bool]:
             raise UserError(f"{f}: no column {name}; MEDS label files have subject_id, prediction_time and one of "
                             f"{', '.join(MEDS_LABEL_COLUMNS)} (got {', '.join(t.column_names)[:200]})")
     sid, when = t["subject_id"], t["prediction_time"]
-    if not (pa.types.is_integer(sid.type) or pa.types.is_string(sid.type) or pa.types.is_large_string(sid.type)):
-        raise UserError(f"{f}: column subject_id is {sid.type}; MEDS wants int64 (or string) subject ids")
+    if pa.types.is_string(sid.type) or pa.types.is_large_string(sid.type):
+        raise UserError(f"{f}: subject_id is string; MEDS subject ids are int64: number the subjects (the same "
+                        "ids in the data and the labels) and keep the map to read the predictions back")
+    if not pa.types.is_integer(sid.type):
+        raise UserError(f"{f}: column subject_id is {sid.type}; MEDS subject ids are int64")
     if not pa.types.is_timestamp(when.type):
         raise UserError(f"{f}: column prediction_time is {when.type}; MEDS wants a timestamp (timestamp[us])")
     cols = {"subject_id": sid.cast(pa.string()),

@@ -21,6 +21,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -87,6 +88,7 @@ class MedsReader:
         self.files = event_files(self.input)
         self.ignored: Counter = Counter()
         self.kept: Counter = Counter()
+        self.duplicates = 0   # rows dropped as identical to another (`drop_duplicate_rows`)
         self._parsed: dict[str | None, MedsCode] = {}
         # events carry their times (MedsBlock.ev_time, "time" in patient dicts): set for a conversion whose
         # labels have prediction times, which keeps the events of the prediction day before that time
@@ -186,8 +188,10 @@ class MedsReader:
             raise UserError(f"{path}: not a MEDS Parquet file with columns {', '.join(REQUIRED_COLUMNS)} "
                             f"({(str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)).splitlines()[0]})") from None
         has_end = END_COLUMN in schema.names
+        # numeric_value is read whenever the file has it: rows are duplicates only when their values match too
         columns = list(REQUIRED_COLUMNS) + ([END_COLUMN] if has_end else []) + (
-            [VALUE_COLUMN] if self.value_edges and VALUE_COLUMN in schema.names else [])
+            [VALUE_COLUMN] if VALUE_COLUMN in schema.names else [])
+        emit = self._without_duplicates(emit)
         value_set = arrow.array(used, pa.string())
         if not is_sorted:
             print(f"note: {path} is not sorted by subject_id (MEDS shards are); reading it whole to sort it, "
@@ -210,6 +214,15 @@ class MedsReader:
                 yield from emit(rows.slice(0, rows.num_rows - n_last), subjects[:-1], has_end)
         if carry is not None:
             yield from emit(carry, [carry_subject], has_end)
+
+    def _without_duplicates(self, emit):
+        """`emit` of the rows less duplicates: a row identical to an earlier one in subject_id, time, code and
+        numeric_value (and end) is dropped and counted in `duplicates` (it would double a token)."""
+        def emit_once(table: pa.Table, subjects: list, has_end: bool) -> Iterator:
+            table, n = drop_duplicate_rows(table)
+            self.duplicates += n
+            return emit(table, subjects, has_end)
+        return emit_once
 
     def _scan(self, file: pq.ParquetFile, part: ShardPart | None = None) -> tuple[bool, list]:
         """One pass over subject_id and code, in batches: whether subject ids never decrease (and none
@@ -286,16 +299,30 @@ class MedsReader:
     def _patient(self, subject, dates: list, codes: list, ends: list, values: list | None = None,
                  times: list | None = None) -> dict:
         """`times`: each row's time in microseconds (NO_TIME unknown), given for a prediction-time cut;
-        events then carry it as "time"."""
+        events then carry it as "time".
+
+        A code row with a null time is a static fact of the subject (race, eye colour, a height): never a
+        reason to reject it. With other_codes="keep" it becomes an event on the day of the subject's first
+        dated event, so its token stands in the first visit (before every later event; a subject with no
+        dated event has nowhere to put it: counted in `ignored` as "<family> (static)"); with "drop" it
+        is counted there too. MEDS_BIRTH and GENDER rows are read as always."""
         p: dict = {"patient_id": subject, "diagnoses": [], "prescriptions": [], "procedures": [],
                    "hospitalizations": []}
         admissions: list = []
+        statics: list = []   # (event list, event, family) of null-time code rows kept as static facts
         kept = self.kept
         edges = self.value_edges
         for i, (date, code, stop) in enumerate(zip(dates, codes, ends)):
             m = self._parse(code)
             kind = m.kind
             e = None
+            if date is None and (kind in EVENT_KINDS or kind == "other"):   # a static fact
+                if not self.keep_other:
+                    self.ignored[f"{m.family} (static)"] += 1
+                else:
+                    statics.append(("diagnoses" if kind == "other" else kind,
+                                    {"code": m.value, "date": None, "system": m.system}, m.family))
+                continue
             if kind in EVENT_KINDS:
                 e = {"code": m.value, "date": date, "system": m.system}
                 p[kind].append(e)
@@ -321,7 +348,59 @@ class MedsReader:
             if e is not None and times is not None and times[i] != NO_TIME:
                 e["time"] = times[i]
             kept[m.family] += 1
+        if statics:
+            self._place_statics(p, statics, times is not None)
         return p
+
+    def _place_statics(self, p: dict, statics: list, timed: bool) -> None:
+        """Static facts as events of the subject's first dated day (at its midnight, for a prediction-time
+        cut: in the task input of any prediction time from that day on)."""
+        days = [e["date"] for k in EVENT_KINDS for e in p[k] if e["date"] is not None]
+        if not days:
+            for _, _, family in statics:
+                self.ignored[f"{family} (static)"] += 1
+            return
+        first = min(days)
+        for kind, e, family in statics:
+            e["date"] = first
+            if timed:
+                e["time"] = int(np.datetime64(first, "us").astype(np.int64))
+            p[kind].append(e)
+            self.kept[family] += 1
+
+
+def _sort_key(col: pa.ChunkedArray) -> np.ndarray:
+    """int64 keys of a column that are equal exactly where the values are (nulls equal each other)."""
+    t = col.type
+    if pa.types.is_integer(t) or pa.types.is_timestamp(t) or pa.types.is_date(t):
+        col = pc.cast(col.cast(pa.int32()) if pa.types.is_date32(t) else col, pa.int64())
+        null = arrow.numpy(col.is_null()) if col.null_count else None
+        out = arrow.numpy(col.fill_null(arrow.scalar(0, pa.int64()))).astype(np.int64)
+        return out if null is None else np.where(null, np.iinfo(np.int64).min, out)
+    if pa.types.is_floating(t):
+        v = arrow.numpy(col.cast(pa.float64()).fill_null(np.nan)).astype(np.float64)
+        v = np.where(np.isnan(v), np.nan, v + 0.0)   # one NaN, and -0.0 == 0.0
+        return v.view(np.int64)
+    enc = pc.dictionary_encode(col).combine_chunks()   # text and anything else: equal values, equal ids
+    return arrow.numpy(enc.indices.fill_null(-1)).astype(np.int64)
+
+
+def drop_duplicate_rows(table: pa.Table) -> tuple[pa.Table, int]:
+    """`table` without rows identical to an earlier one in every column (subject_id, time, code and, when
+    read, numeric_value and end), the first kept in place; and how many were dropped."""
+    if table.num_rows < 2:
+        return table, 0
+    keys = [_sort_key(table[c]) for c in table.column_names]
+    order = np.lexsort(keys[::-1])
+    same = np.ones(len(order) - 1, dtype=bool)
+    for k in keys:
+        ks = k[order]
+        same &= ks[1:] == ks[:-1]
+    if not same.any():
+        return table, 0
+    drop = np.zeros(table.num_rows, dtype=bool)
+    drop[order[1:][same]] = True   # a stable sort: the first of equal rows comes first and stays
+    return table.filter(pa.array(~drop)), int(drop.sum())
 
 
 def _with_string_codes(table: pa.Table) -> pa.Table:

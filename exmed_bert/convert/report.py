@@ -48,10 +48,14 @@ def summary_line(manifest: dict, paths: dict) -> str:
             f"vocabulary {manifest['vocab_size']} tokens; [UNK] in val/test {unk}; ")
     if manifest.get("meds_kept_codes") is not None:
         line += (f"MEDS rows kept {families(manifest['meds_kept_codes']) or 'none'}, "
-                 f"ignored {families(manifest.get('meds_ignored_codes', {})) or 'none'}; ")
+                 f"ignored {families(manifest.get('meds_ignored_codes', {})) or 'none'}; "
+                 f"{manifest.get('meds_duplicate_rows_dropped', 0)} duplicate rows dropped; ")
     stays = manifest.get("implausible_stays") or {}
     if stays.get("left_out"):
         line += f"{stays['left_out']} hospital stays over {stays['cap_days']} days left out; "
+    if manifest.get("split_source") == "hash" and manifest.get("meds_kept_codes") is not None and \
+            (manifest.get("args") or {}).get("split_source") == "auto":
+        line += "no metadata/subject_splits.parquet: splits by the seeded subject-id hash; "
     if manifest.get("split_source") == "meds":
         line += (f"splits from MEDS subject_splits.parquet ({manifest.get('patients_outside_the_meds_splits', 0)} "
                  "patients outside train/tuning/held_out left out); ")

@@ -104,20 +104,23 @@ class MedsSource(Source):
     def ignored(self) -> Counter:
         return self.reader.ignored
 
-    def tally(self) -> tuple[Counter, Counter]:
+    def tally(self) -> tuple[Counter, Counter, int]:
         r = self.reader
-        out = (Counter(r.ignored), Counter(r.kept))
+        out = (Counter(r.ignored), Counter(r.kept), r.duplicates)
         r.ignored.clear()
         r.kept.clear()
+        r.duplicates = 0
         return out
 
-    def add_tally(self, tally: tuple[Counter, Counter]) -> None:
+    def add_tally(self, tally: tuple[Counter, Counter, int]) -> None:
         self.reader.ignored.update(tally[0])
         self.reader.kept.update(tally[1])
+        self.reader.duplicates += tally[2]
 
     def report(self) -> dict:
         r = self.reader
-        out = {"meds_kept_codes": dict(r.kept.most_common(50)), "meds_ignored_codes": dict(r.ignored.most_common(50))}
+        out = {"meds_kept_codes": dict(r.kept.most_common(50)), "meds_ignored_codes": dict(r.ignored.most_common(50)),
+               "meds_duplicate_rows_dropped": r.duplicates}
         if r.dataset_info is not None:
             out["meds_dataset"] = r.dataset_info
         return out
