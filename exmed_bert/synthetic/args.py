@@ -41,10 +41,15 @@ class GenerateArgs:
     task: str = field(default="hf", metadata={
         "help": "the planted task: hf = heart-failure risk almost additive in which codes a history holds; "
                 "temporal = the same outcome with a risk carried by order and timing (recent episodes, "
-                "treatment started after its diagnosis, a run of admissions); see docs/SYNTHETIC_DATA_GUIDE.md",
+                "treatment started after its diagnosis, a run of admissions); trajectory = latent disease processes "
+                "(onset, progression stages, treatment response) drive a wide, long-tailed code space and the "
+                "risk; see docs/SYNTHETIC_DATA_GUIDE.md",
         "choices": list(TASKS)})
     task_horizon_days: int = field(default=365, metadata={
         "help": "the outcome counts if it happens within this many days after the prediction date"})
+    task_prevalence: Optional[float] = field(default=None, metadata={
+        "help": "--task trajectory only: the share of positive labels its risk's intercept is calibrated to "
+                "(default 0.10; 0.03 for a rare outcome); hf and temporal keep their documented intercepts"})
     format: str = field(default="json", metadata={
         "help": "json = --output as JSON (JSONL with a .jsonl suffix) and the task CSV at --task-output; meds = "
                 "--output is a folder written as a MEDS root (data/<split>/<n>.parquet, metadata/, the task as MEDS "
@@ -58,6 +63,12 @@ class GenerateArgs:
     def validate(self) -> None:
         if self.num_patients < 1:
             raise UserError(f"--num-patients must be at least 1, got {self.num_patients}")
+        if self.task_prevalence is not None:
+            if self.task != "trajectory":
+                raise UserError(f"--task-prevalence applies to --task trajectory only (got --task {self.task}, "
+                                "whose risk has a fixed, documented intercept)")
+            if not 0.001 <= self.task_prevalence <= 0.5:
+                raise UserError(f"--task-prevalence must be between 0.001 and 0.5, got {self.task_prevalence}")
         if not 0.0 <= self.novel_prob <= 1.0:
             raise UserError(f"--novel-prob must be a probability between 0 and 1, got {self.novel_prob}")
         if self.seed < 0:

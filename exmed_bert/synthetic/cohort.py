@@ -22,6 +22,11 @@ from exmed_bert.synthetic.args import GenerateArgs
 from exmed_bert.synthetic.embedding_vocab import embedding_vocabulary
 from exmed_bert.synthetic.generator import CHUNK_SIZE, LOS_CAP_DAYS, NovelController, Window, simulate_chunk
 from exmed_bert.synthetic.tables import CodeTables
+from exmed_bert.synthetic import trajectory_risk as tr
+from exmed_bert.synthetic.code_space import trajectory_tables
+from exmed_bert.synthetic.processes import PROCESSES
+from exmed_bert.synthetic.trajectory import intercept_for, simulate_trajectory_chunk
+from exmed_bert.synthetic.trajectory_risk import DEFAULT_PREVALENCE
 from exmed_bert.synthetic.writer import ChunkFormatter, PatientStream, metadata_path, risk_path
 
 GENERATOR_VERSION = "1.0"
@@ -41,7 +46,8 @@ class Params:
     end_date: str            # ISO, last day of the history window
     task_horizon_days: int
     clinvec_dir: str | None = None
-    task: str = "hf"         # the planted task: "hf" or "temporal" (exmed_bert.synthetic.task)
+    task: str = "hf"         # the planted task: "hf", "temporal" or "trajectory" (exmed_bert.synthetic.task)
+    task_prevalence: float | None = None   # trajectory only: calibrated prevalence (None: its default)
 
 
 def _epoch_day(iso: str) -> int:
@@ -59,7 +65,9 @@ def generate(p: Params, output: str, task_output: str, progress: bool = True) ->
     """Simulate `p.num_patients` patients into `output` (+ `task_output` and its `<stem>_risk.csv`);
     returns the metadata."""
     vocab, source = embedding_vocabulary(p.clinvec_dir)
-    tables = CodeTables(vocab)
+    trajectory = p.task == "trajectory"
+    tables = trajectory_tables(vocab) if trajectory else CodeTables(vocab)
+    prevalence = DEFAULT_PREVALENCE if p.task_prevalence is None else p.task_prevalence
     win = window_for(p)
     fmt = ChunkFormatter(tables, win.start, win.days + LOS_CAP_DAYS + 1, p.num_patients)
     novel = NovelController(p.novel_prob)
@@ -70,13 +78,19 @@ def generate(p: Params, output: str, task_output: str, progress: bool = True) ->
     los_hist = np.zeros(LOS_CAP_DAYS + 1, dtype=np.int64)
     plos = np.zeros(N, dtype=bool)
     has_stay = np.zeros(N, dtype=bool)
-    cond_counts = np.zeros(len(m.CONDITIONS), dtype=np.int64)
+    cond_counts = np.zeros(len(PROCESSES if trajectory else m.CONDITIONS), dtype=np.int64)
+    code_counts = np.zeros(len(tables.codes), dtype=np.int64)   # trajectory: the code space's width
 
     with PatientStream(output, task_output) as stream, \
             tqdm(total=N, unit="patients", desc="generating", disable=not progress or None) as bar:
         for k, lo in enumerate(range(0, N, CHUNK_SIZE)):
             n = min(CHUNK_SIZE, N - lo)
-            ch = simulate_chunk(np.random.default_rng([p.seed, k]), n, win, tables, novel, task_kind=p.task)
+            rng = np.random.default_rng([p.seed, k])
+            if trajectory:
+                ch = simulate_trajectory_chunk(rng, n, win, tables, novel, prevalence)
+                code_counts += np.bincount(ch.gid, minlength=len(tables.codes))
+            else:
+                ch = simulate_chunk(rng, n, win, tables, novel, task_kind=p.task)
             stream.write(*fmt.format(ch, lo))
             b = ch.bounds
             lengths[lo:lo + n] = b[3::3] - b[:-1:3]
@@ -91,8 +105,45 @@ def generate(p: Params, output: str, task_output: str, progress: bool = True) ->
             bar.update(n)
         meta = _metadata(p, source, len(vocab), novel, lengths, kind_counts, prob, label, los_hist,
                          has_stay, plos, cond_counts)
+        if trajectory:
+            meta["task"]["risk_function"] = _trajectory_risk_function(intercept_for(win, prevalence), prevalence)
+            meta["process_prevalence"] = meta.pop("condition_prevalence")
+            meta["code_space"] = code_space_summary(tables, code_counts)
         stream.finish(meta)
     return meta
+
+
+def _parameters(p: Params) -> dict:
+    """The parameters as written; task_prevalence only where it applies, so hf and temporal files keep
+    their bytes."""
+    out = asdict(p)
+    if p.task != "trajectory":
+        del out["task_prevalence"]
+    elif p.task_prevalence is None:
+        out["task_prevalence"] = DEFAULT_PREVALENCE
+    return out
+
+
+def _trajectory_risk_function(intercept: float, prevalence: float) -> dict:
+    return {"form": "sigmoid(intercept + terms of the latent state at the prediction date); "
+                    "docs/SYNTHETIC_DATA_GUIDE.md, 'The trajectory task'",
+            "intercept": intercept, "calibrated_to_prevalence": prevalence,
+            "stage_weights": {k: list(v) for k, v in tr.STAGE_WEIGHTS.items()},
+            "recent_progression": dict(tr.RECENT_PROGRESSION), "recent_days": tr.RECENT_DAYS,
+            "treated_after_diagnosis": dict(tr.TREATED_AFTER_DIAGNOSIS), "weights": dict(tr.WEIGHTS),
+            "new_onset_days": tr.NEW_ONSET_DAYS}
+
+
+def code_space_summary(tables: CodeTables, counts: np.ndarray) -> dict:
+    """How wide and long-tailed the written codes are: distinct codes per system, how many are rare."""
+    seen = counts > 0
+    systems = np.array(tables.systems)
+    return {"distinct_codes": int(seen.sum()),
+            "distinct_by_system": {s: int((seen & (systems == s)).sum()) for s in ("icd10cm", "atc", "cpt")},
+            "codes_seen_under_10_times": int(((counts > 0) & (counts < 10)).sum()),
+            "codes_seen_once": int((counts == 1).sum()),
+            "share_of_events_in_top_100_codes": round(float(np.sort(counts)[::-1][:100].sum() / max(counts.sum(), 1)),
+                                                      6)}
 
 
 def _risk_function(kind: str) -> dict:
@@ -119,7 +170,7 @@ def _metadata(p, source, vocab_size, novel, lengths, kind_counts, prob, label, l
         "generator": "exmed_bert.synthetic",
         "version": GENERATOR_VERSION,
         "seed": p.seed,
-        "parameters": asdict(p),
+        "parameters": _parameters(p),
         "counts": {"patients": N, "diagnoses": int(kind_counts[0]), "prescriptions": int(kind_counts[1]),
                    "procedures": int(kind_counts[2]), "hospitalizations": n_stays,
                    "codes": int(kind_counts.sum())},
@@ -153,7 +204,8 @@ def _metadata(p, source, vocab_size, novel, lengths, kind_counts, prob, label, l
                                      "p90": int(np.searchsorted(los_cum, 0.9 * n_stays)),
                                      "max": int(np.flatnonzero(los_hist)[-1])} if n_stays else None),
         },
-        "condition_prevalence": {c.name: round(float(k) / N, 6) for c, k in zip(m.CONDITIONS, cond_counts)},
+        "condition_prevalence": {c.name: round(float(k) / N, 6)
+                                 for c, k in zip(PROCESSES if p.task == "trajectory" else m.CONDITIONS, cond_counts)},
     }
 
 
@@ -182,7 +234,8 @@ def run(args: GenerateArgs) -> dict:
     check_writable(args.task_output, "--task-output")
     params = Params(num_patients=args.num_patients, novel_prob=args.novel_prob, seed=args.seed,
                     start_date=args.start_date, end_date=args.end_date,
-                    task_horizon_days=args.task_horizon_days, clinvec_dir=args.clinvec_dir, task=args.task)
+                    task_horizon_days=args.task_horizon_days, clinvec_dir=args.clinvec_dir, task=args.task,
+                    task_prevalence=args.task_prevalence)
     try:
         meta = generate(params, args.output, args.task_output)
     except OSError as e:  # disk full, path vanished mid-run: the atomic writes left nothing partial

@@ -127,9 +127,10 @@ def _temporal_logit(n, pred, age_pred, first_day, order, treat_start, acute_pat,
 def simulate_chunk(rng: np.random.Generator, n: int, win: Window, t: CodeTables,
                    novel: NovelController, task_kind: str = "hf") -> Chunk:
     """Simulate n patients. task_kind "hf" (the default planted task) or "temporal" (exmed_bert.synthetic.task);
-    "hf" draws exactly the random numbers it always has, so its output does not depend on the other task."""
-    if task_kind not in task.TASKS:
-        raise ValueError(f"unknown task {task_kind!r}; choose from {', '.join(task.TASKS)}")
+    "hf" draws exactly the random numbers it always has, so its output does not depend on the other task.
+    The trajectory task has its own simulation (exmed_bert.synthetic.trajectory)."""
+    if task_kind not in ("hf", "temporal"):
+        raise ValueError(f"simulate_chunk runs the hf and temporal tasks, not {task_kind!r}")
     temporal = task_kind == "temporal"
     W = win.days
     female = rng.random(n) < FEMALE_SHARE
@@ -235,11 +236,7 @@ def simulate_chunk(rng: np.random.Generator, n: int, win: Window, t: CodeTables,
     pat = np.repeat(np.arange(n), nb)
     acc.stay(pat, rng.integers(0, W, len(pat)), t.hospital_reasons.sample(rng, np.zeros(len(pat), bool)), 0)
 
-    # Stays so far; heart-failure admissions inside the outcome window are the label's alone.
-    sp, sa, sr, sk = (np.concatenate(x) for x in zip(*acc.st)) if acc.st else (np.zeros(0, np.int64),) * 4
-    in_outcome = (sa > pred[sp]) & (sa <= pred[sp] + win.horizon)
-    keep = ~((sk == 1) & in_outcome)
-    sp, sa, sr, sk = sp[keep], sa[keep], sr[keep], sk[keep]
+    sp, sa, sr, sk = stays_before_outcome(acc, pred, win.horizon)
 
     # The planted task: risk from the history strictly before the prediction date.
     names = task.CONDITION_FEATURES
@@ -253,6 +250,25 @@ def simulate_chunk(rng: np.random.Generator, n: int, win: Window, t: CodeTables,
                                             acute_day, sp, sa))
     else:
         prob = task.sigmoid(task.risk_logit(age_pred, ~female, coded, insulin_start < pred, stays_prior))
+    return finish_chunk(rng, n, win, t, novel, acc, (sp, sa, sr, sk), prob, female, birth, pred, age_dec,
+                        los_log, has)
+
+
+def stays_before_outcome(acc: _Acc, pred: np.ndarray, horizon: int):
+    """The stays so far as (patient, admission, reason, kind) arrays; heart-failure admissions (kind 1)
+    inside the outcome window are dropped: they are the label's alone."""
+    sp, sa, sr, sk = (np.concatenate(x) for x in zip(*acc.st)) if acc.st else (np.zeros(0, np.int64),) * 4
+    in_outcome = (sa > pred[sp]) & (sa <= pred[sp] + horizon)
+    keep = ~((sk == 1) & in_outcome)
+    return sp[keep], sa[keep], sr[keep], sk[keep]
+
+
+def finish_chunk(rng, n: int, win: Window, t: CodeTables, novel: NovelController, acc: _Acc, stays, prob,
+                 female, birth, pred, age_dec, los_log, has) -> Chunk:
+    """Draw the labels from `prob` and write the outcome admission, lengths of stay, the stays' codes, then
+    sort, de-duplicate and make codes novel: the part every task shares."""
+    W = win.days
+    sp, sa, sr, sk = stays
     label = (rng.random(n) < prob).astype(np.int64)
     op = np.flatnonzero(label)
     oadm = pred[op] + rng.integers(1, win.horizon + 1, len(op))

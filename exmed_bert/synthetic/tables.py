@@ -45,13 +45,14 @@ class Compiled:
 class CodeTables:
     """All codes the generator can write, plus the novel mechanism for one embedding vocabulary."""
 
-    def __init__(self, vocab: set[str] | frozenset[str]):
+    def __init__(self, vocab: set[str] | frozenset[str], extra: dict[str, tuple[str, ...]] | None = None):
+        """extra: more codes per system (the trajectory task's code space); None keeps the hf modules' gids."""
         codes = emitted_codes()
         novel = novel_codes()
         self.systems: list[str] = []
         self.codes: list[str] = []
         for kind, system in enumerate(KINDS):
-            for code in sorted(set(codes[system]) | set(novel.get(system, ()))):
+            for code in sorted(set(codes[system]) | set(novel.get(system, ())) | set((extra or {}).get(system, ()))):
                 self.systems.append(system)
                 self.codes.append(code)
         self.index = {(s, c): i for i, (s, c) in enumerate(zip(self.systems, self.codes))}

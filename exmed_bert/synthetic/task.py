@@ -82,7 +82,7 @@ def oracle_auroc(prob: np.ndarray, label: np.ndarray) -> float | None:
 #                   weight 0.6 (a run of admissions, trajectory);
 #   age_per_decade_from_65: 0.25.
 # ---------------------------------------------------------------------------------------------------
-TASKS = ("hf", "temporal")
+TASKS = ("hf", "temporal", "trajectory")      # trajectory: exmed_bert.synthetic.trajectory_risk
 RECENT_DAYS = 180
 TEMPORAL_INTERCEPT = -3.2
 TEMPORAL_WEIGHTS = {
