@@ -1,0 +1,162 @@
+"""The label-efficiency protocol (EHRSHOT's): which generated patients pretrain, which are labelled, which
+test; the nested, class-balanced k-subsets; results.json and the AUROC-against-k plot.
+
+Pure functions over ids and labels (no model, no files) except `write_results`, so tests check the draw
+directly. `benchmarks/label_efficiency.py` runs the arms over them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from exmed_bert.data.splits import split_of
+from exmed_bert.errors import UserError
+from exmed_bert.io import write_json
+
+ARMS = ("bert_finetune", "bert_probe", "bert_scratch", "logreg_counts", "rf_counts", "xgb_counts",
+        "logreg_windows", "rf_windows", "xgb_windows")
+ALL = "all"  # k: every labelled patient of the pool, unbalanced
+
+
+def parse_ks(text: str) -> list[str]:
+    """'16,32,all' -> ['16', '32', 'all'] (ascending, 'all' last); a k below 1 or not a number is refused."""
+    ks = [t.strip() for t in text.split(",") if t.strip()]
+    bad = [k for k in ks if k != ALL and not (k.isdigit() and int(k) >= 1)]
+    if not ks or bad:
+        raise UserError(f"--k takes labels per class as positive integers or 'all', comma-separated; got {text!r}")
+    nums = sorted({int(k) for k in ks if k != ALL})
+    return [str(k) for k in nums] + ([ALL] if ALL in ks else [])
+
+
+@dataclass(frozen=True)
+class Pools:
+    """Who is who, decided by the conversion's split hash (seed, train_ratio): `pretrain` patients are the
+    conversion's train split (pretraining learns from them; the labelled k-subsets are drawn from them),
+    `val` its val split (the validation sets), `test` its test split. No test or val patient is in train."""
+
+    pretrain: list[str]
+    val: list[str]
+    test: list[str]
+    seed: int
+    train_ratio: float
+
+
+def train_ratio_for(n_pretrain: int, n_val: int, n_test: int) -> float:
+    """The hash's train share that yields about n_pretrain train patients for max(n_val, n_test) each of
+    val and test (the hash halves the rest between them)."""
+    return n_pretrain / (n_pretrain + 2 * max(n_val, n_test))
+
+
+def patients_to_generate(n_pretrain: int, n_val: int, n_test: int) -> int:
+    """Enough generated patients that every pool fills (10% over the expected need, plus 50)."""
+    return int(math.ceil((n_pretrain + 2 * max(n_val, n_test)) * 1.1)) + 50
+
+
+def assign_pools(ids: Sequence[str], n_pretrain: int, n_val: int, n_test: int, seed: int) -> Pools:
+    """Walk the generated ids in order and keep the first n_pretrain / n_val / n_test of each hash split
+    (seed, train_ratio_for(...)); the rest are left out of every file. Raises when a pool cannot fill."""
+    ratio = train_ratio_for(n_pretrain, n_val, n_test)
+    want = {"train": n_pretrain, "val": n_val, "test": n_test}
+    got: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    for pid in ids:
+        s = split_of(pid, seed, ratio)
+        if len(got[s]) < want[s]:
+            got[s].append(pid)
+    short = [f"{s} {len(got[s])} of {want[s]}" for s in got if len(got[s]) < want[s]]
+    if short:
+        raise UserError(f"{len(ids)} generated patients do not fill the pools ({', '.join(short)}); generate more")
+    return Pools(got["train"], got["val"], got["test"], seed, ratio)
+
+
+def draw_subsets(labels: np.ndarray, ks: Sequence[str], seed: int, replicate: int, where: str,
+                 stream: int = 0) -> dict[str, np.ndarray]:
+    """{k: row indices into `labels`} for one replicate: per class, one seeded permutation of its rows,
+    and k takes its first k of each class, so the subsets are balanced, nested (each holds every smaller
+    one) and fixed by (seed, replicate, stream: 0 labelled, 1 validation). 'all' is every row. Raises when
+    a class has fewer than k rows."""
+    labels = np.asarray(labels).astype(np.int64)
+    rng = np.random.default_rng([seed, replicate, stream])
+    order = {c: rng.permutation(np.flatnonzero(labels == c)) for c in (0, 1)}
+    out: dict[str, np.ndarray] = {}
+    for k in ks:
+        if k == ALL:
+            out[k] = np.arange(len(labels))
+            continue
+        short = [f"class {c} has {len(order[c])}" for c in (0, 1) if len(order[c]) < int(k)]
+        if short:
+            raise UserError(f"k={k} labels per class: the {where} pool is too small ({', '.join(short)}); "
+                            "use more patients or drop that k")
+        out[k] = np.sort(np.concatenate([order[0][: int(k)], order[1][: int(k)]]))
+    return out
+
+
+def auroc_auprc(y: np.ndarray, p: np.ndarray) -> tuple[float, float]:
+    from sklearn.metrics import average_precision_score, roc_auc_score  # 0.5 s import, only when scoring
+
+    return float(roc_auc_score(y, p)), float(average_precision_score(y, p))
+
+
+def results_doc(oracle: float, n_test: int, auroc: Mapping[str, Mapping[str, list]],
+                auprc: Mapping[str, Mapping[str, list]], wall_s: Mapping[str, float], settings: dict) -> dict:
+    """results.json: {"oracle", "n_test", "arms": {arm: {k: [AUROC per replicate]}}, "auprc": same shape,
+    "wall_s": {piece: seconds}, "settings"}."""
+    return {"oracle": float(oracle), "n_test": int(n_test),
+            "arms": {a: {k: [float(v) for v in vs] for k, vs in ks.items()} for a, ks in auroc.items()},
+            "auprc": {a: {k: [float(v) for v in vs] for k, vs in ks.items()} for a, ks in auprc.items()},
+            "wall_s": {k: round(float(v), 1) for k, v in wall_s.items()}, "settings": settings}
+
+
+def mean_band(values: Sequence[float]) -> tuple[float, float, float]:
+    """(mean, low, high): the mean and its 95% band (t interval over replicates; zero width for one)."""
+    v = np.asarray(values, dtype=np.float64)
+    m = float(v.mean())
+    if len(v) < 2:
+        return m, m, m
+    from scipy.stats import t
+
+    half = float(t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+    return m, m - half, m + half
+
+
+def plot_curves(doc: dict, path: str | Path, title: str = "") -> None:
+    """AUROC against k (labels per class, log scale; 'all' at the right end): mean and 95% band per arm,
+    the oracle as a dashed line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ks = sorted({k for arm in doc["arms"].values() for k in arm}, key=lambda k: (k == ALL, int(k) if k != ALL else 0))
+    nums = [int(k) for k in ks if k != ALL]
+    x_of = {k: (int(k) if k != ALL else (max(nums) * 2 if nums else 1)) for k in ks}
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for arm, by_k in doc["arms"].items():
+        kk = [k for k in ks if by_k.get(k)]
+        if not kk:
+            continue
+        stats = [mean_band(by_k[k]) for k in kk]
+        x = [x_of[k] for k in kk]
+        style = "-" if arm.startswith("bert") else "--"
+        line, = ax.plot(x, [s[0] for s in stats], style, marker="o", ms=3, label=arm)
+        ax.fill_between(x, [s[1] for s in stats], [s[2] for s in stats], color=line.get_color(), alpha=0.15)
+    ax.axhline(doc["oracle"], color="k", ls=":", label=f"oracle {doc['oracle']:.3f}")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks([x_of[k] for k in ks], ks)
+    ax.set_xlabel("labelled patients per class (k)")
+    ax.set_ylabel(f"test AUROC (n = {doc['n_test']:,})")
+    ax.set_title(title or "Label efficiency")
+    ax.legend(fontsize=7, ncol=2, loc="lower right")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_results(out_dir: str | Path, doc: dict, title: str = "") -> None:
+    write_json(Path(out_dir) / "results.json", doc)
+    plot_curves(doc, Path(out_dir) / "auroc_vs_k.png", title)
