@@ -118,7 +118,7 @@ def meds_benchmark(a: argparse.Namespace, work: Path) -> int:
     root = work / f"meds_{jsonl.stem}_{a.shards}shards"
     if not (root / "data").is_dir():
         t0 = time.perf_counter()
-        w = write_meds(jsonl, root, shards=a.shards)
+        w = write_meds(jsonl, root, shards=a.shards, flat=True)   # N equal shards, as PERFORMANCE.md measured
         print(f"wrote {w['patients']} patients, {w['rows']} MEDS rows in {a.shards} shards in "
               f"{time.perf_counter() - t0:.1f}s -> {root}", file=sys.stderr)
     rows = sum(pq.ParquetFile(f).metadata.num_rows for f in sorted((root / "data").glob("*.parquet")))

@@ -1,97 +1,44 @@
-"""Patients JSONL (the generator's schema) -> a MEDS dataset root, for benchmarks and tests.
+"""Patients JSONL (the generator's schema) -> a MEDS root, for benchmarks and tests, written by the generator's
+own MEDS writer (`exmed_bert.synthetic.meds_root.write_meds_root`, docs/SYNTHETIC_DATA_GUIDE.md "MEDS output").
 
     python benchmarks/meds_writer.py data/synthetic_patients.jsonl /tmp/meds --shards 4
-    python benchmarks/meds_writer.py p.jsonl /tmp/one.parquet --shards 1 --single-file   # one shard file
+    python benchmarks/meds_writer.py p.jsonl /tmp/meds --task task.csv        # + the task as MEDS labels
+    python benchmarks/meds_writer.py p.jsonl /tmp/meds --shards 4 --flat      # data/<i>.parquet, 4 equal shards
 
-Writes <out>/data/<i>.parquet (subject_id int64 = the patient's line number, time timestamp[us], code
-string in this project's dialect: `MEDS_BIRTH`, `GENDER//F`, `ICD10CM//E11.65`, `ATC//N02BE01`,
-`CPT//99214`, `HOSPITAL_ADMISSION//IP` / `HOSPITAL_DISCHARGE//HOME`) and <out>/metadata/dataset.json.
-Patients are cut into contiguous shards and each shard is sorted by subject_id then time, as MEDS
-writers do. Rows are flushed every `ROWS_PER_FLUSH` rows, so memory stays flat.
+The root: data/<split>/<n>.parquet (subject_id int64 = the number in the patient id, time timestamp[us],
+code, numeric_value float32; `MEDS_BIRTH`, `GENDER//F`, `ICD10CM//E11.65`, `ATC//N02BE01`, `CPT//99214`,
+`HOSPITAL_ADMISSION//IP` / `HOSPITAL_DISCHARGE//HOME`), each shard sorted by subject and time, and metadata/
+(dataset.json, subject_splits.parquet: the converter's hash split for --seed, codes.parquet). --shards N
+cuts the cohort into shards of about patients / N subjects (so about N train shards, and one or more for
+tuning and held_out); --flat writes N equal shards at data/<i>.parquet in input order, the layout the
+conversion benchmarks (convert_throughput.py) are measured on.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import sys
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-KIND_PREFIX = {"diagnoses": "ICD10CM", "prescriptions": "ATC", "procedures": "CPT"}
-SCHEMA = pa.schema([("subject_id", pa.int64()), ("time", pa.timestamp("us")), ("code", pa.string())])
-ROWS_PER_FLUSH = 200_000
+from exmed_bert.data.layout import risk_path
+from exmed_bert.data.splits import DEFAULT_SEED
+from exmed_bert.synthetic.meds_root import read_patients, read_risk_strings, read_task_rows, write_meds_root
 
 
-def patient_rows(sid: int, p: dict) -> list[tuple[int, str, str]]:
-    """(subject_id, 'YYYY-MM-DD', code) rows of one patient, sorted by date (stable)."""
-    rows = []
-    if p.get("birth_date"):
-        rows.append((sid, p["birth_date"], "MEDS_BIRTH"))
-    for kind, prefix in KIND_PREFIX.items():
-        for e in p.get(kind) or []:
-            system = (e.get("system") or prefix).upper()
-            rows.append((sid, e["date"], f"{system}//{e['code']}"))
-    for h in p.get("hospitalizations") or []:
-        rows.append((sid, h["admission_date"], "HOSPITAL_ADMISSION//IP"))
-        rows.append((sid, h["discharge_date"], "HOSPITAL_DISCHARGE//HOME"))
-    rows.sort(key=lambda r: r[1])
-    if p.get("sex"):  # MEDS writes static facts without a time; a dated row keeps this converter simple
-        rows.insert(0, (sid, rows[0][1] if rows else "1970-01-01", f"GENDER//{p['sex']}"))
-    return rows
-
-
-def _flush(writer: pq.ParquetWriter, rows: list) -> None:
-    if not rows:
-        return
-    sids, dates, codes = zip(*rows)
-    days = pa.array(dates, pa.string()).cast(pa.date32()).cast(pa.timestamp("us"))
-    writer.write_table(pa.table([pa.array(sids, pa.int64()), days, pa.array(codes, pa.string())], schema=SCHEMA))
-    rows.clear()
-
-
-def write_meds(jsonl: str | Path, out: str | Path, shards: int = 4, single_file: bool = False) -> dict:
-    """Write `jsonl` as MEDS under `out` (a root) or, with single_file, as the one file `out`.
-    Returns {"patients": n, "rows": n, "files": [...]}."""
-    jsonl, out = Path(jsonl), Path(out)
+def write_meds(jsonl: str | Path, out: str | Path, shards: int = 4, flat: bool = False,
+               task: str | Path | None = None, seed: int = DEFAULT_SEED) -> dict:
+    """Write `jsonl` as a MEDS root at `out` (with `task`, a generator task CSV, its labels and true risks).
+    Returns {"patients": n, "rows": n, "files": [...]} and the writer's summary."""
+    jsonl = Path(jsonl)
     with open(jsonl, "rb") as f:
         n = sum(1 for line in f if line.strip())
-    if single_file:
-        shards = 1
-        out.parent.mkdir(parents=True, exist_ok=True)
-        paths = [out]
-    else:
-        (out / "data").mkdir(parents=True, exist_ok=True)
-        (out / "metadata").mkdir(parents=True, exist_ok=True)
-        (out / "metadata" / "dataset.json").write_text(json.dumps(
-            {"dataset_name": f"benchmark {jsonl.name}", "dataset_version": "1", "etl_name": "meds_writer.py",
-             "meds_version": "0.3.3", "created_at": dt.datetime.now(dt.timezone.utc).isoformat()}))
-        paths = [out / "data" / f"{i}.parquet" for i in range(shards)]
-    per_shard = -(-n // shards)
-    total, rows, sid = 0, [], 0
-    writer = None
-    with open(jsonl, "rb") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            if sid % per_shard == 0:
-                if writer is not None:
-                    _flush(writer, rows)
-                    writer.close()
-                writer = pq.ParquetWriter(paths[sid // per_shard], SCHEMA)
-            new = patient_rows(sid, json.loads(line))
-            rows += new
-            total += len(new)
-            sid += 1
-            if len(rows) >= ROWS_PER_FLUSH:
-                _flush(writer, rows)
-    if writer is not None:
-        _flush(writer, rows)
-        writer.close()
-    return {"patients": sid, "rows": total, "files": [str(p) for p in paths if p.exists()]}
+    rows = read_task_rows(task) if task else None
+    risk = read_risk_strings(risk_path(task)) if task and risk_path(task).is_file() else None
+    summary = write_meds_root(read_patients(jsonl), rows, risk, out, seed=seed, task_name="task",
+                              patients_per_shard=max(1, -(-n // shards)), split_folders=not flat,
+                              dataset_name=f"benchmark {jsonl.name}")
+    return {**summary, "patients": summary["subjects"], "files": [str(Path(out) / f) for f in summary["files"]]}
 
 
 def main() -> int:
@@ -99,9 +46,11 @@ def main() -> int:
     ap.add_argument("jsonl")
     ap.add_argument("out")
     ap.add_argument("--shards", type=int, default=4)
-    ap.add_argument("--single-file", action="store_true", help="write one Parquet file at OUT")
+    ap.add_argument("--flat", action="store_true", help="N equal shards at data/<i>.parquet, in input order")
+    ap.add_argument("--task", help="the generator's task CSV: written as MEDS labels under task_labels/task/")
+    ap.add_argument("--seed", type=int, default=DEFAULT_SEED, help="the converter's split seed")
     a = ap.parse_args()
-    print(json.dumps(write_meds(a.jsonl, a.out, a.shards, a.single_file)))
+    print(json.dumps(write_meds(a.jsonl, a.out, a.shards, a.flat, a.task, a.seed)))
     return 0
 
 

@@ -7,11 +7,10 @@ Splits: train / tuning / held_out are the converter's hash split of the patient 
 with the same seed and train ratio), so converting this root or the same cohort's JSON sees the same patients
 in the same splits.
 Times: the generator has dates only, and its task leaves the prediction date out. Every event, admission and
-discharge is stamped at noon of its date (`EVENT_TIME`), and a label's prediction_time is the last microsecond
-before the prediction date (23:59:59.999999 of the day before): events at or before the time (MEDS's rule) and
-events before it (a strict cut) are then the same, the days before the prediction date, and the converter's
-"first day after the history" is the prediction date, as from the JSON. Static facts (GENDER) have no time;
-MEDS_BIRTH is at midnight of the birth date.
+discharge is stamped at noon of its date (`EVENT_TIME`), and a label's prediction_time is midnight starting the
+prediction date: events at or before the time (MEDS's rule) and events before it (a strict cut) are then the
+same, those of the days before the prediction date, and the converter cuts stays at that date as from the
+JSON. Static facts (GENDER) have no time; MEDS_BIRTH is at midnight of the birth date.
 """
 
 from __future__ import annotations
@@ -106,9 +105,8 @@ def _times(dates: list, offsets: list) -> tuple[np.ndarray, np.ndarray]:
 
 
 def prediction_time(prediction_date: str) -> int:
-    """A label's prediction_time (µs since 1970): the last microsecond before the prediction date
-    (23:59:59.999999 of the day before), after every event of earlier days and before any of that date."""
-    return int(np.datetime64(prediction_date, "D").astype(np.int64)) * US_PER_DAY - 1
+    """A label's prediction_time (µs since 1970): midnight starting the prediction date, before its events."""
+    return int(np.datetime64(prediction_date, "D").astype(np.int64)) * US_PER_DAY
 
 
 class _Shards:
@@ -185,15 +183,18 @@ def code_metadata(code_strings: Iterable[str]) -> pa.Table:
 def write_meds_root(patients: Iterable[dict], task_rows: Iterable[tuple[str, int, str]] | None,
                     risk: Mapping[str, float | str] | None, out_dir: str | os.PathLike, *,
                     seed: int = DEFAULT_SEED, train_ratio: float = DEFAULT_TRAIN_RATIO, task_name: str = "task",
-                    patients_per_shard: int = PATIENTS_PER_SHARD, dataset_name: str = "ExMed-BERT synthetic cohort",
-                    dataset_version: str = "1", generator_metadata: dict | None = None) -> dict:
+                    patients_per_shard: int = PATIENTS_PER_SHARD, split_folders: bool = True,
+                    dataset_name: str = "ExMed-BERT synthetic cohort", dataset_version: str = "1",
+                    generator_metadata: dict | None = None) -> dict:
     """Write `patients` (dicts of the generator's JSON schema, any order) as a MEDS root at `out_dir`.
 
     `task_rows`: (patient_id, label, prediction date 'YYYY-MM-DD'), written as MEDS labels under
     task_labels/<task_name>/<split>/<n>.parquet (sharded like data/; boolean_value for 0/1 labels, else
     integer_value); `risk`: {patient_id: true risk} written to task_labels/<task_name>_risk.csv keyed by
     subject id (a string value is written as it is, so a float64's repr round-trips). `seed` and
-    `train_ratio` are the conversion's (`--seed`, `--train-ratio`). The root is built beside `out_dir` and
+    `train_ratio` are the conversion's (`--seed`, `--train-ratio`). `split_folders=False` writes every split's
+    subjects, in input order, to data/<n>.parquet (splits still in metadata/subject_splits.parquet): the
+    layout of the conversion benchmarks, N equal shards. The root is built beside `out_dir` and
     moved there when complete; an earlier root of this writer there is replaced, any other folder refused.
     Returns a summary: subjects and rows per split, files, label rows, the risk file.
     """
@@ -205,7 +206,12 @@ def write_meds_root(patients: Iterable[dict], task_rows: Iterable[tuple[str, int
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         label_dir = tmp / "task_labels" / task_name if tasks is not None else None
-        shards = {s: _Shards(tmp, s, label_dir, label_column, patients_per_shard) for s in MEDS_SPLIT_NAMES}
+        if split_folders:
+            shards = {s: _Shards(tmp, s, label_dir, label_column, patients_per_shard) for s in MEDS_SPLIT_NAMES}
+        else:
+            flat = _Shards(tmp, "", label_dir, label_column, patients_per_shard)
+            shards = dict.fromkeys(MEDS_SPLIT_NAMES, flat)
+        per_split: Counter = Counter()
         seen: set[int] = set()
         kept_ids: dict[int, str] = {}
         code_rows: Counter = Counter()
@@ -223,7 +229,8 @@ def write_meds_root(patients: Iterable[dict], task_rows: Iterable[tuple[str, int
             code_rows.update(codes_)
             shards[split].add(sid, dates, offsets, codes_, tasks.get(pid) if tasks is not None else None)
             splits.append((sid, split))
-        for s in shards.values():
+            per_split[split] += 1
+        for s in dict.fromkeys(shards.values()):
             s.flush()
         (tmp / "metadata").mkdir(exist_ok=True)
         splits.sort()
@@ -252,8 +259,8 @@ def write_meds_root(patients: Iterable[dict], task_rows: Iterable[tuple[str, int
         raise
     labelled = sum(1 for pid in kept_ids.values() if tasks is not None and pid in tasks)
     return {"root": str(out), "subjects": len(kept_ids), "rows": int(sum(code_rows.values())),
-            "splits": {s: shards[s].patients for s in MEDS_SPLIT_NAMES},
-            "files": [f for s in MEDS_SPLIT_NAMES for f in shards[s].files],
+            "splits": {s: per_split[s] for s in MEDS_SPLIT_NAMES},
+            "files": [f for s in dict.fromkeys(shards.values()) for f in s.files],
             "labels": str(out / "task_labels" / task_name) if tasks is not None else None,
             "label_rows": labelled, "label_column": label_column if tasks is not None else None,
             "labels_without_a_patient": (len(tasks) - labelled) if tasks is not None else 0,
