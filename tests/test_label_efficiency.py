@@ -1,0 +1,93 @@
+"""The label-efficiency protocol: pools, nested balanced k-subsets, and results.json of a tiny run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from exmed_bert.data.splits import split_of
+from exmed_bert.errors import UserError
+from exmed_bert.evaluation.label_efficiency import (ARMS, assign_pools, draw_subsets, parse_ks,
+                                                    patients_to_generate)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def labels(n=400, seed=0):
+    return (np.random.default_rng(seed).random(n) < 0.2).astype(np.int64)
+
+
+def test_k_subsets_are_balanced_nested_and_deterministic():
+    y = labels()
+    ks = parse_ks("64,8,all,16")
+    assert ks == ["8", "16", "64", "all"]
+    a, b = draw_subsets(y, ks, 7, 0, "labelled"), draw_subsets(y, ks, 7, 0, "labelled")
+    other = draw_subsets(y, ks, 7, 1, "labelled")
+    for k in ("8", "16", "64"):
+        np.testing.assert_array_equal(a[k], b[k])                              # same seed, same draw
+        assert np.bincount(y[a[k]], minlength=2).tolist() == [int(k), int(k)]  # balanced
+        assert len(set(a[k].tolist())) == 2 * int(k)
+    assert set(a["8"]) < set(a["16"]) < set(a["64"]) < set(a["all"])          # nested
+    assert len(a["all"]) == len(y)
+    assert set(other["64"]) != set(a["64"])                                    # replicates differ
+    with pytest.raises(UserError, match="k=100 .*class 1 has"):
+        draw_subsets(y, ["100"], 7, 0, "labelled")
+    with pytest.raises(UserError, match="--k"):
+        parse_ks("16,0")
+
+
+def test_pools_hold_no_test_patient_in_pretraining_and_match_the_conversion_split():
+    ids = [f"P{i:06d}" for i in range(patients_to_generate(500, 120, 100))]
+    pools = assign_pools(ids, 500, 120, 100, seed=3)
+    assert (len(pools.pretrain), len(pools.val), len(pools.test)) == (500, 120, 100)
+    pre, val, test = set(pools.pretrain), set(pools.val), set(pools.test)
+    assert not (pre & test) and not (pre & val) and not (val & test)
+    # the conversion re-derives each patient's split from (seed, ratio): test patients land in test, never train
+    assert all(split_of(p, 3, pools.train_ratio) == "test" for p in pools.test)
+    assert all(split_of(p, 3, pools.train_ratio) == "train" for p in pools.pretrain)
+    assert assign_pools(ids, 500, 120, 100, seed=3) == pools                   # fixed per seed
+    assert assign_pools(ids, 500, 120, 100, seed=4).test != pools.test
+    with pytest.raises(UserError, match="do not fill"):
+        assign_pools(ids[:300], 500, 120, 100, seed=3)
+
+
+def test_validation_sets_come_from_their_own_pool_and_differ_from_the_training_draw():
+    y_train, y_val = labels(300, 1), labels(200, 2)
+    tr = draw_subsets(y_train, ["8"], 5, 0, "labelled")
+    va = draw_subsets(y_val, ["8"], 5, 0, "validation", stream=1)
+    same_stream = draw_subsets(y_val, ["8"], 5, 0, "validation", stream=0)
+    assert np.bincount(y_val[va["8"]]).tolist() == [8, 8]
+    assert not np.array_equal(va["8"], same_stream["8"])
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("label_efficiency_bench", ROOT / "benchmarks" / "label_efficiency.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_a_tiny_run_writes_results_of_the_promised_shape(tmp_path):
+    bench = load_bench()
+    arms = ["logreg_counts", "xgb_windows"]
+    assert bench.main(["--task", "hf", "--pretrain-patients", "240", "--test-patients", "80", "--val-patients", "120",
+                       "--k", "4,8,all", "--replicates", "2", "--arms", ",".join(arms), "--trees", "10",
+                       "--seed", "11", "--out", str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert set(doc) >= {"oracle", "n_test", "arms", "auprc", "wall_s"} and 0.5 < doc["oracle"] <= 1
+    assert doc["n_test"] == 80 and set(doc["arms"]) == set(arms) == set(doc["auprc"])
+    for arm in arms:
+        assert {k: len(v) for k, v in doc["arms"][arm].items()} == {"4": 2, "8": 2, "all": 1}
+        assert all(0 <= v <= 1 for vs in doc["arms"][arm].values() for v in vs)
+    assert (tmp_path / "auroc_vs_k.png").stat().st_size > 1000
+    # the conversion put no test patient into the split pretraining learns from
+    from exmed_bert.data.dataset import PatientDataset
+
+    train = set(PatientDataset.load(tmp_path / "data" / "synthetic_train.pt").patient_ids)
+    test = set(PatientDataset.load(tmp_path / "data" / "synthetic_task_test.pt").patient_ids)
+    assert test and not (train & test)
+    assert set(ARMS) >= set(arms) and bench.main(["--arms", "svm", "--out", str(tmp_path)]) == 2
