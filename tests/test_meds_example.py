@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -22,13 +23,15 @@ def test_meds_example_writes_meds_predictions_for_every_model(tmp_path):
                        capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
     assert p.returncode == 0, f"{p.stdout[-1500:]}\n{p.stderr[-3000:]}"
     assert "task: train" in p.stdout and "splits from MEDS subject_splits.parquet" in p.stdout
-    labels = pq.read_table(work / "labels" / "task.parquet").to_pydict()
+    files = sorted((work / "meds" / "task_labels" / "hf").rglob("*.parquet"))   # one file per data shard
+    labels = pa.concat_tables(pq.read_table(f) for f in files).to_pydict()
     when = dict(zip(labels["subject_id"], labels["prediction_time"]))
     for run in ("finetuned", "rf", "xgboost"):
         assert f"{work / run / 'predictions.parquet'}" in p.stdout
         t = pq.read_table(work / run / "predictions.parquet").to_pydict()
         assert len(t["subject_id"]) > 0
-        # each prediction is for the label's own subject and prediction time (noon, not the day)
+        # each prediction is for the label's own subject and prediction time (midnight starting the prediction
+        # date, as a timestamp)
         assert all(when[s] == t_ for s, t_ in zip(t["subject_id"], t["prediction_time"]))
     # the MEDS community's evaluator takes the files as they are and reproduces each run's own AUROC
     cli = Path(sys.executable).parent / "meds-evaluation-cli"
