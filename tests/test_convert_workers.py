@@ -47,7 +47,7 @@ def test_meds_labels_with_prediction_times_in_workers(tmp_path):
     labels = labels_at_noon(tmp_path / "labels.parquet", list(range(1000, 1000 + len(subjects))))
     files = convert_both(root, tmp_path, task_data=labels)
     assert_same(files)
-    assert files[2]["dataset_manifest.json"]["task"]["cut"] == "before prediction_time"
+    assert files[2]["dataset_manifest.json"]["task"]["cut"] == "at or before prediction_time"
 
 def test_meds_shards_in_workers_write_the_one_process_files(tmp_path, monkeypatch):
     subjects = nasty_subjects() * 4

@@ -198,7 +198,7 @@ def test_both_conversion_paths_write_the_same_task_splits(converted):
             assert torch.equal(da[k], db[k]) if isinstance(da[k], torch.Tensor) else da[k] == db[k], k
 
 
-# -- MEDS labels with a prediction time: the prediction day's morning is in, nothing at or after the time --
+# -- MEDS labels with a prediction time: the prediction day's morning is in, nothing after the time --
 NOON = 12 * 3600 * 1_000_000
 US_DAY = 86_400_000_000
 
@@ -207,8 +207,8 @@ def meds_cohort(root, seed: int = 0):
     """The cohort as a MEDS root with times, and MEDS labels at noon of each prediction day. Every event
     of the JSON cohort on the prediction day or later is the outcome's (positives only): it is stamped
     at 13:00 on the prediction day, or later. Added: a label-independent morning code (08:00) for about
-    half of the patients, and for positives an outcome code at exactly noon and a stay admitted at 13:00
-    that day."""
+    half of the patients, and for positives an outcome code one microsecond after noon (MEDS keeps data up
+    to and including the time) and a stay admitted at 13:00 that day."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -232,8 +232,8 @@ def meds_cohort(root, seed: int = 0):
         morning[pid] = bool(rng.random() < 0.5)
         if morning[pid]:
             rows.append((sid, pred[pid] * US_DAY + 8 * 3600 * 1_000_000, "ICD10CM//R10.9"))
-        if labels[pid]:   # at the prediction time; admitted an hour after it
-            rows.append((sid, pred[pid] * US_DAY + NOON, "ICD10CM//R57.0"))
+        if labels[pid]:   # the first instant after the prediction time; admitted an hour after it
+            rows.append((sid, pred[pid] * US_DAY + NOON + 1, "ICD10CM//R57.0"))
             rows += [(sid, pred[pid] * US_DAY + NOON + 3600 * 1_000_000, "HOSPITAL_ADMISSION//IP"),
                      (sid, (pred[pid] + 20) * US_DAY, "HOSPITAL_DISCHARGE//HOME")]
     rows.sort()
@@ -284,4 +284,4 @@ def test_meds_labels_keep_the_prediction_days_morning(converted_meds):
         for i, pid in enumerate(ds.patient_ids):
             ids = ds[i]["input_ids"].tolist()
             assert (r10 in ids) == morning[pid], pid
-            assert r57 not in ids, pid   # at the prediction time: out
+            assert r57 not in ids, pid   # just after the prediction time: out
