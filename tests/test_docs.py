@@ -44,7 +44,7 @@ CHEAP = {
 
 # Flags of other tools the docs show: pip, tensorboard, mlflow, meds_reader_convert.
 OTHER_TOOLS_FLAGS = {"--index-url", "--logdir", "--host", "--port", "--backend-store-uri", "--artifacts-destination",
-                     "--num_threads"}
+                     "--num_threads", "--no-deps"}
 
 
 @dataclass
