@@ -60,6 +60,9 @@ def plan(p: PipelineArgs, sections: Sections, where: str = "config.yaml") -> tup
                 args[name] = from_sections(cls, sections, where, overrides=wiring[name])
             except UserError as e:
                 raise UserError(f"stage '{name}': {e}") from None
+    if args["generate"].format != "json":   # the stages below read the patients file and task CSV it writes
+        raise UserError(f"stage 'generate': format {args['generate'].format} is for generate_synthetic_patients.py; "
+                        "the pipeline generates JSON (drop format, or convert a MEDS root with its own commands)")
     # the pretrained model's folder says how its code embeddings started (the guide's two layouts)
     clinvec = args["pretrain"].use_clinvec
     model_dir = out / ("with_clinvec" if clinvec else "random_init")
