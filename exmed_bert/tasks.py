@@ -46,7 +46,8 @@ def reconcile(table: TaskTable, splits: dict, where: str, converted_ids: set[str
 
     A dataset patient whose label differs from (or is absent in) the CSV means the datasets were built
     from another task file: that is an error, not something to paper over. `converted_ids` (every
-    patient of the pretraining conversion) tells an unknown id from one with no events before its date.
+    patient of the pretraining conversion) tells an unknown id from one with no events before its date (a
+    conversion keeps such a row, [CLS] only; task datasets made before it did lack them).
     """
     labels = table.labels()   # by sample_key: a MEDS subject's rows are told apart by prediction time
     seen: set[str] = set()
@@ -65,7 +66,10 @@ def reconcile(table: TaskTable, splits: dict, where: str, converted_ids: set[str
         row = table.rows.pop(key)
         pid = row.patient_id
         if converted_ids is not None and pid in converted_ids:
-            table.reject(row.line, pid, "no events before the prediction date", "no events before prediction date")
+            # the conversion keeps a row with no history ([CLS] only), so only task datasets from before it lack one
+            table.reject(row.line, pid, "no events before the prediction date, and the task datasets predate keeping "
+                         "such rows: re-run the conversion with --task-data to predict them too",
+                         "no events before prediction date")
         elif converted_ids is not None:
             table.reject(row.line, pid, f"unknown patient id (not among the converted patients in {where})",
                          "unknown patient id")
@@ -179,6 +183,20 @@ def load_task_splits(data_dir: str | os.PathLike, task_data: str | os.PathLike, 
     if table.classes is not None:
         source["label_classes"] = {c: i for i, c in enumerate(table.classes)}
     return splits, (vocab if vocab is not None else data_vocab), source
+
+
+def rows_without_history(source: dict | None, test_ids: Sequence[str]) -> int | None:
+    """How many test rows have no event before their prediction time, for a run's task data (`source`, the
+    provenance load_task_splits returns): rows of the test task dataset whose sequence is [CLS] alone (the
+    conversion keeps such a label row, scored from age and sex; a row with history has a code and [SEP]
+    too). None when that dataset is not found or holds other rows than `test_ids`."""
+    path = ((source or {}).get("task_datasets") or {}).get("test")
+    if not path or not Path(path).is_file():
+        return None
+    ds = PatientDataset.load(path)
+    if list(ds.patient_ids) != list(test_ids):
+        return None
+    return int(np.count_nonzero(np.diff(ds.data["offsets"].numpy()) == 1))
 
 
 def task_prediction_times(source: dict | None, test_ids: Sequence[str]) -> np.ndarray | None:

@@ -99,6 +99,8 @@ def evaluate_and_write(output_dir: str | os.PathLike, model_name: str, *, test_i
     """Score the test split (threshold chosen on val), write metrics.json, predictions.csv(.parquet), plots.
 
     p_test/p_val: (n,) P(class 1) for binary, (n, K) class probabilities for multi-class.
+    metrics.json's `n_without_history`: test rows with no event before their prediction time (scored from
+    age and sex; None when the run's task datasets are not known, exmed_bert.tasks.rows_without_history).
     prediction_times: microseconds since 1970-01-01 per test row, for predictions.parquet (and the
     prediction_time column of predictions.csv, for MEDS labels or a patient with several rows); when None
     they come from the task data the run read (`extra["data"]`, exmed_bert.tasks.task_prediction_times).
@@ -118,13 +120,15 @@ def evaluate_and_write(output_dir: str | os.PathLike, model_name: str, *, test_i
     else:
         result = M.multiclass_metrics(y_test, p_test, n_bootstrap=n_bootstrap, seed=seed, groups=groups)
         val = {k: M.headline_metric(k, y_val, p_val) for k in ("auroc", "f1")}
+    from exmed_bert.tasks import rows_without_history, task_prediction_times  # the task data this run read
+
+    source = (extra or {}).get("data")
     doc = {"format": METRICS_FORMAT, "version": 1, "model": model_name, "split": "test", **result,
+           "n_without_history": rows_without_history(source, test_ids),
            "val": {"n": int(len(y_val)), **val}, **(extra or {})}
     write_json(out / "metrics.json", doc)
     if prediction_times is None:
-        from exmed_bert.tasks import task_prediction_times  # the task data this run read
-
-        prediction_times = task_prediction_times((extra or {}).get("data"), test_ids)
+        prediction_times = task_prediction_times(source, test_ids)
     # rows are (subject, prediction time) for MEDS labels, or wherever a patient has several rows
     timed_rows = prediction_times is not None and (
         ((extra or {}).get("data") or {}).get("label_column") is not None or len(set(test_ids)) < len(test_ids))

@@ -159,7 +159,8 @@ def compare(run_dirs: Sequence[str | os.PathLike], output: str | os.PathLike, *,
     plots.plot_roc(curves, folder / "roc_all.png", title="ROC on the shared test patients")
     plots.plot_calibration(curves, folder / "calibration_all.png", title="Calibration on the shared test patients")
     n_pos = int(y.sum())
-    summary = {"n_test": len(ids), "n_test_patients": len(set(patients)), "n_positive": n_pos,
+    summary = {"n_test": len(ids), "n_test_patients": len(set(patients)),
+               "n_test_without_history": rows_without_history(runs), "n_positive": n_pos,
                "n_negative": len(ids) - n_pos, "prevalence": float(y.mean()),
                "oracle": oracle, "oracle_auroc": None if oracle is None else oracle["auroc"],
                "oracle_note": None if oracle is not None else no_oracle_note(looked),
@@ -185,6 +186,13 @@ def run(args: CompareArgs) -> dict:
         print(line)
     print(f"wrote {args.output} (+ {Path(args.output).with_suffix('.json').name}, roc_all.png, calibration_all.png)")
     return summary
+
+
+def rows_without_history(runs: Sequence[Run]) -> int | None:
+    """Test rows with no event before their prediction time (metrics.json's `n_without_history`; the runs
+    share their test rows, so the first run that knows it says it), or None from runs that predate it."""
+    known = [r.metrics.get("n_without_history") for r in runs if r.metrics.get("n_without_history") is not None]
+    return known[0] if known else None
 
 
 def no_oracle_note(looked: Sequence[Path]) -> str:
@@ -249,6 +257,9 @@ def render(summary: dict, runs: Sequence[Run]) -> str:
     n_patients = summary.get("n_test_patients", n)
     split = (f"{n} patients" if n_patients == n else f"{n} rows from {n_patients} patients (a row per prediction "
              "time; each resample draws a patient with all of its rows)")
+    k = summary.get("n_test_without_history")
+    if k is not None:   # rows the task keeps with no history: scored from age and sex alone
+        split += f", {k} of them with no event before their prediction time (scored from age and sex)"
     lines = ["# Model comparison", "",
              f"Test split: {split}, prevalence {prev:.3f}. 95% CIs from {summary['n_bootstrap']} bootstrap "
              "resamples of the test patients. F1 is at the threshold that maximised F1 on the validation split.", ""]
