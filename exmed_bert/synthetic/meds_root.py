@@ -6,8 +6,13 @@ Subject ids: a patient id's number (P0042 -> 42), so ids are int64 and stay the 
 Splits: train / tuning / held_out are the converter's hash split of the patient id (`data.splits.split_index`
 with the same seed and train ratio), so converting this root or the same cohort's JSON sees the same patients
 in the same splits.
-Times: the generator has dates only, and its task leaves the prediction date out. Every event, admission and
-discharge is stamped at noon of its date (`EVENT_TIME`), and a label's prediction_time is midnight starting the
+Stays: one `Visit/IP` row per stay at its admission, with its discharge in the `end` column (null on every
+other row): meds_etl's OMOP layout, which the converter reads as a stay from `time` to `end`. Separate
+admission and discharge rows would be paired first-in-first-out, which mis-pairs nested stays; a stay
+repeated exactly (same admission and discharge day) is stamped one microsecond later per repeat, so a
+reader that drops identical rows keeps it.
+Times: the generator has dates only, and its task leaves the prediction date out. Every event and stay
+boundary is stamped at noon of its date (`EVENT_TIME`), and a label's prediction_time is midnight starting the
 prediction date: events at or before the time (MEDS's rule) and events before it (a strict cut) are then the
 same, those of the days before the prediction date, and the converter cuts stays at that date as from the
 JSON. Static facts (GENDER) have no time; MEDS_BIRTH is at midnight of the birth date.
@@ -49,13 +54,14 @@ EVENT_TIME = 12 * 3_600_000_000                          # µs after midnight: n
 PATIENTS_PER_SHARD = 10_000
 KIND_VOCAB = {"diagnoses": "ICD10CM", "prescriptions": "ATC", "procedures": "CPT"}   # JSON list -> MEDS prefix
 VOCAB_SYSTEM = {"ICD10CM": "icd10cm", "ICD9CM": "icd9cm", "ATC": "atc", "CPT": "cpt", "RXNORM": "rxnorm"}
-ADMISSION, DISCHARGE, BIRTH = "HOSPITAL_ADMISSION//IP", "HOSPITAL_DISCHARGE//HOME", "MEDS_BIRTH"
-FIXED_CODES = {BIRTH: "birth of the subject (time: the birth date)", ADMISSION: "inpatient hospital admission",
-               DISCHARGE: "discharge home from an inpatient stay", "GENDER//F": "sex: female",
+STAY, BIRTH = "Visit/IP", "MEDS_BIRTH"                 # a stay: OMOP's inpatient visit (meds_etl's code)
+FIXED_CODES = {BIRTH: "birth of the subject (time: the birth date)",
+               STAY: "inpatient hospital stay (time: admission; end: discharge)", "GENDER//F": "sex: female",
                "GENDER//M": "sex: male"}
 
 DATA_SCHEMA = pa.schema([pa.field("subject_id", pa.int64(), nullable=False), pa.field("time", pa.timestamp("us")),
-                         pa.field("code", pa.string(), nullable=False), pa.field("numeric_value", pa.float32())])
+                         pa.field("code", pa.string(), nullable=False), pa.field("numeric_value", pa.float32()),
+                         pa.field("end", pa.timestamp("us"))])   # a stay's discharge; null on other rows
 CODES_SCHEMA = pa.schema([pa.field("code", pa.string(), nullable=False), pa.field("description", pa.string()),
                           pa.field("parent_codes", pa.list_(pa.string()))])
 SPLITS_SCHEMA = pa.schema([pa.field("subject_id", pa.int64(), nullable=False),
@@ -76,24 +82,28 @@ def meds_split(patient_id: str, seed: int = DEFAULT_SEED, train_ratio: float = D
     return MEDS_SPLIT_NAMES[split_index(patient_id, seed, train_ratio)]
 
 
-def _rows(p: dict) -> tuple[list, list, list]:
-    """One patient's (date or None, µs after midnight, code) rows: GENDER (no time), MEDS_BIRTH, then events
-    and stay boundaries; in time order, statics first (the shard is sorted again, stably, when written)."""
-    dated: list[tuple[str, int, str]] = []
+def _rows(p: dict) -> tuple[list, list, list, list]:
+    """One patient's (date or None, µs after midnight, code, end date or None) rows: GENDER (no time),
+    MEDS_BIRTH, then events and stays (one `Visit/IP` row at the admission, the discharge as its end); in
+    time order, statics first (the shard is sorted again, stably, when written)."""
+    dated: list[tuple[str, int, str, str | None]] = []
     for kind, vocab in KIND_VOCAB.items():
         for e in p.get(kind) or []:
             prefix = (e.get("system") or vocab).upper()
-            dated.append((e["date"], EVENT_TIME, f"{prefix}//{e['code']}"))
+            dated.append((e["date"], EVENT_TIME, f"{prefix}//{e['code']}", None))
+    repeats: Counter = Counter()
     for s in p.get("hospitalizations") or []:
-        dated.append((s["admission_date"], EVENT_TIME, ADMISSION))
-        dated.append((s["discharge_date"], EVENT_TIME, DISCHARGE))
-    dated.sort(key=lambda r: r[0])                       # stable: an admission stays before its discharge
+        stay = (s["admission_date"], s["discharge_date"])
+        # the k-th repeat of an identical stay at noon + k µs: still its day, no longer a duplicate row
+        dated.append((stay[0], EVENT_TIME + repeats[stay], STAY, stay[1]))
+        repeats[stay] += 1
+    dated.sort(key=lambda r: (r[0], r[1]))               # stable: same-day stays keep the JSON's order
     if p.get("birth_date"):
-        dated.insert(0, (p["birth_date"], 0, BIRTH))
+        dated.insert(0, (p["birth_date"], 0, BIRTH, None))
     if p.get("sex"):
-        dated.insert(0, (None, 0, f"GENDER//{p['sex']}"))
-    dates, offsets, codes_ = zip(*dated) if dated else ((), (), ())
-    return list(dates), list(offsets), list(codes_)
+        dated.insert(0, (None, 0, f"GENDER//{p['sex']}", None))
+    dates, offsets, codes_, ends = zip(*dated) if dated else ((), (), (), ())
+    return list(dates), list(offsets), list(codes_), list(ends)
 
 
 def _times(dates: list, offsets: list) -> tuple[np.ndarray, np.ndarray]:
@@ -115,16 +125,18 @@ class _Shards:
     def __init__(self, root: Path, split: str, label_dir: Path | None, label_column: str, per_shard: int):
         self.root, self.split, self.label_dir = root, split, label_dir
         self.label_column, self.per_shard = label_column, per_shard
-        self.sids, self.dates, self.offsets, self.codes, self.labels = [], [], [], [], []
+        self.sids, self.dates, self.offsets, self.codes, self.ends, self.labels = [], [], [], [], [], []
         self.patients = self.shards = 0
         self.files: list[str] = []
 
-    def add(self, sid: int, dates: list, offsets: list, codes_: list, task: tuple[int, int] | None) -> None:
-        """One patient's rows, and its task row (label, prediction time in µs) if it has one."""
+    def add(self, sid: int, rows: tuple[list, list, list, list], task: tuple[int, int] | None) -> None:
+        """One patient's rows (`_rows`), and its task row (label, prediction time in µs) if it has one."""
+        dates, offsets, codes_, ends = rows
         self.sids += [sid] * len(dates)
         self.dates += dates
         self.offsets += offsets
         self.codes += codes_
+        self.ends += ends
         if task is not None:
             self.labels.append((sid, task[1], task[0]))
         self.patients += 1
@@ -136,12 +148,14 @@ class _Shards:
             return
         name = f"{self.shards}.parquet"
         us, none = _times(self.dates, self.offsets)
+        end, no_end = _times(self.ends, [EVENT_TIME] * len(self.ends))   # a discharge at noon, as events
         sids = np.asarray(self.sids, dtype=np.int64)
         # by subject, then time with static facts (no time) first; lexsort is stable, so ties keep their order
         order = np.lexsort((np.where(none, np.iinfo(np.int64).min, us), sids))
         data = pa.table([pa.array(sids[order]), pa.array(us[order], pa.timestamp("us"), mask=none[order]),
                          pa.array(self.codes, pa.string()).take(pa.array(order)),
-                         pa.nulls(len(order), pa.float32())], schema=DATA_SCHEMA)
+                         pa.nulls(len(order), pa.float32()),
+                         pa.array(end[order], pa.timestamp("us"), mask=no_end[order])], schema=DATA_SCHEMA)
         path = self.root / "data" / self.split / name
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(data, path)
@@ -156,7 +170,7 @@ class _Shards:
                                                            vtype)})
             (self.label_dir / self.split).mkdir(parents=True, exist_ok=True)
             pq.write_table(labels, self.label_dir / self.split / name)
-        self.sids, self.dates, self.offsets, self.codes, self.labels = [], [], [], [], []
+        self.sids, self.dates, self.offsets, self.codes, self.ends, self.labels = [], [], [], [], [], []
         self.shards += 1
 
 
@@ -225,9 +239,9 @@ def write_meds_root(patients: Iterable[dict], task_rows: Iterable[tuple[str, int
             seen.add(sid)
             kept_ids[sid] = pid
             split = meds_split(pid, seed, train_ratio)
-            dates, offsets, codes_ = _rows(p)
-            code_rows.update(codes_)
-            shards[split].add(sid, dates, offsets, codes_, tasks.get(pid) if tasks is not None else None)
+            rows = _rows(p)
+            code_rows.update(rows[2])
+            shards[split].add(sid, rows, tasks.get(pid) if tasks is not None else None)
             splits.append((sid, split))
             per_split[split] += 1
         for s in dict.fromkeys(shards.values()):
