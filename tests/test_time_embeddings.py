@@ -11,7 +11,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from exmed_bert.data.collate import Collator, IndexBatch, time_buckets_of
-from exmed_bert.data.dataset import PatientDataset, build_dataset_dict
+from exmed_bert.data.dataset import UNKNOWN_BIRTH, PatientDataset, build_dataset_dict
 from exmed_bert.model.modeling import ExMedBertConfig, ExMedBertForPreTraining, ExMedBertForSequenceClassification
 from exmed_bert.training.finetune import TruncatedDataset
 
@@ -54,26 +54,66 @@ def test_bucket_rule_on_hand_values():
     assert time_buckets_of(days, 4).tolist() == [1, 1, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3, 3]  # clamped to 3
 
 
-def test_task_time_ids_count_back_from_the_prediction_date():
+def test_task_time_ids_count_codes_back_from_the_last_event_and_cls_from_the_prediction_date():
     ds = make_dataset(TWO, prediction_days=[230, 1030], labels=[0, 1])
     out = Collator(mlm=False, time_buckets=12)(IndexBatch(ds, [0, 1]))
-    # [CLS] code [SEP] code code [SEP] | padding: 130 days -> 8, 30 days -> 5; specials and padding 0
-    assert out["time_ids"][0, :6].tolist() == [0, 8, 0, 5, 5, 0]
-    assert out["time_ids"][1, :5].tolist() == [0, 11, 0, 5, 0]  # 1030 days -> 11 (clamped), 30 -> 5
+    # [CLS] code [SEP] code code [SEP] | padding. Codes: 100 days before the last event (day 200) -> 7, on it -> 1;
+    # [CLS]: the last event was 30 days before the prediction date -> 5; [SEP] and padding 0
+    assert out["time_ids"][0, :6].tolist() == [5, 7, 0, 1, 1, 0]
+    assert out["time_ids"][1, :5].tolist() == [5, 10, 0, 1, 0]  # 1000 days before the last event -> 10
     assert out["time_ids"][1, 5:].eq(0).all() and out["time_ids"].shape == out["input_ids"].shape
 
 
-def test_pretraining_time_ids_count_back_from_the_day_after_the_last_event():
+def test_pretraining_and_task_time_codes_the_same_way_only_cls_differs():
+    task = Collator(mlm=False, time_buckets=12, time2vec=True)(IndexBatch(
+        make_dataset(TWO, prediction_days=[230, 1030], labels=[0, 1]), [0, 1]))
     ds = make_dataset(TWO)
-    padded = Collator(vocab_size=V, seed=1, time_buckets=12, return_index=True)(IndexBatch(ds, [0, 1]))
-    expected = {0: [0, 7, 0, 2, 2, 0], 1: [0, 10, 0, 2, 0]}  # 101 days -> 7, 1 -> 2; 1001 -> 10
+    padded = Collator(vocab_size=V, seed=1, time_buckets=12, time2vec=True, return_index=True)(IndexBatch(ds, [0, 1]))
+    # pretraining reads each history the day after its last event: [CLS] 1 day -> 2; codes exactly as in the task
+    expected = {0: [2, 7, 0, 1, 1, 0], 1: [2, 10, 0, 1, 0]}
     assert padded["time_ids"][0, :6].tolist() == expected[0] and padded["time_ids"][1, :5].tolist() == expected[1]
+    assert torch.equal(padded["time_ids"][:, 1:], task["time_ids"][:, 1:])
+    assert torch.equal(padded["time_values"][:, 1:], task["time_values"][:, 1:])
     assert padded["time_ids"][1, 5:].eq(0).all()
     # masking replaces ids, never times; packing lays the same per-patient times out in one row
-    packed = Collator(vocab_size=V, seed=1, time_buckets=12, pack_length=16, return_index=True)(IndexBatch(ds, [0, 1]))
+    packed = Collator(vocab_size=V, seed=1, time_buckets=12, time2vec=True, pack_length=16,
+                      return_index=True)(IndexBatch(ds, [0, 1]))
     for k, i in enumerate(packed["index"].tolist()):
         assert packed["time_ids"][packed["seq_ids"] == k].tolist() == expected[i]
+        assert torch.equal(packed["time_values"][packed["seq_ids"] == k], padded["time_values"][i, :len(expected[i])])
     assert packed["time_ids"][packed["seq_ids"] == -1].eq(0).all()
+    assert packed["time_values"][packed["seq_ids"] == -1].eq(0).all()
+
+
+def test_time_values_are_calendar_day_and_age_in_days():
+    ds = make_dataset(TWO, prediction_days=[230, 1030], labels=[0, 1])  # born on day -20000
+    v = Collator(mlm=False, time2vec=True)(IndexBatch(ds, [0, 1]))["time_values"]
+    assert v.dtype == torch.float32 and v.shape == (2, 16, 2)  # padded to the first length bucket
+    # [CLS] carries the prediction date; codes and [SEP]s their own day; age = day - birth day
+    assert v[0, :6, 0].tolist() == [230, 100, 100, 200, 200, 200]
+    assert v[0, :6, 1].tolist() == [20230, 20100, 20100, 20200, 20200, 20200]
+    assert v[1, :5, 0].tolist() == [1030, 0, 0, 1000, 1000] and v[1, 5:].eq(0).all()
+    # an unknown birth date: the middle of the token's age year (ages are 50 here), in days
+    ds.data["birth_days"][0] = UNKNOWN_BIRTH
+    v = Collator(mlm=False, time2vec=True)(IndexBatch(ds, [0]))["time_values"]
+    assert torch.allclose(v[0, :3, 1], torch.full((3,), 50.5 * 365.25))
+
+
+def test_an_empty_history_gets_times_too():
+    """A patient with only [CLS] (no events before the prediction date) collates and runs with both encodings."""
+    ds = make_dataset([[(100, [10])]], prediction_days=[130], labels=[1])
+    d = ds.data
+    only_cls = build_dataset_dict(dict(input_ids=[CLS], token_type_ids=[0], position_ids=[0], age_ids=[50],
+                                       days=[130], offsets=[0, 1], sex=[1], birth_days=[-20000], los_offsets=[0, 0],
+                                       los_days=[], los_start_days=[]), ["e"], labels=[0], prediction_days=[130])
+    both = PatientDataset({**d, **{k: torch.cat([d[k], only_cls[k]]) for k in ("input_ids", "token_type_ids",
+                           "position_ids", "age_ids", "days", "sex", "birth_days", "labels", "prediction_days")},
+                           "offsets": torch.tensor([0, 3, 4]), "los_offsets": torch.tensor([0, 0, 0]),
+                           "patient_ids": ["p0", "e"]})
+    out = Collator(mlm=False, time_buckets=12, time2vec=True)(IndexBatch(both, [0, 1]))
+    assert out["time_ids"][1, :1].tolist() == [1] and out["time_values"][1, 0].tolist() == [130, 20130]
+    model = ExMedBertForSequenceClassification(tiny_config(time_buckets=12, time2vec=True)).eval()
+    assert torch.isfinite(model(**out).logits).all()
 
 
 def test_truncated_items_keep_times_aligned_with_their_tokens():
@@ -81,14 +121,14 @@ def test_truncated_items_keep_times_aligned_with_their_tokens():
     items = TruncatedDataset(ds, 4, with_days=True)
     out = Collator(mlm=False, time_buckets=12)([items[0], items[1]])
     # patient 0 keeps [CLS] + its last 3 tokens (code code [SEP] of day 200), patient 1 [CLS] + [SEP] 1000 [SEP]
-    assert out["input_ids"][0, :4].tolist() == [CLS, 11, 12, SEP] and out["time_ids"][0, :4].tolist() == [0, 5, 5, 0]
-    assert out["input_ids"][1, :4].tolist() == [CLS, SEP, 14, SEP] and out["time_ids"][1, :4].tolist() == [0, 0, 5, 0]
+    assert out["input_ids"][0, :4].tolist() == [CLS, 11, 12, SEP] and out["time_ids"][0, :4].tolist() == [5, 1, 1, 0]
+    assert out["input_ids"][1, :4].tolist() == [CLS, SEP, 14, SEP] and out["time_ids"][1, :4].tolist() == [5, 0, 1, 0]
     # the flat IndexBatch path and the item path agree when nothing is cut
     full = TruncatedDataset(ds, 64, with_days=True)
-    a = Collator(mlm=False, time_buckets=12)([full[0], full[1]])
-    b = Collator(mlm=False, time_buckets=12)(IndexBatch(ds, [0, 1]))
+    a = Collator(mlm=False, time_buckets=12, time2vec=True)([full[0], full[1]])
+    b = Collator(mlm=False, time_buckets=12, time2vec=True)(IndexBatch(ds, [0, 1]))
     assert all(torch.equal(a[k], b[k]) for k in b)
-    with pytest.raises(ValueError, match="reference_day"):
+    with pytest.raises(ValueError, match="'days', 'reference_day' and 'birth_day'"):
         Collator(mlm=False, time_buckets=12)([ds[0], ds[1]])
 
 

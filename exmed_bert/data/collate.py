@@ -2,7 +2,8 @@
 bucket or packed into rows) and fine-tuning (task labels, no masking).
 
 Packing puts several patients in one row with `seq_ids`, so attention is block-diagonal per patient.
-With `time_buckets` > 0 it also returns `time_ids`: how long before the reference day each code happened.
+With `time_buckets` > 0 it also returns `time_ids` (how long before the end of the history each code happened;
+[CLS]: how long before the day the history is read), with `time2vec` `time_values` (calendar day and age).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from exmed_bert.data.dataset import SEQ_KEYS
+from exmed_bert.data.dataset import SEQ_KEYS, UNKNOWN_BIRTH
 from exmed_bert.data.masking import mask_tokens
 from exmed_bert.data.sampler import DEFAULT_BUCKETS, bucket_lengths
 from exmed_bert.data.vocab import FIRST_CODE_ID
@@ -31,13 +32,43 @@ def time_buckets_of(days_before: np.ndarray, time_buckets: int) -> np.ndarray:
     return np.minimum(1 + exponent, time_buckets - 1).astype(np.int64)
 
 
+DAYS_PER_YEAR = 365.25
+
+
 def reference_days(data: dict, offsets: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """(P,) the day time is counted back from, for dataset rows `idx`: the prediction date of a task dataset,
-    else (pretraining) the day after the patient's last event, as a task history ends before its prediction
-    date."""
+    """(P,) the day each history is read at, for dataset rows `idx`: the prediction date of a task dataset,
+    else (pretraining) the day after the patient's last event. Only [CLS] is timed from it; codes are timed
+    from the history's last event, the same reference in pretraining and fine-tuning (`time_ids_of`)."""
     if "prediction_days" in data:
         return data["prediction_days"].numpy()[idx].astype(np.int64)
     return data["days"].numpy()[offsets[idx + 1] - 1].astype(np.int64) + 1
+
+
+def time_ids_of(day: np.ndarray, last_day: np.ndarray, read_day: np.ndarray, token_type: np.ndarray,
+                first: np.ndarray, time_buckets: int) -> np.ndarray:
+    """(N,) time bucket of each token: a code gets the bucket of its days before its history's last event
+    (`last_day`, per token), the patient's first token ([CLS]) the bucket of the days from that last event to
+    `read_day` (prediction date, or the day after the last event in pretraining: 1 day), other special tokens
+    ([SEP], type 0) bucket 0. So a code's time means the same in pretraining and fine-tuning, and only [CLS]
+    says how long the history had been silent when it was read."""
+    codes = np.where(token_type != 0, time_buckets_of(last_day - day, time_buckets), 0)
+    return np.where(first, time_buckets_of(read_day - last_day, time_buckets), codes)
+
+
+def time_values_of(day: np.ndarray, read_day: np.ndarray, birth_day: np.ndarray, age_years: np.ndarray,
+                   first: np.ndarray) -> np.ndarray:
+    """(N, 2) float32 Time2Vec inputs of each token: its calendar day (days since 1970; [CLS]: the day the
+    history is read) and the patient's age that day in days (from `birth_day`; with an unknown birth,
+    UNKNOWN_BIRTH, the middle of the token's `age_years`), never below 0."""
+    when = np.where(first, read_day, day).astype(np.float64)
+    known = birth_day != UNKNOWN_BIRTH
+    age = np.where(known, when - birth_day, (age_years + 0.5) * DAYS_PER_YEAR)
+    return np.stack([when, np.maximum(age, 0.0)], axis=1).astype(np.float32)
+
+
+def uses_time(config) -> bool:
+    """Whether a model with this config takes time inputs, so its batches need each token's `days`."""
+    return getattr(config, "time_buckets", 0) > 0 or bool(getattr(config, "time2vec", False))
 
 
 def pack_rows(lengths: Sequence[int], row_length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -90,7 +121,8 @@ class IndexBatch(Sequence):
                     plos_los=ds.plos_los[idx] if need_plos else None,
                     label=d["labels"].numpy()[idx] if need_labels and ds.has_labels else None,
                     days=d["days"].numpy() if need_time else None,
-                    reference=reference_days(d, ds.offsets, idx) if need_time else None)
+                    reference=reference_days(d, ds.offsets, idx) if need_time else None,
+                    birth=d["birth_days"].numpy()[idx] if need_time else None)
 
 
 class _IndexBatches(torch.utils.data.Dataset):
@@ -126,11 +158,13 @@ def _numpy(x) -> np.ndarray:
 
 
 def _item_columns(items: Sequence[dict], need_plos: bool, need_labels: bool, need_time: bool = False) -> dict:
-    """`columns()` for a plain list of item dicts: one concatenation per field. Time buckets need each item's
-    `days` (per token) and `reference_day` (training.finetune.TruncatedDataset(..., with_days=True) adds them)."""
-    if need_time and not all("days" in it and "reference_day" in it for it in items):
-        raise ValueError("Collator(time_buckets > 0) needs items with 'days' and 'reference_day': pass IndexBatches "
-                         "of a PatientDataset (collate.batched_view) or TruncatedDataset(..., with_days=True) items")
+    """`columns()` for a plain list of item dicts: one concatenation per field. Time needs each item's `days`
+    (per token), `reference_day` and `birth_day` (training.finetune.TruncatedDataset(..., with_days=True) adds
+    them)."""
+    if need_time and not all("days" in it and "reference_day" in it and "birth_day" in it for it in items):
+        raise ValueError("a Collator with time needs items with 'days', 'reference_day' and 'birth_day': pass "
+                         "IndexBatches of a PatientDataset (collate.batched_view) or TruncatedDataset(..., "
+                         "with_days=True) items")
     lengths = np.array([it["input_ids"].shape[0] for it in items], dtype=np.int64)
     return dict(tokens=[np.concatenate([_numpy(it[k]) for it in items]) for k in SEQ_KEYS],
                 starts=np.cumsum(lengths) - lengths, lengths=lengths,
@@ -140,7 +174,8 @@ def _item_columns(items: Sequence[dict], need_plos: bool, need_labels: bool, nee
                 label=np.array([it["label"] for it in items], dtype=np.int64)
                 if need_labels and "label" in items[0] else None,
                 days=np.concatenate([_numpy(it["days"]) for it in items]) if need_time else None,
-                reference=np.array([it["reference_day"] for it in items], dtype=np.int64) if need_time else None)
+                reference=np.array([it["reference_day"] for it in items], dtype=np.int64) if need_time else None,
+                birth=np.array([it["birth_day"] for it in items], dtype=np.int64) if need_time else None)
 
 
 @dataclass
@@ -151,8 +186,9 @@ class Collator:
     plus `labels` (B, T) (MLM targets, -100 elsewhere) when `mlm` (pretraining), or `labels` (P,) from
     the items' task labels when not (fine-tuning); `plos_labels` (P,) when `plos_threshold` is set;
     `seq_ids` (B, T) when packing (patients 0..P-1 row-major, -1 padding); `time_ids` (B, T) when
-    `time_buckets` > 0 (`time_buckets_of(reference day - event day)`, 0 on special tokens and padding; the
-    model's `config.time_buckets` decides it). Masks are a hash of (seed,
+    `time_buckets` > 0 (`time_ids_of`: codes from the history's last event, [CLS] from there to the day it
+    is read, 0 on [SEP] and padding) and `time_values` (B, T, 2) float32 when `time2vec` (`time_values_of`,
+    0 on padding); the model's config decides both. Masks are a hash of (seed,
     patient row, token position[, epoch]), so packed and padded layouts of the same patients get the same
     masks. Rows are padded to the next length bucket (`bucket_sizes`).
 
@@ -174,12 +210,19 @@ class Collator:
     bucket_sizes: Sequence[int] = DEFAULT_BUCKETS
     pack_length: int | None = None  # set -> pack patients into rows of this many tokens
     time_buckets: int = 0  # > 0 -> also return time_ids (set it from the model's config.time_buckets)
+    time2vec: bool = False  # True -> also return time_values (set it from the model's config.time2vec)
     return_index: bool = False
     mask_fn: Callable = field(default=mask_tokens, repr=False)  # benchmarks/throughput.py times it through this
     takes_index_batches = True  # class constant: `batched_view` hands it `IndexBatch`es (see ExMedTrainer)
 
+    @classmethod
+    def for_model(cls, config, **kwargs) -> "Collator":
+        """A collator that builds the time inputs a model with this `config` takes (the config decides)."""
+        return cls(time_buckets=config.time_buckets, time2vec=bool(getattr(config, "time2vec", False)), **kwargs)
+
     def __call__(self, items: IndexBatch | Sequence[dict]) -> dict[str, torch.Tensor]:
-        need_plos, need_labels, need_time = self.plos_threshold is not None, not self.mlm, self.time_buckets > 0
+        need_plos, need_labels = self.plos_threshold is not None, not self.mlm
+        need_ids, need_time = self.time_buckets > 0, self.time_buckets > 0 or self.time2vec
         cols = (items.columns(need_plos, need_labels, need_time) if isinstance(items, IndexBatch)
                 else _item_columns(items, need_plos, need_labels, need_time))
         lengths = cols["lengths"]  # (P,) in input order
@@ -206,16 +249,24 @@ class Collator:
         index = cols["index"][order]
         # Rows of the (F, R*T) grid: 4 token fields, sex, [MLM labels], [time_ids], [seq_ids]. Each token field
         # is one gather from the flat source and one scatter into the grid (the cast to int64 happens there).
-        n_fields = 5 + int(self.mlm) + int(need_time) + int(bool(self.pack_length))
+        n_fields = 5 + int(self.mlm) + int(need_ids) + int(bool(self.pack_length))
         grid = np.zeros((n_fields, n_rows * t), dtype=np.int64)
         for f, col in enumerate(cols["tokens"][1:], start=1):
             grid[f, dest] = col[src]
         grid[4, dest] = cols["sex"][order][tok_item]
         ids = cols["tokens"][0][src].astype(np.int64)  # (N,)
         if need_time:
-            # token type 0 ([CLS], [SEP]) gets bucket 0 like padding; a masked or unknown code keeps its time
-            before = cols["reference"][order][tok_item] - cols["days"][src].astype(np.int64)  # (N,) days
-            grid[5 + int(self.mlm), dest] = np.where(grid[1, dest] != 0, time_buckets_of(before, self.time_buckets), 0)
+            # times are read before masking: a masked or unknown code keeps its time
+            days = cols["days"].astype(np.int64)
+            day = days[src]  # (N,)
+            last = days[cols["starts"][order] + lengths - 1][tok_item]  # (N,) day of the history's last token
+            read = cols["reference"][order][tok_item]  # (N,)
+            is_first = within == 0
+        if need_ids:
+            grid[5 + int(self.mlm), dest] = time_ids_of(day, last, read, grid[1, dest], is_first, self.time_buckets)
+        if self.time2vec:
+            values = np.zeros((n_rows * t, 2), dtype=np.float32)  # padding stays 0
+            values[dest] = time_values_of(day, read, cols["birth"][order][tok_item], grid[3, dest], is_first)
         if self.mlm:
             # One (1, N) "packed row" with a per-token patient index: the mask depends only on
             # (patient, position), never on how the batch is laid out.
@@ -238,8 +289,10 @@ class Collator:
             out["labels"] = grid[5]
         elif cols["label"] is not None:
             out["labels"] = torch.from_numpy(cols["label"][order].astype(np.int64))
-        if need_time:
+        if need_ids:
             out["time_ids"] = grid[5 + int(self.mlm)]
+        if self.time2vec:
+            out["time_values"] = torch.from_numpy(values.reshape(n_rows, t, 2))
         if self.pack_length:
             out["seq_ids"] = grid[-1]
         if self.plos_threshold is not None:

@@ -16,8 +16,10 @@ class ExMedBertConfig(BertConfig):
 
     Token types are 0 special, 1 diagnosis, 2 drug, 3 procedure. Ages are whole years 0..120. Sex is
     0 unknown, 1 female, 2 male. Positions are the visit index (0 = [CLS]), not the token index.
-    `time_buckets` > 0 adds a table over how long before the reference day each code happened
-    (`exmed_bert.data.collate.time_buckets_of`); 0 (the default) builds no table and takes no `time_ids`.
+    `time_buckets` > 0 adds a table over how long before the end of the input history each code happened, and
+    gives [CLS] the time from that end to the day the history is read (`exmed_bert.data.collate.time_ids_of`);
+    0 (the default) builds no table and takes no `time_ids`. `time2vec` adds Time2Vec embeddings of each
+    token's calendar day and age (`time_values`, CORE-BEHRT's continuous time); False builds none.
 
     `attn_implementation` (transformers' keyword, kept in `config._attn_implementation`, not written to
     config.json): "sdpa" (default) or "flex_attention" (a BlockMask per forward; no attention dropout, and on
@@ -49,6 +51,7 @@ class ExMedBertConfig(BertConfig):
         class_weights: list[float] | None = None,
         initialization: str = "orthogonal",
         time_buckets: int = 0,
+        time2vec: bool = False,
         layer_norm_eps: float = 1e-12,
         pad_token_id: int = 0,
         mask_token_id: int = 4,
@@ -78,6 +81,7 @@ class ExMedBertConfig(BertConfig):
         self.class_weights = list(class_weights) if class_weights is not None else None
         self.initialization = initialization
         self.time_buckets = int(time_buckets)
+        self.time2vec = bool(time2vec)
         self.mask_token_id = mask_token_id
         self._check()
 

@@ -4,7 +4,8 @@ Importing this module registers them with transformers' Auto* factories (model_t
 Inputs (all (B, T) long): input_ids, token_type_ids, position_ids (visit index), age_ids, sex_ids
 (or (B,)); attention_mask (B, T) for padded rows, or seq_ids (B, T) for packed rows (patients 0..P-1
 row-major, -1 = padding; attention is block-diagonal over it); time_ids (B, T), only for a model with
-`config.time_buckets` > 0 (the bucket of days before the reference day, exmed_bert.data.collate).
+`config.time_buckets` > 0, and time_values (B, T, 2) float (calendar day, age in days), only for a model
+with `config.time2vec` (both built by exmed_bert.data.collate.Collator).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from transformers import initialization as init
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from exmed_bert.model.configuration import ExMedBertConfig
-from exmed_bert.model.embeddings import ExMedBertEmbeddings, sinusoidal_table
+from exmed_bert.model.embeddings import ExMedBertEmbeddings, Time2Vec, sinusoidal_table
 from exmed_bert.model.encoder import ExMedBertEncoder, build_attention_mask
 from exmed_bert.model.heads import (ExMedBertMLMHead, ExMedBertModelOutput, ExMedBertPreTrainingOutput,
                                     PooledHead, masked_lm_loss, pool)
@@ -43,6 +44,10 @@ class ExMedBertPreTrainedModel(PreTrainedModel):
         if isinstance(module, ExMedBertEmbeddings) and module.position_embeddings is None:
             # Non-persistent buffer: from_pretrained builds the model on the meta device, so refill it here.
             init.copy_(module.sinusoid, sinusoidal_table(*module.sinusoid.shape))
+        if isinstance(module, Time2Vec):
+            frequency, phase = module.initial_values()
+            init.copy_(module.frequency, frequency)
+            init.copy_(module.phase, phase)
 
 
 class ExMedBertModel(ExMedBertPreTrainedModel):
@@ -65,10 +70,11 @@ class ExMedBertModel(ExMedBertPreTrainedModel):
                 age_ids: torch.Tensor | None = None, sex_ids: torch.Tensor | None = None,
                 seq_ids: torch.Tensor | None = None,
                 pooling: str | None = None, num_sequences: int | None = None,
-                time_ids: torch.Tensor | None = None, **_unused) -> ExMedBertModelOutput:
+                time_ids: torch.Tensor | None = None, time_values: torch.Tensor | None = None,
+                **_unused) -> ExMedBertModelOutput:
         if attention_mask is None and seq_ids is None:
             attention_mask = (input_ids != self.config.pad_token_id).long()
-        x = self.embeddings(input_ids, token_type_ids, position_ids, age_ids, sex_ids, time_ids)  # (B, T, H)
+        x = self.embeddings(input_ids, token_type_ids, position_ids, age_ids, sex_ids, time_ids, time_values)  # (B,T,H)
         # one mask (a bool tensor for SDPA, a BlockMask for FlexAttention) shared by all layers
         x = self.encoder(x, build_attention_mask(attention_mask, seq_ids, self.config._attn_implementation))
         pooled = pool(x, pooling or self.config.plos_pooling, attention_mask, seq_ids, num_sequences)
@@ -98,10 +104,11 @@ class ExMedBertForPreTraining(ExMedBertPreTrainedModel):
                 age_ids: torch.Tensor | None = None, sex_ids: torch.Tensor | None = None,
                 seq_ids: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, plos_labels: torch.Tensor | None = None,
-                time_ids: torch.Tensor | None = None,
+                time_ids: torch.Tensor | None = None, time_values: torch.Tensor | None = None,
                 return_hidden: bool = False, **_unused) -> ExMedBertPreTrainingOutput:
         out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, age_ids, sex_ids, seq_ids,
-                        num_sequences=None if plos_labels is None else plos_labels.shape[0], time_ids=time_ids)
+                        num_sequences=None if plos_labels is None else plos_labels.shape[0], time_ids=time_ids,
+                        time_values=time_values)
         hidden = out.last_hidden_state  # (B, T, H)
         loss = mlm_loss = plos_loss = mlm_labels = None
         if labels is not None:
@@ -143,10 +150,12 @@ class ExMedBertForSequenceClassification(ExMedBertPreTrainedModel):
                 age_ids: torch.Tensor | None = None, sex_ids: torch.Tensor | None = None,
                 seq_ids: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, class_weights: torch.Tensor | None = None,
-                time_ids: torch.Tensor | None = None, **_unused) -> SequenceClassifierOutput:
+                time_ids: torch.Tensor | None = None, time_values: torch.Tensor | None = None,
+                **_unused) -> SequenceClassifierOutput:
         out = self.bert(input_ids, attention_mask, token_type_ids, position_ids, age_ids, sex_ids, seq_ids,
                         pooling=self.config.classifier_pooling,
-                        num_sequences=None if labels is None else labels.shape[0], time_ids=time_ids)
+                        num_sequences=None if labels is None else labels.shape[0], time_ids=time_ids,
+                        time_values=time_values)
         logits = self.classifier(out.pooled_output)  # (P, num_labels)
         loss = None
         if labels is not None:

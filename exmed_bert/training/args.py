@@ -137,9 +137,12 @@ class PretrainArgs(TrainingCommonArgs):
     initialization: str = field(default="orthogonal", metadata={
         "help": "weight initialisation", "choices": list(INITIALIZATIONS)})
     time_buckets: int = field(default=0, metadata={
-        "help": "embed how long before the prediction date (pretraining: the day after the last event) each code "
-                "happened, in this many log2-spaced buckets (0: off; 12 reaches ~3 years, see docs/MODEL.md); "
-                "fine-tuning reads it from the model"})
+        "help": "embed how long before the history's last event each code happened, and [CLS] how long before "
+                "the prediction date (pretraining: the day after) that event was, in this many log2-spaced buckets "
+                "(0: off; 12 reaches ~3 years, see docs/MODEL.md); fine-tuning reads it from the model"})
+    time2vec: bool = field(default=False, metadata={
+        "help": "add Time2Vec embeddings of each code's calendar day and the patient's age that day (CORE-BEHRT's "
+                "continuous time; [CLS] gets the prediction date); fine-tuning reads it from the model"})
     # objectives
     dynamic_masking: bool = field(default=False, metadata={"help": "mask different codes each epoch"})
     mlm_probability: float = field(default=0.15, metadata={"help": "share of codes masked per patient"})
@@ -225,6 +228,13 @@ class FinetuneArgs(TrainingCommonArgs):
         "help": "weight the loss by inverse class frequency", "choices": list(CLASS_WEIGHTS)})
     freeze_encoder_epochs: int = field(default=0, metadata={
         "help": "train only the classifier head for this many epochs first"})
+    freeze_encoder: bool = field(default=False, metadata={
+        "help": "train only the classifier head; the pretrained encoder never changes (a probe)"})
+    train_last_layers: Optional[int] = field(default=None, metadata={
+        "help": "train only the top N encoder layers and the head; embeddings and lower layers stay frozen"})
+    pooling: Optional[str] = field(default=None, metadata={
+        "help": "one vector per patient for the classifier: [CLS] or the mean of its tokens (default: the "
+                "pretrained model's)", "choices": list(POOLING_TYPES)})
     max_length: int = field(default=512, metadata={"help": "keep each patient's most recent tokens up to this"})
     on_task_error: str = field(default="skip", metadata={
         "help": "bad task CSV rows: skip them into task_rejected.csv, or stop", "choices": list(ON_TASK_ERROR)})
@@ -242,10 +252,27 @@ class FinetuneArgs(TrainingCommonArgs):
             raise UserError(f"--max-length must be at least 3, got {self.max_length}")
         if self.early_stopping_patience < 0 or self.freeze_encoder_epochs < 0:
             raise UserError("--early-stopping-patience and --freeze-encoder-epochs must be 0 or more")
+        check_freezing(self.freeze_encoder, self.train_last_layers, self.freeze_encoder_epochs)
         if self.train_ratio is not None and not 0.0 < self.train_ratio < 1.0:
             raise UserError(f"--train-ratio must be between 0 and 1 (exclusive), got {self.train_ratio}")
         if self.n_bootstrap < 1:
             raise UserError(f"--n-bootstrap must be at least 1, got {self.n_bootstrap}")
+
+
+def check_freezing(freeze_encoder: bool, train_last_layers: int | None, freeze_encoder_epochs: int = 0,
+                   num_layers: int | None = None) -> None:
+    """One-line UserErrors for fine-tuning's freezing flags; `num_layers` (the model's) once it is loaded."""
+    if freeze_encoder and train_last_layers is not None:
+        raise UserError("--freeze-encoder and --train-last-layers exclude each other: --freeze-encoder trains the "
+                        "head only, --train-last-layers N the top N layers and the head")
+    if (freeze_encoder or train_last_layers is not None) and freeze_encoder_epochs > 0:
+        raise UserError("--freeze-encoder-epochs unfreezes the whole encoder after its epochs; drop it with "
+                        "--freeze-encoder or --train-last-layers")
+    if train_last_layers is not None and train_last_layers < 1:
+        raise UserError(f"--train-last-layers must be at least 1 (use --freeze-encoder to train the head only), "
+                        f"got {train_last_layers}")
+    if train_last_layers is not None and num_layers is not None and train_last_layers > num_layers:
+        raise UserError(f"--train-last-layers {train_last_layers}: the model has only {num_layers} encoder layers")
 
 
 def resolve_learning_rate(args: TrainingCommonArgs, preset: str) -> None:
@@ -258,3 +285,42 @@ def resolve_learning_rate(args: TrainingCommonArgs, preset: str) -> None:
             raise UserError(f"unknown model size {preset!r}; choose one of {', '.join(TUNED_LEARNING_RATES)}")
         pretraining, finetuning = TUNED_LEARNING_RATES[preset.lower()]
         args.learning_rate = finetuning if isinstance(args, FinetuneArgs) else pretraining
+
+
+EMBED_SPLITS = ("all", "train", "val", "test")
+
+
+@dataclass
+class EmbedArgs:
+    """Write one patient embedding per (subject, prediction time) of a task to Parquet: subject_id (int64 when
+    every id is an integer, else string), prediction_time (timestamp[us]; a task CSV's prediction date at
+    midnight), split, label, embedding (fixed_size_list<float32>[hidden size]): the pooled encoder output."""
+
+    model_path: str = field(default="output/with_clinvec/checkpoint-best", metadata={
+        "help": "a pretrained or fine-tuned model folder (config.json, model.safetensors, vocab.json), or the "
+                "run folder holding checkpoint-best"})
+    data_dir: str = field(default="pretrain_stuff", metadata={
+        "help": "folder of the conversion the model was pretrained on; task datasets are built beside it"})
+    task_data: str = field(default="data/task_specific.csv", metadata={
+        "help": "task labels: a CSV patient_id,label[,prediction_date], or MEDS label Parquet (a file or folder)"})
+    output: str = field(default="output/embeddings.parquet", metadata={"help": "the Parquet file to write"})
+    split: str = field(default="all", metadata={"help": "which task split's rows to embed",
+                                                "choices": list(EMBED_SPLITS)})
+    pooling: Optional[str] = field(default=None, metadata={
+        "help": "[CLS] or the mean of the patient's tokens (default: the model's classifier pooling)",
+        "choices": list(POOLING_TYPES)})
+    batch_size: int = field(default=64, metadata={"help": "patients per forward pass"})
+    device: str = field(default="auto", metadata={"help": "where the model runs", "choices": list(DEVICES)})
+    num_labels: int = field(default=2, metadata={"help": "classes of the task labels (as in fine-tuning)"})
+    max_length: int = field(default=512, metadata={
+        "help": "keep each patient's most recent tokens up to this (as fine-tuning's --max-length)"})
+
+    def validate(self) -> None:
+        if self.batch_size <= 0:
+            raise UserError(f"--batch-size must be a positive integer, got {self.batch_size}")
+        if self.num_labels < 2:
+            raise UserError(f"--num-labels must be at least 2 (2 = binary), got {self.num_labels}")
+        if self.max_length < 3:
+            raise UserError(f"--max-length must be at least 3, got {self.max_length}")
+        if not str(self.output).endswith(".parquet"):
+            raise UserError(f"--output {self.output}: give a .parquet file name")

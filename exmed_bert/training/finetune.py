@@ -21,7 +21,7 @@ from transformers import TrainerCallback, set_seed
 from transformers.utils import logging as hf_logging
 
 from exmed_bert.clinvec.init import COVERAGE_FILE
-from exmed_bert.data.collate import Collator, reference_days
+from exmed_bert.data.collate import Collator, reference_days, uses_time
 from exmed_bert.data.dataset import SEQ_KEYS
 from exmed_bert.data.sampler import make_sampler
 from exmed_bert.data.splits import find_pretraining
@@ -34,8 +34,9 @@ from exmed_bert.model.architecture import preset_for_hidden_size
 from exmed_bert.model.modeling import ExMedBertForSequenceClassification
 from exmed_bert.tasks import check_labels, load_task_splits
 from exmed_bert.training import distributed
-from exmed_bert.training.args import FinetuneArgs, resolve_learning_rate
+from exmed_bert.training.args import FinetuneArgs, check_freezing, resolve_learning_rate
 from exmed_bert.training.callbacks import BEST_DIR, BestModelCallback, VocabCallback
+from exmed_bert.training.freezing import FreezeEncoder, freeze_for_finetuning
 from exmed_bert.training.mlflow_tracking import MlflowLogger
 from exmed_bert.training.runtime import build_training_arguments, resolve_checkpoint, resolve_device
 from exmed_bert.training.teelog import TeeLog
@@ -49,8 +50,8 @@ from exmed_bert.training.trainer import ExMedTrainer
 class TruncatedDataset(torch.utils.data.Dataset):
     """A PatientDataset view keeping [CLS] + the most recent `max_length - 1` tokens of each patient,
     with visit positions renumbered from 1 so they stay inside the model's position table.
-    `with_days`: items also carry `days` (cut like the tokens) and `reference_day` (the prediction date),
-    which a Collator with time buckets needs.
+    `with_days`: items also carry `days` (cut like the tokens), `reference_day` (the prediction date) and
+    `birth_day`, which a Collator with time needs (`with_days=collate.uses_time(model.config)`).
 
     It has no `offsets`, so the collator builds batches from these truncated items, never from the flat
     token arrays of `data` (exmed_bert.data.collate.batched_view)."""
@@ -70,6 +71,7 @@ class TruncatedDataset(torch.utils.data.Dataset):
         if self.reference is not None:
             s, e = int(self.ds.offsets[item["index"]]), int(self.ds.offsets[item["index"] + 1])
             item["days"], item["reference_day"] = self.ds.data["days"][s:e], int(self.reference[item["index"]])
+            item["birth_day"] = int(self.ds.data["birth_days"][item["index"]])
         n = len(item["input_ids"])
         if n <= self.max_length:
             return item
@@ -141,19 +143,6 @@ class EarlyStopping(TrainerCallback):
                 control.should_training_stop = True
 
 
-class FreezeEncoder(TrainerCallback):
-    """Train only the classifier head for the first `epochs` epochs (the encoder's grads stay None,
-    so AdamW skips it), then unfreeze everything."""
-
-    def __init__(self, model, epochs: int):
-        self.model, self.epochs = model, epochs
-
-    def on_epoch_begin(self, args, state, control, **kwargs):
-        frozen = (state.epoch or 0.0) + 1e-9 < self.epochs
-        for p in self.model.bert.parameters():
-            p.requires_grad_(not frozen)
-
-
 def check_model_folder(path: str | Path) -> Path:
     path = Path(path)
     hint = "pass --model-path with a checkpoint-best folder written by pretraining"
@@ -198,7 +187,7 @@ def load_classifier(path: Path, num_labels: int, quiet: bool = False, attn_imple
 def predict_probs(model, ds, batch_size: int, device: str) -> np.ndarray:
     """(N, K) softmax probabilities in dataset order."""
     model.to(device).eval()
-    collate = Collator(mlm=False, time_buckets=model.config.time_buckets)
+    collate = Collator.for_model(model.config, mlm=False)
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=collate)
     out = []
     for batch in loader:
@@ -255,9 +244,16 @@ def _run(args: FinetuneArgs, out: Path, model_dir: Path, main: bool) -> dict:
 
     set_seed(args.seed)
     model = load_classifier(model_dir, args.num_labels, attn_implementation=args.attn_implementation)
-    # the pretrained model decided whether it sees time before the prediction date; batches follow it
-    time_buckets = model.config.time_buckets
-    data = {s: TruncatedDataset(ds, args.max_length, with_days=time_buckets > 0) for s, ds in splits.items()}
+    # the pretrained model decided which time inputs it takes; batches follow it
+    data = {s: TruncatedDataset(ds, args.max_length, with_days=uses_time(model.config)) for s, ds in splits.items()}
+    if args.pooling is not None:  # saved in checkpoint-best's config.json, so predictions pool the same way
+        model.config.classifier_pooling = args.pooling
+    check_freezing(args.freeze_encoder, args.train_last_layers, num_layers=model.config.num_hidden_layers)
+    frozen = freeze_for_finetuning(model, args.freeze_encoder, args.train_last_layers)
+    if frozen and main:
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        print(f"training {trainable:,} of {sum(p.numel() for p in model.parameters()):,} parameters "
+              f"({len(frozen)} encoder tensors frozen)")
     if args.learning_rate is None:  # the default for this model's size, recorded as resolved
         preset = preset_for_hidden_size(model.config.hidden_size)
         resolve_learning_rate(args, preset)
@@ -304,7 +300,7 @@ def _run(args: FinetuneArgs, out: Path, model_dir: Path, main: bool) -> dict:
         callbacks.append(tracker)
     batching = dict(batch_size=args.batch_size, max_tokens_per_batch=args.max_tokens_per_batch, seed=args.seed)
     trainer = ExMedTrainer(model=model, args=targs, train_dataset=data["train"], eval_dataset=data["val"],
-                           data_collator=Collator(mlm=False, time_buckets=time_buckets), callbacks=callbacks,
+                           data_collator=Collator.for_model(model.config, mlm=False), callbacks=callbacks,
                            train_batch_sampler=make_sampler(data["train"].lengths, shuffle=True, **batching),
                            eval_batch_sampler=make_sampler(data["val"].lengths, shuffle=False, **batching),
                            make_metrics=ClassificationMetrics)

@@ -131,7 +131,7 @@ def build_model(args: PretrainArgs, vocab_size: int, max_visit: int, clinvec: Cl
             # learned_projection: a ClinVec-wide code table and a trainable map to the hidden size
             code_embedding_size=clinvec.dim if method == "learned_projection" else None,
             clinvec_resize_method=method, attn_implementation=args.attn_implementation,
-            time_buckets=args.time_buckets, type_vocab_size=type_vocab_size,
+            time_buckets=args.time_buckets, time2vec=args.time2vec, type_vocab_size=type_vocab_size,
             **{k: getattr(args, k) for k in ARCH_KEYS})
     except ValueError as e:
         raise UserError(str(e)) from None
@@ -375,10 +375,11 @@ def make_batching(args: PretrainArgs, train_ds: PatientDataset, val_ds: PatientD
     # dynamic: each batch is masked with the epoch its sampler stamped on it, also inside DataLoader workers
     train = Collator(vocab_size=vocab_size, seed=args.seed, mlm_probability=args.mlm_probability,
                      plos_threshold=plos, dynamic=bool(args.dynamic_masking), pack_length=pack,
-                     time_buckets=args.time_buckets)
+                     time_buckets=args.time_buckets, time2vec=args.time2vec)
     # validation masks are fixed (and drawn with another seed than training's static masks)
     evaluate = Collator(vocab_size=vocab_size, seed=args.seed + 1, mlm_probability=args.mlm_probability,
-                        plos_threshold=plos, pack_length=pack, time_buckets=args.time_buckets)
+                        plos_threshold=plos, pack_length=pack, time_buckets=args.time_buckets,
+                        time2vec=args.time2vec)
     kw = dict(batch_size=args.batch_size, max_tokens_per_batch=args.max_tokens_per_batch, seed=args.seed,
               packing=bool(args.packing))
     return (make_sampler(train_ds.lengths, shuffle=True, **kw), make_sampler(val_ds.lengths, shuffle=False, **kw),
