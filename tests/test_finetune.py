@@ -105,6 +105,48 @@ def test_freeze_encoder_keeps_encoder_weights(setup, tmp_path):
     assert torch.equal(before[key], after[key])
 
 
+def test_frozen_weights_do_not_move_and_trainable_ones_do(setup, tmp_path):
+    """--train-last-layers 1 on a 2-layer model: embeddings and layer 0 stay bit-identical through the
+    Trainer's AdamW steps (weight decay included), layer 1 and the head move; --freeze-encoder keeps the
+    whole encoder. --pooling mean is saved in checkpoint-best's config."""
+    from exmed_bert.cli.finetune import main
+    from safetensors.torch import load_file
+
+    before = load_file(setup["model"] / "model.safetensors")
+    top = tmp_path / "top"
+    assert main(argv(setup, top, "--train-last-layers", "1", "--pooling", "mean", "--metric-for-best-model",
+                     "loss", "--eval-steps", "2", "--save-steps", "2")) == 0
+    after = load_file(top / "checkpoint-2" / "model.safetensors")
+    encoder = [k for k in before if k.startswith("bert.")]
+    moved = {k for k in encoder if not torch.equal(before[k], after[k])}
+    assert moved and all(k.startswith("bert.encoder.layer.1.") for k in moved), sorted(moved)
+    assert len(moved) == len([k for k in encoder if k.startswith("bert.encoder.layer.1.")])  # all of layer 1 trains
+    assert json.loads((top / "checkpoint-best" / "config.json").read_text())["classifier_pooling"] == "mean"
+    first_head = after["classifier.out.weight"]
+
+    head = tmp_path / "head"
+    assert main(argv(setup, head, "--freeze-encoder", "--metric-for-best-model", "loss", "--eval-steps", "2",
+                     "--save-steps", "2", "--max-steps", "4")) == 0
+    early = load_file(head / "checkpoint-2" / "model.safetensors")
+    late = load_file(head / "checkpoint-4" / "model.safetensors")
+    assert all(torch.equal(before[k], late[k]) for k in encoder)
+    assert not torch.equal(early["classifier.out.weight"], late["classifier.out.weight"])  # the head learns
+    assert first_head.shape == late["classifier.out.weight"].shape
+
+
+def test_freezing_flags_are_checked_in_one_line(setup, tmp_path, capsys):
+    from exmed_bert.cli.finetune import main
+
+    for extra, message in ((["--freeze-encoder", "--train-last-layers", "1"], "exclude each other"),
+                           (["--train-last-layers", "0"], "at least 1"),
+                           (["--train-last-layers", "3"], "only 2 encoder layers"),
+                           (["--freeze-encoder", "--freeze-encoder-epochs", "1"], "--freeze-encoder-epochs")):
+        assert main(argv(setup, tmp_path / "o", *extra)) == 2, extra
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if "error:" in line]  # transformers' load bar may precede it
+        assert len(errors) == 1 and message in errors[0] and "Traceback" not in err, err
+
+
 def test_truncation_keeps_cls_and_recent_tokens(setup):
     from exmed_bert.data.dataset import PatientDataset
     from exmed_bert.training.finetune import TruncatedDataset
