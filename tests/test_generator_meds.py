@@ -13,11 +13,14 @@ from pathlib import Path
 
 import meds
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import torch
 
 from exmed_bert.cli.generate import main as generate
+from exmed_bert.convert.conversion import convert_patients
+from exmed_bert.data.dataset import PatientDataset
 from exmed_bert.data.splits import split_of
 from exmed_bert.errors import UserError
 from exmed_bert.synthetic.meds_root import subject_id, write_meds_root
@@ -53,6 +56,10 @@ def test_every_file_passes_the_meds_schemas(cohort):
         assert table.schema.field("subject_id").type == pa.int64()
         assert table.schema.field("time").type == pa.timestamp("us")
         assert table.schema.field("numeric_value").type == pa.float32()
+        # a stay is one Visit/IP row with its discharge in `end`; every other row has no end
+        assert table.schema.field("end").type == pa.timestamp("us")
+        stay = pc.equal(table["code"], "Visit/IP").to_numpy(zero_copy_only=False)
+        assert (table["end"].is_null().to_numpy(zero_copy_only=False) == ~stay).all()
     labels = sorted((root / "task_labels" / "hf").rglob("*.parquet"))
     assert labels
     for f in labels:
@@ -101,7 +108,14 @@ def test_subjects_splits_and_rows_match_the_json_cohort(cohort):
     expect = sorted([(dt.datetime.fromisoformat(e["date"]) + noon, f"ICD10CM//{e['code']}") for e in p["diagnoses"]]
                     + [(dt.datetime.fromisoformat(e["date"]) + noon, f"ATC//{e['code']}") for e in p["prescriptions"]]
                     + [(dt.datetime.fromisoformat(e["date"]) + noon, f"CPT//{e['code']}") for e in p["procedures"]])
-    assert sorted(r for r in rows[2:] if not r[1].startswith("HOSPITAL_")) == expect
+    assert sorted(r for r in rows[2:] if r[1] != "Visit/IP") == expect
+    p = next(p for p in patients if p["hospitalizations"])
+    sid = subject_id(p["patient_id"])
+    t = next(t for t in _data(root).values() if sid in t["subject_id"].to_pylist())
+    stays = [(tm, end) for s, tm, c, end in zip(*(t[k].to_pylist() for k in ("subject_id", "time", "code", "end")))
+             if s == sid and c == "Visit/IP"]
+    assert stays == [(dt.datetime.fromisoformat(h["admission_date"]) + noon,
+                      dt.datetime.fromisoformat(h["discharge_date"]) + noon) for h in p["hospitalizations"]]
 
 
 def test_labels_keep_the_generators_rule_under_both_cuts(cohort):
@@ -150,6 +164,62 @@ def test_bad_outputs_are_one_line_errors(tmp_path, capsys):
     with pytest.raises(UserError, match="already taken"):
         write_meds_root([{"patient_id": "P1"}, {"patient_id": "Q01"}], None, None, tmp_path / "y")
     assert not (tmp_path / "y").exists()                          # nothing half-written
+
+
+def _stay(a: str, d: str) -> dict:
+    return {"admission_date": a, "discharge_date": d}
+
+
+# hand-built patients whose stays a reader pairing admission and discharge rows first-in-first-out gets wrong:
+# a stay inside another, two admitted the same day, one repeated exactly (identical rows) and a chain
+STAY_PATIENTS = [
+    ("P1", [_stay("2020-01-01", "2020-01-20"), _stay("2020-01-05", "2020-01-08")], "2020-01-10"),
+    ("P2", [_stay("2020-02-01", "2020-02-10"), _stay("2020-02-01", "2020-02-03")], "2021-01-01"),
+    ("P3", [_stay("2020-03-01", "2020-03-04"), _stay("2020-03-01", "2020-03-04"), _stay("2020-03-03", "2020-03-06")],
+     "2021-01-01"),
+    ("P4", [_stay("2020-04-01", "2020-04-05"), _stay("2020-04-05", "2020-04-09")], "2020-04-07"),
+]
+
+
+def _stay_patient(pid: str, stays: list) -> dict:
+    days = sorted({h["admission_date"] for h in stays})
+    return {"patient_id": pid, "sex": "F", "birth_date": "1950-06-01", "hospitalizations": stays,
+            "diagnoses": [{"code": "I50.9", "date": d} for d in days] + [{"code": "E11.9", "date": "2019-05-01"}],
+            "prescriptions": [{"code": "C03CA01", "date": "2019-05-01"}], "procedures": []}
+
+
+def _stays_of(ds: PatientDataset) -> dict[str, list[tuple[int, int]]]:
+    return {pid: list(zip(ds.stay_starts(i).tolist(), ds.stays(i).tolist())) for i, pid in enumerate(ds.patient_ids)}
+
+
+def test_nested_same_day_and_repeated_stays_round_trip(tmp_path):
+    patients = [_stay_patient(pid, stays) for pid, stays, _ in STAY_PATIENTS]
+    (tmp_path / "p.json").write_text(json.dumps({"patients": patients}))
+    task = tmp_path / "task.csv"
+    task.write_text("patient_id,label,prediction_date\n" + "".join(f"{pid},{i % 2},{date}\n"
+                                                                   for i, (pid, _, date) in enumerate(STAY_PATIENTS)))
+    rows = [(pid, i % 2, date) for i, (pid, _, date) in enumerate(STAY_PATIENTS)]
+    root = tmp_path / "meds"
+    write_meds_root(patients, rows, None, root, patients_per_shard=1)   # a shard per subject: 2 workers share them
+    t = pa.concat_tables(_data(root).values())
+    assert pc.sum(pc.equal(t["code"], "Visit/IP")).as_py() == 9 and pc.sum(t["end"].is_valid()).as_py() == 9
+    assert t.group_by(["subject_id", "time", "code", "end"]).aggregate([]).num_rows == t.num_rows   # no duplicates
+    convert_patients(tmp_path / "p.json", tmp_path / "json" / "c.pt", task_data=task, progress=False)
+    day = lambda d: (dt.date.fromisoformat(d) - dt.date(1970, 1, 1)).days   # noqa: E731
+    want = {str(subject_id(pid)): [(day(h["admission_date"]), day(h["discharge_date"]) - day(h["admission_date"]))
+                                   for h in stays] for pid, stays, _ in STAY_PATIENTS}
+    for name, settings in {"per record": {"fast": False}, "columnar, 1 worker": {"workers": 1},
+                           "columnar, 2 workers": {"workers": 2}}.items():
+        out = tmp_path / name.replace(" ", "_").replace(",", "")
+        convert_patients(root, out / "c.pt", task_data=root / "task_labels" / "task", progress=False, **settings)
+        assert (out / "vocab.json").read_bytes() == (tmp_path / "json" / "vocab.json").read_bytes(), name
+        got = {}
+        for split in ("train", "val", "test", "task_train", "task_val", "task_test"):
+            a, b = (torch.load(d / f"c_{split}.pt", weights_only=True) for d in (tmp_path / "json", out))
+            assert compare_dataset(a, b) == [], (name, split)
+            if not split.startswith("task"):
+                got |= _stays_of(PatientDataset.load(out / f"c_{split}.pt"))
+        assert got == want, name   # every stay, as admitted and discharged, none merged, dropped or re-paired
 
 
 def _dataset(n_tokens: list[int]) -> dict:
