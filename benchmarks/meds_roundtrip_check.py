@@ -6,11 +6,16 @@ its MEDS root + labels, give the same datasets. Used by benchmarks/meds_roundtri
 Compared: vocab.json byte for byte; every dataset (<stem>_{train,val,test}.pt and the task datasets
 <stem>_task_{train,val,test}.pt): the same patients (a JSON id P0042 is MEDS subject 42) in the same splits,
 and for each patient the same tokens, token types, positions, ages, days, sex, birth day, stays, label and
-prediction day. Fields that differ by design: `patient_ids` (mapped, as above), `prediction_times`, which
-only MEDS labels carry (not compared), and `prediction_days`, the converter's first day after the history:
-the prediction date from a task CSV, and from a MEDS label at midnight of that date the day after it (MEDS's
-inclusive cut lets the history reach that midnight). It must differ by one offset, 0 or 1 day, for every row. Prints a one-line verdict (the JSON summary goes to
-CHECK.json, else to stdout); exit status 1 on any difference.
+prediction day. Fields not compared as they are: `patient_ids` (mapped, as above), `prediction_times`, which
+only MEDS labels carry (not compared), and `prediction_days`, the converter's first day after the history.
+From the task CSV it is the prediction date. The root's labels are at midnight starting that date, and no
+event is stamped at midnight, so the history ends the day before and the date is right from MEDS too; but
+the converter gives every label with a prediction time the day after its date, midnight included
+(exmed_bert/convert/family.py `_before_times`: cut + 1 for every timed row). So the two must differ by one
+offset, 0 or 1 day, the same for every row; the verdict prints it. Stays are compared one by one (nested,
+same-day and repeated stays included: the root writes each as one Visit/IP row with its discharge in `end`).
+Prints a one-line verdict (the JSON summary goes to CHECK.json, else to stdout); exit status 1 on any
+difference.
 """
 
 from __future__ import annotations
@@ -124,7 +129,7 @@ def compare(json_pt: str | Path, meds_pt: str | Path) -> dict:
         a, b = (torch.load(f, weights_only=True) for f in (fa, fb))
         problems = compare_dataset(a, b)
         summary["datasets"][split] = {"patients": len(a["patient_ids"]), "tokens": int(a["offsets"][-1]),
-                                      "problems": problems}
+                                      "stays": int(a["los_offsets"][-1]), "problems": problems}
         if day_offset(a, b) is not None:
             summary["datasets"][split]["prediction_days_offset"] = day_offset(a, b)
         summary["identical"] &= not problems
@@ -143,8 +148,10 @@ def main(argv=None) -> int:
     else:
         print(text)
     sizes = ", ".join(f"{k} {v['patients']}" for k, v in summary["datasets"].items() if "patients" in v)
+    stays = ", ".join(f"{k} {v['stays']}" for k, v in summary["datasets"].items() if "stays" in v)
     offsets = sorted({v["prediction_days_offset"] for v in summary["datasets"].values() if "prediction_days_offset" in v})
     print(f"round trip: {'identical' if summary['identical'] else 'DIFFERENT'} (patients per dataset: {sizes}; "
+          f"stays: {stays}; "
           f"not compared: {', '.join(summary['not_compared'])}; prediction_days from MEDS minus from JSON: "
           f"{', '.join(map(str, offsets)) or 'n/a'} day)")
     for name, v in summary["datasets"].items():
