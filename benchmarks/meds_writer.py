@@ -5,12 +5,12 @@ own MEDS writer (`exmed_bert.synthetic.meds_root.write_meds_root`, docs/SYNTHETI
     python benchmarks/meds_writer.py p.jsonl /tmp/meds --task task.csv        # + the task as MEDS labels
     python benchmarks/meds_writer.py p.jsonl /tmp/meds --shards 4 --flat      # data/<i>.parquet, 4 equal shards
 
-The root: data/<split>/<n>.parquet (subject_id int64 = the number in the patient id, time timestamp[us],
-code, numeric_value float32, end timestamp[us]; `MEDS_BIRTH`, `GENDER//F`, `ICD10CM//E11.65`, `ATC//N02BE01`,
+The root: data/<split>/<n>.parquet (subject_id int64 = the number in the patient id, time timestamp[us], code,
+numeric_value float32, end timestamp[us]; `MEDS_BIRTH`, `GENDER//F`, `ICD10CM//E11.65`, `ATC//N02BE01`,
 `CPT//99214`, and a stay as `Visit/IP` with its discharge in `end`), each shard sorted by subject and time,
-and metadata/ (dataset.json, subject_splits.parquet: the converter's hash split for --seed, codes.parquet). --shards N
-cuts the cohort into shards of about patients / N subjects (so about N train shards, and one or more for
-tuning and held_out); --flat writes N equal shards at data/<i>.parquet in input order, the layout the
+and metadata/ (dataset.json, subject_splits.parquet: the converter's hash split for --seed, codes.parquet).
+--shards N cuts the cohort into shards of about patients / N subjects (so about N train shards, and one or
+more for tuning and held_out); --flat writes N equal shards at data/<i>.parquet in input order, the layout the
 conversion benchmarks (convert_throughput.py) are measured on.
 """
 
