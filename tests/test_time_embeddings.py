@@ -218,3 +218,30 @@ def test_only_a_model_with_time_embeddings_learns_a_recency_label():
     assert min(with_time) > 0.9, with_time
     assert np.mean(without) < 0.65, without  # the inputs carry no signal without time: chance level
     assert np.mean(with_time) - np.mean(without) > 0.3
+
+
+def test_time2vec_survives_save_and_load_and_packing_gives_the_padded_outputs(tmp_path):
+    torch.manual_seed(0)
+    model = ExMedBertForPreTraining(tiny_config(time_buckets=12, time2vec=True, hidden_dropout_prob=0.0,
+                                                attention_probs_dropout_prob=0.0)).eval()
+    t2v = model.bert.embeddings.calendar_time
+    assert torch.allclose(t2v.frequency[1:3], torch.full((2,), 2 * torch.pi / 7.0))  # the shortest period: a week
+    model.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["time2vec"] is True
+    back = ExMedBertForPreTraining.from_pretrained(tmp_path).eval()
+    ds = make_dataset(TWO)
+    padded = Collator(vocab_size=V, seed=1, time_buckets=12, time2vec=True, plos_threshold=1)(IndexBatch(ds, [0, 1]))
+    packed = Collator(vocab_size=V, seed=1, time_buckets=12, time2vec=True, plos_threshold=1,
+                      pack_length=16)(IndexBatch(ds, [0, 1]))
+    with torch.no_grad():
+        a, b, c = back(**padded), model(**padded), model(**packed)
+    assert torch.equal(a.loss, b.loss)
+    assert torch.allclose(b.loss, c.loss, atol=1e-5)  # same patients, same masks: packing changes nothing
+    with torch.no_grad():  # the time values reach the model: shifting every day changes the output
+        shifted = dict(padded, time_values=padded["time_values"] + torch.tensor([365.0, 0.0]))
+        assert not torch.allclose(model(**shifted).loss, b.loss)
+    padded.pop("time_values")
+    with pytest.raises(ValueError, match="got no time_values"):
+        model(**padded)
+    with pytest.raises(ValueError, match="no Time2Vec"):
+        ExMedBertForPreTraining(tiny_config(time_buckets=12))(**packed)
