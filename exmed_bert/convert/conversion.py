@@ -174,6 +174,8 @@ def _convert(job: Job, table: TaskTable | None, vocab: Vocab | None, bins: dict 
                           "rejected": sum(run.reasons.values()), "reject_reasons": dict(run.reasons),
                           "rejected_file": paths["rejected"].name, "vocab_size": len(vocab), "splits": {}}
         manifest["split_source"] = "meds" if job.splits is not None else "hash"
+        if run.split_subjects:   # records count subjects: a subject in several shards is one, read from its first
+            manifest["subjects_in_several_files"] = len(run.split_subjects)
         manifest.update(code_report(source, parser))
         if bins is not None:
             manifest["value_bins"] = bins

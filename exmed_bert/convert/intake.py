@@ -64,13 +64,15 @@ class Job:
                       cut_at_time=self.timed) if self.labels is not None else None
         return Intake(parser, pre, task, self.labels, self.args, rejects=rejects,
                       on_error=on_error or self.args.on_error,
-                      split_of=self.splits.split_of if self.splits is not None else None)
+                      split_of=self.splits.split_of if self.splits is not None else None,
+                      span_files=self.source.subjects_span_files)
 
 
 class Intake:
     def __init__(self, parser: RecordParser, pre, task, labels: dict | None, args: ConvertArgs, *, rejects,
-                 on_error: str, split_of=None):
-        """`rejects`: the rejects file (lines are written) or a list (a worker's: tuples are kept)."""
+                 on_error: str, split_of=None, span_files: bool = False):
+        """`rejects`: the rejects file (lines are written) or a list (a worker's: tuples are kept).
+        `span_files`: a subject may have rows in several files (MEDS shards); see `split_subjects`."""
         self.parser, self.pre, self.task, self.labels = parser, pre, task, labels
         self.seed, self.train_ratio, self.input = args.seed, args.train_ratio, args.input
         self.on_error, self.rej = on_error, rejects
@@ -81,15 +83,23 @@ class Intake:
         self.unsplit: set[str] = set()   # ids of those patients (their label rows are "in no split")
         self.seen: set[str] = set()
         self.empty: set[str] = set()   # ids of records rejected only for having no events (see workers.py)
+        # a subject met again in a later file (span_files): one subject, so not a second record nor a reject;
+        # the rows of its first file are its patient, and these ids are counted and reported
+        self.span_files = span_files
+        self.split_subjects: set[str] = set()
         self.reasons: Counter = Counter()
         self.n_records = self.n_unlabelled = 0
 
     # -- per record (the reference path) ---------------------------------------------------------
     def check(self, obj) -> Parsed | None:
         """Parse one record; None (after writing the reject, or raising with --on-error fail) if bad."""
+        # the rows of a subject that an earlier file began (span_files): not a record, counted apart
+        again = self.span_files and isinstance(obj, dict) and self._read_before(obj.get("patient_id"))
         self.n_records += 1
         try:
-            p = self.parser.parse(obj)
+            p = self.parser.parse(obj)   # first, as for any record: its new tokens are made in input order
+            if again:
+                raise Reject("rows of a subject read from an earlier file")
             if p.patient_id in self.seen:
                 raise Reject(f"duplicate patient_id {p.patient_id!r} (the first record is kept)")
             if not p.days:
@@ -98,6 +108,10 @@ class Intake:
         except Reject as r:
             pid = obj.get("patient_id") if isinstance(obj, dict) else None
             pid = pid if isinstance(pid, (str, int)) else None
+            if again:
+                self.n_records -= 1
+                self.split_subjects.add(str(pid))
+                return None
             if self.on_error == "fail":
                 raise UserError(fail_message(self.input, self.n_records, pid, str(r))) from None
             self.reasons[reason_kind(str(r))] += 1
@@ -108,6 +122,11 @@ class Intake:
             return None
         self.seen.add(p.patient_id)
         return p
+
+    def _read_before(self, pid) -> bool:
+        """Whether subject `pid` came in an earlier file (converted, or rejected for having no events)."""
+        return isinstance(pid, (str, int)) and not isinstance(pid, bool) and (str(pid) in self.seen or
+                                                                             str(pid) in self.empty)
 
     def record(self, obj) -> None:
         p = self.check(obj)
@@ -151,7 +170,7 @@ class Intake:
         flagged = fb.slow.tolist()
         for i in range(n):
             pid = pids[i]
-            if flagged[i] or pid in seen:
+            if flagged[i] or pid in seen or (self.span_files and pid in self.empty):
                 while k < len(pending) and pending[k][0] < i:
                     parser.token(pending[k][3], pending[k][4])
                     k += 1

@@ -50,6 +50,9 @@ def summary_line(manifest: dict, paths: dict) -> str:
         line += (f"MEDS rows kept {families(manifest['meds_kept_codes']) or 'none'}, "
                  f"ignored {families(manifest.get('meds_ignored_codes', {})) or 'none'}; "
                  f"{manifest.get('meds_duplicate_rows_dropped', 0)} duplicate rows dropped; ")
+    if manifest.get("subjects_in_several_files"):
+        line += (f"{manifest['subjects_in_several_files']} subjects have rows in more than one shard: each is read "
+                 "from the first shard that holds it, its rows in later shards left out (not rejected); ")
     stays = manifest.get("implausible_stays") or {}
     if stays.get("left_out"):
         line += f"{stays['left_out']} hospital stays over {stays['cap_days']} days left out; "

@@ -10,7 +10,8 @@ or a JSONL block (`Source.pieces`: a format needs nothing more for workers). The
 worker's tokens into its own table, renumbers the rejects, and appends everything after the pieces before it (the token files are adopted as they are; the id map is applied
 when a split is written). Two things only the whole input knows are settled there:
   - a patient id already taken by an earlier piece: that piece is converted again in the main process,
-    by the reference rules (the later record is a duplicate), rather than merged;
+    by the reference rules (the later record is a duplicate; in MEDS, whose subjects may span shards, the
+    later rows of a subject are counted as a split subject), rather than merged;
   - --on-error fail: the first bad record in input order stops the conversion, with its input-wide number.
 Visit order depends only on the codes, not on which piece saw a code first (Family._token_tables), and
 the vocabulary is sorted by token text, so neither depends on how the input was cut.
@@ -83,7 +84,7 @@ def convert_piece(piece) -> dict:
     parser, pre, task = run.parser, run.pre, run.task
     return {"n_records": run.n_records, "reasons": run.reasons, "rejects": rejects, "seen": run.seen,
             "empty": run.empty, "n_unlabelled": run.n_unlabelled, "n_unsplit": run.n_unsplit,
-            "unsplit": run.unsplit,
+            "unsplit": run.unsplit, "split_subjects": run.split_subjects,
             "tokens": parser.tokens, "types": parser.token_types, "sort_keys": parser.sort_keys,
             "ignored": parser.ignored, "implausible_stays": parser.implausible_stays,
             "tally": job.source.tally(),
@@ -93,7 +94,10 @@ def convert_piece(piece) -> dict:
 # -- in the main process -------------------------------------------------------------------------
 def merge(run: Intake, piece, r: dict, source: Source) -> None:
     """Append a worker's result for `piece` to the main pass `run`, as if `run` had read the piece."""
-    if not run.seen.isdisjoint(r["seen"]) or not run.seen.isdisjoint(r["empty"]):
+    again = not run.seen.isdisjoint(r["seen"]) or not run.seen.isdisjoint(r["empty"])
+    if run.span_files:   # a subject an earlier piece rejected for no events is one begun there too
+        again = again or not run.empty.isdisjoint(r["seen"]) or not run.empty.isdisjoint(r["empty"])
+    if again:
         discard(r)
         source.feed(run, piece)   # a patient id of an earlier piece: the reference rules decide
         return
@@ -109,7 +113,9 @@ def merge(run: Intake, piece, r: dict, source: Source) -> None:
     run.n_unlabelled += r["n_unlabelled"]
     run.n_unsplit += r["n_unsplit"]
     run.unsplit |= r["unsplit"]
+    run.split_subjects |= r["split_subjects"]
     run.seen |= r["seen"]
+    run.empty |= r["empty"]
     parser = run.parser
     lut = parser.adopt(r["tokens"], r["types"], r["sort_keys"])
     parser.ignored.update(r["ignored"])

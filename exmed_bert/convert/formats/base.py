@@ -26,6 +26,9 @@ class Source:
     event_times: ClassVar[bool] = False
     # it has numeric values that --value-bins can bin
     reads_values: ClassVar[bool] = False
+    # a subject's rows may lie in several files (MEDS allows a subject in more than one shard): a later file's
+    # rows of a subject already read are counted (`Intake.split_subjects`), not rejected as a duplicate record
+    subjects_span_files: ClassVar[bool] = False
     # cores one process converting it already keeps busy (a read-ahead thread): workers pay off only above
     busy_cores: ClassVar[int] = 1
 

@@ -36,6 +36,7 @@ class Shard:
 class MedsSource(Source):
     event_times = True
     reads_values = True
+    subjects_span_files = True
 
     def __init__(self, path: Path, args: ConvertArgs, times: bool = False):
         super().__init__(path, args, times)
