@@ -21,7 +21,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -31,6 +30,7 @@ from exmed_bert.convert.columns import NO_TIME
 from exmed_bert.convert.meds_block import MedsBlock, event_times_us
 from exmed_bert.convert.meds_codes import EVENT_KINDS, MedsCode, ignored, other_code, parse_meds_code
 from exmed_bert.convert.meds_names import as_file, current
+from exmed_bert.convert.meds_rows import drop_duplicate_rows, place_statics
 from exmed_bert.convert.shard_parts import ShardPart, batches, subjects_in
 from exmed_bert.convert.value_bins import BIN_SEPARATOR, VALUE_COLUMN, bin_of
 from exmed_bert.errors import UserError
@@ -88,7 +88,7 @@ class MedsReader:
         self.files = event_files(self.input)
         self.ignored: Counter = Counter()
         self.kept: Counter = Counter()
-        self.duplicates = 0   # rows dropped as identical to another (`drop_duplicate_rows`)
+        self.duplicates = 0   # rows dropped as identical to another (`meds_rows.drop_duplicate_rows`)
         self._parsed: dict[str | None, MedsCode] = {}
         # events carry their times (MedsBlock.ev_time, "time" in patient dicts): set for a conversion whose
         # labels have prediction times, which keeps the events of the prediction day before that time
@@ -191,8 +191,8 @@ class MedsReader:
         # numeric_value is read whenever the file has it: rows are duplicates only when their values match too
         columns = list(REQUIRED_COLUMNS) + ([END_COLUMN] if has_end else []) + (
             [VALUE_COLUMN] if VALUE_COLUMN in schema.names else [])
-        emit = self._without_duplicates(emit)
         value_set = arrow.array(used, pa.string())
+        emit = self._without_duplicates(emit, value_set)
         if not is_sorted:
             print(f"note: {path} is not sorted by subject_id (MEDS shards are); reading it whole to sort it, "
                   "so memory grows with this file", file=sys.stderr)
@@ -215,11 +215,12 @@ class MedsReader:
         if carry is not None:
             yield from emit(carry, [carry_subject], has_end)
 
-    def _without_duplicates(self, emit):
+    def _without_duplicates(self, emit, codes: pa.Array):
         """`emit` of the rows less duplicates: a row identical to an earlier one in subject_id, time, code and
-        numeric_value (and end) is dropped and counted in `duplicates` (it would double a token)."""
+        numeric_value (and end) is dropped and counted in `duplicates` (it would double a token). `codes`:
+        the shard's used codes, which every emitted row's code is one of."""
         def emit_once(table: pa.Table, subjects: list, has_end: bool) -> Iterator:
-            table, n = drop_duplicate_rows(table)
+            table, n = drop_duplicate_rows(table, codes)
             self.duplicates += n
             return emit(table, subjects, has_end)
         return emit_once
@@ -349,58 +350,8 @@ class MedsReader:
                 e["time"] = times[i]
             kept[m.family] += 1
         if statics:
-            self._place_statics(p, statics, times is not None)
+            place_statics(p, statics, times is not None, self.kept, self.ignored)
         return p
-
-    def _place_statics(self, p: dict, statics: list, timed: bool) -> None:
-        """Static facts as events of the subject's first dated day (at its midnight, for a prediction-time
-        cut: in the task input of any prediction time from that day on)."""
-        days = [e["date"] for k in EVENT_KINDS for e in p[k] if e["date"] is not None]
-        if not days:
-            for _, _, family in statics:
-                self.ignored[f"{family} (static)"] += 1
-            return
-        first = min(days)
-        for kind, e, family in statics:
-            e["date"] = first
-            if timed:
-                e["time"] = int(np.datetime64(first, "us").astype(np.int64))
-            p[kind].append(e)
-            self.kept[family] += 1
-
-
-def _sort_key(col: pa.ChunkedArray) -> np.ndarray:
-    """int64 keys of a column that are equal exactly where the values are (nulls equal each other)."""
-    t = col.type
-    if pa.types.is_integer(t) or pa.types.is_timestamp(t) or pa.types.is_date(t):
-        col = pc.cast(col.cast(pa.int32()) if pa.types.is_date32(t) else col, pa.int64())
-        null = arrow.numpy(col.is_null()) if col.null_count else None
-        out = arrow.numpy(col.fill_null(arrow.scalar(0, pa.int64()))).astype(np.int64)
-        return out if null is None else np.where(null, np.iinfo(np.int64).min, out)
-    if pa.types.is_floating(t):
-        v = arrow.numpy(col.cast(pa.float64()).fill_null(np.nan)).astype(np.float64)
-        v = np.where(np.isnan(v), np.nan, v + 0.0)   # one NaN, and -0.0 == 0.0
-        return v.view(np.int64)
-    enc = pc.dictionary_encode(col).combine_chunks()   # text and anything else: equal values, equal ids
-    return arrow.numpy(enc.indices.fill_null(-1)).astype(np.int64)
-
-
-def drop_duplicate_rows(table: pa.Table) -> tuple[pa.Table, int]:
-    """`table` without rows identical to an earlier one in every column (subject_id, time, code and, when
-    read, numeric_value and end), the first kept in place; and how many were dropped."""
-    if table.num_rows < 2:
-        return table, 0
-    keys = [_sort_key(table[c]) for c in table.column_names]
-    order = np.lexsort(keys[::-1])
-    same = np.ones(len(order) - 1, dtype=bool)
-    for k in keys:
-        ks = k[order]
-        same &= ks[1:] == ks[:-1]
-    if not same.any():
-        return table, 0
-    drop = np.zeros(table.num_rows, dtype=bool)
-    drop[order[1:][same]] = True   # a stable sort: the first of equal rows comes first and stays
-    return table.filter(pa.array(~drop)), int(drop.sum())
 
 
 def _with_string_codes(table: pa.Table) -> pa.Table:
