@@ -30,7 +30,7 @@ from exmed_bert.convert.columns import NO_TIME
 from exmed_bert.convert.meds_block import MedsBlock, event_times_us
 from exmed_bert.convert.meds_codes import EVENT_KINDS, MedsCode, ignored, other_code, parse_meds_code
 from exmed_bert.convert.meds_names import as_file, current
-from exmed_bert.convert.meds_rows import drop_duplicate_rows, place_statics
+from exmed_bert.convert.meds_rows import drop_duplicate_rows, holds_values, place_statics
 from exmed_bert.convert.shard_parts import ShardPart, batches, subjects_in
 from exmed_bert.convert.value_bins import BIN_SEPARATOR, VALUE_COLUMN, bin_of
 from exmed_bert.errors import UserError
@@ -188,9 +188,10 @@ class MedsReader:
             raise UserError(f"{path}: not a MEDS Parquet file with columns {', '.join(REQUIRED_COLUMNS)} "
                             f"({(str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)).splitlines()[0]})") from None
         has_end = END_COLUMN in schema.names
-        # numeric_value is read whenever the file has it: rows are duplicates only when their values match too
-        columns = list(REQUIRED_COLUMNS) + ([END_COLUMN] if has_end else []) + (
-            [VALUE_COLUMN] if VALUE_COLUMN in schema.names else [])
+        # numeric_value is read when the file has values: rows are duplicates only when their values match too
+        values = VALUE_COLUMN in schema.names and (
+            bool(self.value_edges) or holds_values(file, as_file([VALUE_COLUMN], file.schema_arrow.names)[0]))
+        columns = list(REQUIRED_COLUMNS) + ([END_COLUMN] if has_end else []) + ([VALUE_COLUMN] if values else [])
         value_set = arrow.array(used, pa.string())
         emit = self._without_duplicates(emit, value_set)
         if not is_sorted:
@@ -222,6 +223,8 @@ class MedsReader:
         def emit_once(table: pa.Table, subjects: list, has_end: bool) -> Iterator:
             table, n = drop_duplicate_rows(table, codes)
             self.duplicates += n
+            if not self.value_edges and VALUE_COLUMN in table.column_names:   # values matter only to --value-bins
+                table = table.drop_columns([VALUE_COLUMN])
             return emit(table, subjects, has_end)
         return emit_once
 

@@ -8,6 +8,7 @@ from collections import Counter
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from exmed_bert.convert import arrow
 from exmed_bert.convert.meds_codes import EVENT_KINDS
@@ -85,6 +86,22 @@ def drop_duplicate_rows(table: pa.Table, code_set: pa.Array | None = None) -> tu
     drop = np.zeros(table.num_rows, dtype=bool)
     drop[rows[order[1:][same]]] = True
     return table.filter(pa.array(~drop)), int(drop.sum())
+
+
+def holds_values(file: pq.ParquetFile, column: str) -> bool:
+    """Whether `column` of `file` may hold a non-null value: False only when the statistics of every row
+    group count all its rows null (a root of codes without values), so the column need not be read to tell
+    duplicate rows apart."""
+    md = file.metadata
+    j = next((j for j in range(md.num_columns) if md.schema.column(j).path == column), None)
+    if j is None:
+        return False
+    for i in range(md.num_row_groups):
+        group = md.row_group(i)
+        stats = group.column(j).statistics
+        if stats is None or not stats.has_null_count or stats.null_count < group.num_rows:
+            return True
+    return False
 
 
 def place_statics(p: dict, statics: list, timed: bool, kept: Counter, ignored: Counter) -> None:
