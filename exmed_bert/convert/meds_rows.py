@@ -39,12 +39,11 @@ def row_key(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 
 def _mixed(keys: list[np.ndarray]) -> np.ndarray:
-    """One uint64 per row from its keys: equal rows give equal values (unequal ones almost never do)."""
-    h = np.zeros(len(keys[0]), dtype=np.uint64)
-    for k in keys:
-        h = (h ^ k.view(np.uint64)) * _MIX
-        h ^= h >> np.uint64(31)
-        h *= _MIX2
+    """One uint64 per row from its keys (wrapping arithmetic): equal rows give equal values; unequal ones
+    rarely do, and a collision only costs an exact comparison."""
+    h = keys[0].view(np.uint64) * _MIX
+    for k in keys[1:]:
+        h = (h ^ (h >> np.uint64(29))) + k.view(np.uint64) * _MIX2
     return h
 
 
