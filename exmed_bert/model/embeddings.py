@@ -30,14 +30,17 @@ CALENDAR_CENTRE = 10_957.0
 
 class Time2Vec(nn.Module):
     """Time2Vec (Kazemi et al. 2019) of a time in days, as CORE-BEHRT embeds age and absolute position:
-    feature 0 is linear in t, features 1..H-1 are sin(w t + b). Frequencies and phases are learned; they
-    start as sin/cos pairs with periods log-spaced in `periods` (days), like the sinusoidal table, and the
-    output is scaled so its norm starts near 1, as the embedding rows it is summed with."""
+    feature 0 is linear in t, features 1..H-1 are sin(w t + b). The phases b are learned, starting as sin/cos
+    pairs; the frequencies w are fixed, periods log-spaced in `periods` (days) like the sinusoidal table:
+    learned, a step of 1e-3 on a weekly frequency moves the phase of a calendar day (~10^4) by ~10 radians,
+    and pretraining stopped learning (masked top-10 accuracy at the unigram baseline). The output is scaled
+    so its norm starts near 1, as the embedding rows it is summed with."""
 
     def __init__(self, dim: int, periods: tuple[float, float], centre: float = 0.0):
         super().__init__()
         self.periods, self.centre = periods, centre
-        self.frequency = nn.Parameter(torch.empty(dim))
+        # not persistent: rebuilt from the periods, like the sinusoidal position table
+        self.register_buffer("frequency", torch.empty(dim), persistent=False)
         self.phase = nn.Parameter(torch.empty(dim))
         self.scale = math.sqrt(2.0 / dim)
         self.reset_parameters()
