@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from transformers.utils import logging as hf_logging
 
+from exmed_bert.data.collate import uses_time
 from exmed_bert.data.vocab import Vocab
 from exmed_bert.errors import UserError
 from exmed_bert.evaluation.outputs import write_meds_predictions
@@ -103,7 +104,7 @@ def run(args: PredictArgs) -> dict:
         ds = splits[name]
         if len(ds) == 0:
             continue
-        data = TruncatedDataset(ds, max_length, with_days=model.config.time_buckets > 0)
+        data = TruncatedDataset(ds, max_length, with_days=uses_time(model.config))   # as fine-tuning does
         probs.append(predict_probs(model, data, args.batch_size, device)[:, 1])    # (N,) P(label 1)
         # one rule for prediction times, fine-tuning's: task_prediction_times reads a "test" task dataset
         one = {**source, "task_datasets": {"test": source["task_datasets"][name]}}
