@@ -88,7 +88,7 @@ class MedsReader:
         self.files = event_files(self.input)
         self.ignored: Counter = Counter()
         self.kept: Counter = Counter()
-        self.duplicates = 0   # rows dropped as identical to another (`meds_rows.drop_duplicate_rows`)
+        self.duplicates = 0   # rows dropped as identical to another (`meds_rows`; `_patients`, `MedsBlock`)
         self._parsed: dict[str | None, MedsCode] = {}
         # events carry their times (MedsBlock.ev_time, "time" in patient dicts): set for a conversion whose
         # labels have prediction times, which keeps the events of the prediction day before that time
@@ -193,7 +193,6 @@ class MedsReader:
             bool(self.value_edges) or holds_values(file, as_file([VALUE_COLUMN], file.schema_arrow.names)[0]))
         columns = list(REQUIRED_COLUMNS) + ([END_COLUMN] if has_end else []) + ([VALUE_COLUMN] if values else [])
         value_set = arrow.array(used, pa.string())
-        emit = self._without_duplicates(emit, value_set)
         if not is_sorted:
             print(f"note: {path} is not sorted by subject_id (MEDS shards are); reading it whole to sort it, "
                   "so memory grows with this file", file=sys.stderr)
@@ -215,18 +214,6 @@ class MedsReader:
                 yield from emit(rows.slice(0, rows.num_rows - n_last), subjects[:-1], has_end)
         if carry is not None:
             yield from emit(carry, [carry_subject], has_end)
-
-    def _without_duplicates(self, emit, codes: pa.Array):
-        """`emit` of the rows less duplicates: a row identical to an earlier one in subject_id, time, code and
-        numeric_value (and end) is dropped and counted in `duplicates` (it would double a token). `codes`:
-        the shard's used codes, which every emitted row's code is one of."""
-        def emit_once(table: pa.Table, subjects: list, has_end: bool) -> Iterator:
-            table, n = drop_duplicate_rows(table, codes)
-            self.duplicates += n
-            if not self.value_edges and VALUE_COLUMN in table.column_names:   # values matter only to --value-bins
-                table = table.drop_columns([VALUE_COLUMN])
-            return emit(table, subjects, has_end)
-        return emit_once
 
     def _scan(self, file: pq.ParquetFile, part: ShardPart | None = None) -> tuple[bool, list]:
         """One pass over subject_id and code, in batches: whether subject ids never decrease (and none
@@ -277,6 +264,8 @@ class MedsReader:
         without rows still becomes a patient (rejected as having no events), so the rejects file counts
         every subject of the input."""
         table = table.sort_by([("subject_id", "ascending"), ("time", "ascending")])
+        table, n = drop_duplicate_rows(table)   # (MedsBlock drops them on the fast path)
+        self.duplicates += n
         dates = iso_dates(table["time"]).to_pylist()
         ends = iso_dates(table[END_COLUMN]).to_pylist() if has_end else [None] * len(dates)
         ids = table["subject_id"].to_pylist()

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 from exmed_bert.convert import arrow
 from exmed_bert.convert.columns import NO_TIME
 from exmed_bert.convert.meds_codes import EVENT_KINDS
+from exmed_bert.convert.meds_rows import drop_duplicate_rows, repeated_rows, time_key
 from exmed_bert.convert.validate import _SEX, MAX_OTHER_CODE_LENGTH, STAY_CAP_DAYS, RecordParser
 from exmed_bert.data.layout import EPOCH_ORDINAL, UNKNOWN_BIRTH
 
@@ -65,9 +66,19 @@ def _last_per_run(pat: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.r_[pat[1:] != pat[:-1], True]) if len(pat) else pat
 
 
+def _subjects_and_codes(table: pa.Table, subjects: list) -> tuple[np.ndarray, pa.DictionaryArray, np.ndarray]:
+    """Each row's patient (its position in `subjects`), the codes dictionary-encoded, each row's code id."""
+    ids = table["subject_id"]
+    pat = arrow.numpy(pc.index_in(ids, value_set=arrow.array(subjects, ids.type))).astype(np.int64)
+    enc = pc.dictionary_encode(table["code"]).combine_chunks()
+    return pat, enc, arrow.numpy(enc.indices).astype(np.int64)
+
+
 class MedsBlock:
     """Patients `subjects` (ascending) of one piece of a MEDS shard, from `table`: their used rows only,
-    sorted by subject_id then time. n patients, E events (patient-major), S stays (see FastBlock)."""
+    sorted by subject_id then time. n patients, E events (patient-major), S stays (see FastBlock). Rows
+    identical to an earlier one are dropped first and counted in `reader.duplicates`, as
+    `MedsReader._patients` does on the per-record path."""
 
     def __init__(self, reader, table: pa.Table, subjects: list, has_end: bool, parser: RecordParser):
         n = self.n = len(subjects)
@@ -77,14 +88,17 @@ class MedsBlock:
         if pa.types.is_string(table.schema.field("subject_id").type) or pa.types.is_large_string(
                 table.schema.field("subject_id").type):
             slow |= np.array([s == "" for s in subjects], dtype=bool)   # "missing patient_id"
-        ids = table["subject_id"]
-        pat = arrow.numpy(pc.index_in(ids, value_set=arrow.array(subjects, ids.type)))
-        pat = pat.astype(np.int64)
+        pat, enc, idx = _subjects_and_codes(table, subjects)
+        when = time_key(table["time"])
+        if repeated_rows(pat, when, idx, len(enc.dictionary)):   # rare: compare those rows exactly
+            table, dropped = drop_duplicate_rows(table, [pat, when, idx])
+            reader.duplicates += dropped
+            if dropped:
+                self._table = table
+                pat, enc, idx = _subjects_and_codes(table, subjects)
         self._starts = np.searchsorted(pat, np.arange(n + 1))   # rows of patient i: starts[i]:starts[i+1]
 
         # each distinct code once: its kind, family, token (events) and sex
-        enc = pc.dictionary_encode(table["code"]).combine_chunks()
-        idx = arrow.numpy(enc.indices).astype(np.int64)
         distinct = enc.dictionary.to_pylist()
         edges = reader.value_edges
         kinds, toks, sexes, families = [], [], [], []

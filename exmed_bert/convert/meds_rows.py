@@ -27,7 +27,11 @@ def row_key(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
         return out if null is None else np.where(null, np.iinfo(np.int64).min, out)
     if pa.types.is_floating(t):
         col = col.cast(pa.float64())
-        v = arrow.numpy(col.fill_null(np.nan)).astype(np.float64)
+        col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+        if not len(col):
+            return np.zeros(0, dtype=np.int64)
+        # the values buffer as it is (what lies under a null is replaced below): no pandas-importing to_numpy
+        v = np.frombuffer(col.buffers()[1], dtype=np.float64, count=len(col) + col.offset)[col.offset:]
         v = np.where(np.isnan(v), np.nan, v + 0.0).view(np.int64)   # one NaN, and -0.0 == 0.0
         if col.null_count:   # a null is no value, not a NaN one: a NaN bit pattern that the line above never makes
             v = np.where(arrow.numpy(col.is_null()), np.int64(0x7FF0000000000001), v)
@@ -35,7 +39,8 @@ def row_key(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
     enc = pc.dictionary_encode(col)   # text and anything else: equal values, equal ids
     if isinstance(enc, pa.ChunkedArray):
         enc = enc.combine_chunks()
-    return arrow.numpy(enc.indices.fill_null(-1)).astype(np.int64)
+    idx = enc.indices
+    return arrow.numpy(idx.fill_null(arrow.scalar(-1, idx.type)) if idx.null_count else idx).astype(np.int64)
 
 
 def _mixed(keys: list[np.ndarray]) -> np.ndarray:
@@ -47,33 +52,44 @@ def _mixed(keys: list[np.ndarray]) -> np.ndarray:
     return h
 
 
-def _quick_key(col: pa.ChunkedArray | pa.Array, code_set: pa.Array | None) -> np.ndarray:
-    """A cheap int64 key for the first look: equal values give equal keys (nulls all -1 or the int64 minimum)."""
-    if code_set is not None:   # a code: its position among the shard's used codes (a hash lookup)
-        return arrow.numpy(pc.index_in(col, value_set=code_set).fill_null(-1)).astype(np.int64, copy=False)
-    if not col.null_count and (pa.types.is_integer(col.type) or pa.types.is_timestamp(col.type)):
-        return arrow.numpy(pc.cast(col, pa.int64())).astype(np.int64, copy=False)
-    return row_key(col)
+def time_key(time: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A cheap int64 key of a time column for the first look: equal times give equal keys; a null time is
+    0 (equal to 1970-01-01T00:00 here, which only costs an exact comparison)."""
+    t = time.type
+    col = pc.cast(time.cast(pa.int32()) if pa.types.is_date32(t) else time, pa.int64())
+    return arrow.numpy(col.fill_null(arrow.scalar(0, pa.int64())) if col.null_count else col).astype(np.int64, copy=False)
 
 
-def drop_duplicate_rows(table: pa.Table, code_set: pa.Array | None = None) -> tuple[pa.Table, int]:
+def repeated_rows(pat: np.ndarray, time: np.ndarray, code: np.ndarray, n_codes: int) -> bool:
+    """Whether two rows of a table sorted by subject then time share subject (`pat`), time (`time_key`) and
+    code (`code` ids below `n_codes`): cheap on the arrays a block has anyway, and never missing a pair of
+    duplicates, so `drop_duplicate_rows` need run only when it holds."""
+    if len(pat) < 2:
+        return False
+    run = np.concatenate(([0], np.cumsum((pat[1:] != pat[:-1]) | (time[1:] != time[:-1]))))   # (subject, time) runs
+    key = np.sort(run * (n_codes + 1) + code, kind="stable")   # nearly sorted already: runs ascend
+    return bool((key[1:] == key[:-1]).any())
+
+
+def drop_duplicate_rows(table: pa.Table, first_look: list[np.ndarray] | None = None) -> tuple[pa.Table, int]:
     """`table` without rows identical to an earlier one in every column (subject_id, time, code and, when
     read, numeric_value and end), the first kept in place; and how many were dropped.
 
-    A first look hashes each row's subject_id, time and code to one uint64 and sorts those once; only rows
+    A first look hashes each row's subject, time and code keys (`first_look`, int64 arrays whose values are
+    equal where the rows' are; by default computed here) to one uint64 and sorts those once; only rows
     whose hash repeats (true duplicates, a code repeated at one time with another value, or a rare
-    collision: almost always none) are compared exactly, in every column. `code_set`: distinct code
-    strings holding every code of `table` (the shard's used codes), so a code's key is its position there
-    rather than a dictionary built per table."""
+    collision) are compared exactly, in every column."""
     if table.num_rows < 2:
         return table, 0
-    h = _mixed([_quick_key(table[c], code_set if c == "code" else None) for c in ("subject_id", "time", "code")])
+    if first_look is None:
+        first_look = [row_key(table["subject_id"]), time_key(table["time"]), row_key(table["code"])]
+    h = _mixed(first_look)
     s = np.sort(h)
     repeats = s[1:][s[1:] == s[:-1]]
     if not len(repeats):
         return table, 0
     rows = np.flatnonzero(np.isin(h, repeats))   # the candidates, in table order
-    some = table.take(pa.array(rows))
+    some = table.take(arrow.array(rows, pa.int64()))   # (pa.array of numpy would import pandas)
     keys = [row_key(some[c]) for c in some.column_names]
     order = np.lexsort(keys[::-1])   # stable: the first of equal rows comes first
     same = np.ones(len(order) - 1, dtype=bool)
@@ -84,7 +100,7 @@ def drop_duplicate_rows(table: pa.Table, code_set: pa.Array | None = None) -> tu
         return table, 0
     drop = np.zeros(table.num_rows, dtype=bool)
     drop[rows[order[1:][same]]] = True
-    return table.filter(pa.array(~drop)), int(drop.sum())
+    return table.filter(arrow.array(~drop, pa.bool_())), int(drop.sum())
 
 
 def holds_values(file: pq.ParquetFile, column: str) -> bool:
