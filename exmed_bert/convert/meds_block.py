@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from exmed_bert.convert import arrow
 from exmed_bert.convert.columns import NO_TIME
 from exmed_bert.convert.meds_codes import EVENT_KINDS
-from exmed_bert.convert.meds_rows import drop_duplicate_rows, repeated_rows, time_key
+from exmed_bert.convert.meds_rows import duplicate_rows, repeated_rows, time_key
 from exmed_bert.convert.validate import _SEX, MAX_OTHER_CODE_LENGTH, STAY_CAP_DAYS, RecordParser
 from exmed_bert.data.layout import EPOCH_ORDINAL, UNKNOWN_BIRTH
 
@@ -89,13 +89,13 @@ class MedsBlock:
                 table.schema.field("subject_id").type):
             slow |= np.array([s == "" for s in subjects], dtype=bool)   # "missing patient_id"
         pat, enc, idx = _subjects_and_codes(table, subjects)
-        when = time_key(table["time"])
-        if repeated_rows(pat, when, idx, len(enc.dictionary)):   # rare: compare those rows exactly
-            table, dropped = drop_duplicate_rows(table, [pat, when, idx])
-            reader.duplicates += dropped
-            if dropped:
-                self._table = table
-                pat, enc, idx = _subjects_and_codes(table, subjects)
+        maybe = repeated_rows(pat, time_key(table["time"]), idx, len(enc.dictionary))
+        drop = duplicate_rows(table, maybe) if len(maybe) else None   # rare: those rows compared exactly
+        if drop is not None:   # every dropped row's code stays in its twin, so `enc` still holds them all
+            keep = ~drop
+            table = self._table = table.filter(arrow.array(keep, pa.bool_()))
+            pat, idx = pat[keep], idx[keep]
+            reader.duplicates += int(drop.sum())
         self._starts = np.searchsorted(pat, np.arange(n + 1))   # rows of patient i: starts[i]:starts[i+1]
 
         # each distinct code once: its kind, family, token (events) and sex

@@ -60,36 +60,37 @@ def time_key(time: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return arrow.numpy(col.fill_null(arrow.scalar(0, pa.int64())) if col.null_count else col).astype(np.int64, copy=False)
 
 
-def repeated_rows(pat: np.ndarray, time: np.ndarray, code: np.ndarray, n_codes: int) -> bool:
-    """Whether two rows of a table sorted by subject then time share subject (`pat`), time (`time_key`) and
-    code (`code` ids below `n_codes`): cheap on the arrays a block has anyway, and never missing a pair of
-    duplicates, so `drop_duplicate_rows` need run only when it holds."""
+def repeated_rows(pat: np.ndarray, time: np.ndarray, code: np.ndarray, n_codes: int) -> np.ndarray:
+    """Rows (ascending) of a table sorted by subject then time that share subject (`pat`), time (`time_key`)
+    and code (`code` ids below `n_codes`) with another row: the only rows that can be duplicates, found
+    exactly and cheaply from the arrays a block has anyway (usually none)."""
     if len(pat) < 2:
-        return False
-    run = np.concatenate(([0], np.cumsum((pat[1:] != pat[:-1]) | (time[1:] != time[:-1]))))   # (subject, time) runs
-    key = np.sort(run * (n_codes + 1) + code, kind="stable")   # nearly sorted already: runs ascend
-    return bool((key[1:] == key[:-1]).any())
-
-
-def drop_duplicate_rows(table: pa.Table, first_look: list[np.ndarray] | None = None) -> tuple[pa.Table, int]:
-    """`table` without rows identical to an earlier one in every column (subject_id, time, code and, when
-    read, numeric_value and end), the first kept in place; and how many were dropped.
-
-    A first look hashes each row's subject, time and code keys (`first_look`, int64 arrays whose values are
-    equal where the rows' are; by default computed here) to one uint64 and sorts those once; only rows
-    whose hash repeats (true duplicates, a code repeated at one time with another value, or a rare
-    collision) are compared exactly, in every column."""
-    if table.num_rows < 2:
-        return table, 0
-    if first_look is None:
-        first_look = [row_key(table["subject_id"]), time_key(table["time"]), row_key(table["code"])]
-    h = _mixed(first_look)
-    s = np.sort(h)
+        return np.zeros(0, dtype=np.int64)
+    run = np.zeros(len(pat), dtype=np.int64)   # (subject, time) run of each row
+    np.cumsum((pat[1:] != pat[:-1]) | (time[1:] != time[:-1]), out=run[1:])
+    key = run * (n_codes + 1) + code
+    if int(key[-1]) < 2 ** 31 - n_codes - 1:   # runs ascend, so the last row's run is the largest
+        key = key.astype(np.int32)             # (an int32 sort takes half the time)
+    s = np.sort(key)
     repeats = s[1:][s[1:] == s[:-1]]
-    if not len(repeats):
-        return table, 0
-    rows = np.flatnonzero(np.isin(h, repeats))   # the candidates, in table order
-    some = table.take(arrow.array(rows, pa.int64()))   # (pa.array of numpy would import pandas)
+    return np.flatnonzero(np.isin(key, repeats)) if len(repeats) else np.zeros(0, dtype=np.int64)
+
+
+def duplicate_rows(table: pa.Table, candidates: np.ndarray | None = None) -> np.ndarray | None:
+    """A mask of the rows of `table` identical to an earlier one in every column (subject_id, time, code
+    and, when read, numeric_value and end), or None when there are none. Only `candidates` (rows that may
+    be duplicates, ascending; by default those whose hash of subject, time and code repeats) are compared
+    exactly."""
+    if table.num_rows < 2:
+        return None
+    if candidates is None:
+        h = _mixed([row_key(table["subject_id"]), time_key(table["time"]), row_key(table["code"])])
+        s = np.sort(h)
+        repeats = s[1:][s[1:] == s[:-1]]
+        candidates = np.flatnonzero(np.isin(h, repeats)) if len(repeats) else np.zeros(0, dtype=np.int64)
+    if len(candidates) < 2:
+        return None
+    some = table.take(arrow.array(candidates, pa.int64()))   # (pa.array of numpy would import pandas)
     keys = [row_key(some[c]) for c in some.column_names]
     order = np.lexsort(keys[::-1])   # stable: the first of equal rows comes first
     same = np.ones(len(order) - 1, dtype=bool)
@@ -97,9 +98,18 @@ def drop_duplicate_rows(table: pa.Table, first_look: list[np.ndarray] | None = N
         ks = k[order]
         same &= ks[1:] == ks[:-1]
     if not same.any():
-        return table, 0
+        return None
     drop = np.zeros(table.num_rows, dtype=bool)
-    drop[rows[order[1:][same]]] = True
+    drop[candidates[order[1:][same]]] = True
+    return drop
+
+
+def drop_duplicate_rows(table: pa.Table) -> tuple[pa.Table, int]:
+    """`table` without rows identical to an earlier one in every column, the first kept in place, and how
+    many were dropped (`duplicate_rows`)."""
+    drop = duplicate_rows(table)
+    if drop is None:
+        return table, 0
     return table.filter(arrow.array(~drop, pa.bool_())), int(drop.sum())
 
 
