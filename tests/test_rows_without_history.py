@@ -122,6 +122,9 @@ def test_the_conversion_keeps_every_row_of_a_subject_in_the_data(cohort):
                 assert vocab.token(int(ds[row]["input_ids"][0])) == "[CLS]"
                 assert 0 < int(ds[row]["age_ids"][0]) < 120 and sex != 0   # age and sex known
 
+    for split in ("train", "val", "test"):   # pretraining (and so masking) never sees a [CLS]-only row
+        assert min(lengths(PatientDataset.load(data / f"m_{split}.pt"))) >= 3
+
     csv_data = cohort["tmp"] / "csv_data"
     manifest = json.loads((csv_data / "dataset_manifest.json").read_text())["task"]["label_rows"]
     assert manifest["kept_without_history"] == len(NO_HISTORY) and manifest["kept"] == N - len(NO_HISTORY)
