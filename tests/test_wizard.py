@@ -10,7 +10,10 @@ import pexpect
 import pytest
 import yaml
 
+from exmed_bert.synthetic.task import TASKS
+
 ROOT = Path(__file__).resolve().parent.parent
+TASK_PROMPT = f"Planted task ({', '.join(TASKS)}) [hf]: "   # the choices come from the one task list
 
 
 def spawn(tmp_path: Path, *extra: str) -> pexpect.spawn:
@@ -51,9 +54,9 @@ def test_prompts_defaults_validation_and_summary(tmp_path):
     answer(child, "Novel code probability (0.0-1.0) [0.01]: ", "1.5")
     child.expect_exact("Invalid answer: 1.5 is outside 0.0-1.0")
     answer(child, "Novel code probability (0.0-1.0) [0.01]: ", "0.02")
-    answer(child, "Planted task (hf, temporal) [hf]: ", "order")
+    answer(child, TASK_PROMPT, "order")
     child.expect_exact("Invalid answer: 'order' is not one of hf, temporal")
-    answer(child, "Planted task (hf, temporal) [hf]: ", "temporal")
+    answer(child, TASK_PROMPT, "temporal")
     child.expect_exact("STEP 2: Dataset Conversion")
     answer(child, "Maximum sequence length [64]: ", "")
     answer(child, "Training set ratio (0.0-1.0) [0.8]: ", "0.7")
@@ -96,7 +99,7 @@ def test_missing_clinvec_offers_demo(tmp_path):
     answer(child, "Generate new synthetic data? (y/n) [y]: ", "")
     answer(child, "Number of patients to generate [60]: ", "")
     answer(child, "Novel code probability (0.0-1.0) [0.01]: ", "")
-    answer(child, "Planted task (hf, temporal) [hf]: ", "")
+    answer(child, TASK_PROMPT, "")
     answer(child, "Maximum sequence length [64]: ", "")
     answer(child, "Training set ratio (0.0-1.0) [0.8]: ", "")
     answer(child, "Use ClinVec pre-trained embeddings? (y/n) [y]: ", "y")
@@ -128,7 +131,7 @@ def test_wizard_runs_tiny_pipeline_to_the_end(tmp_path):
     for prompt, reply in [("Generate new synthetic data? (y/n) [y]: ", ""),
                           ("Number of patients to generate [60]: ", ""),
                           ("Novel code probability (0.0-1.0) [0.01]: ", ""),
-                          ("Planted task (hf, temporal) [hf]: ", ""),
+                          (TASK_PROMPT, ""),
                           ("Maximum sequence length [64]: ", ""),
                           ("Training set ratio (0.0-1.0) [0.8]: ", ""),
                           ("Use ClinVec pre-trained embeddings? (y/n) [y]: ", "n"),
