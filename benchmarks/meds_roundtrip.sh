@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The MEDS round trip: one generated cohort written as JSONL and as a MEDS root, each converted with its task
 # labels, and the two conversions checked to be the same datasets (tokens, splits, labels, stays; see
-# benchmarks/meds_roundtrip_check.py for what is compared, and prediction_days, allowed one offset).
+# benchmarks/meds_roundtrip_check.py for what is compared).
 #
 #   bash benchmarks/meds_roundtrip.sh [N [OUT]]        N patients [2000], OUT [benchmarks/out/meds_roundtrip_N]
 #

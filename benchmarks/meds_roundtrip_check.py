@@ -6,13 +6,10 @@ its MEDS root + labels, give the same datasets. Used by benchmarks/meds_roundtri
 Compared: vocab.json byte for byte; every dataset (<stem>_{train,val,test}.pt and the task datasets
 <stem>_task_{train,val,test}.pt): the same patients (a JSON id P0042 is MEDS subject 42) in the same splits,
 and for each patient the same tokens, token types, positions, ages, days, sex, birth day, stays, label and
-prediction day. Fields not compared as they are: `patient_ids` (mapped, as above), `prediction_times`, which
-only MEDS labels carry (not compared), and `prediction_days`, the converter's first day after the history.
-From the task CSV it is the prediction date. The root's labels are at midnight starting that date, and no
-event is stamped at midnight, so the history ends the day before and the date is right from MEDS too; but
-the converter gives every label with a prediction time the day after its date, midnight included
-(exmed_bert/convert/family.py `_before_times`: cut + 1 for every timed row). So the two must differ by one
-offset, 0 or 1 day, the same for every row; the verdict prints it. Stays are compared one by one (nested,
+prediction day. Fields not compared as they are: `patient_ids` (mapped, as above) and `prediction_times`,
+which only MEDS labels carry. `prediction_days` must be equal: from the task CSV it is the prediction date,
+and the root's labels are at midnight starting that date with no event stamped at midnight, so the history
+ends the day before and the converter reads it on the date too. Stays are compared one by one (nested,
 same-day and repeated stays included: the root writes each as one Visit/IP row with its discharge in `end`).
 Prints a one-line verdict (the JSON summary goes to CHECK.json, else to stdout); exit status 1 on any
 difference.
@@ -33,7 +30,6 @@ TOKEN_FIELDS = ("input_ids", "token_type_ids", "position_ids", "age_ids", "days"
 STAY_FIELDS = ("los_days", "los_start_days")                                        # [S], cut by los_offsets
 OFFSETS = {"offsets": TOKEN_FIELDS, "los_offsets": STAY_FIELDS}
 ONLY_FROM_MEDS = ("prediction_times",)   # a MEDS label's time; a task CSV has a date only
-DAY_OFFSET_FIELDS = ("prediction_days",)  # one offset of 0 or 1 day for every row (see the docstring)
 
 
 def _per_patient(d: dict) -> tuple[dict, list[str]]:
@@ -77,11 +73,7 @@ def compare_dataset(a: dict, b: dict) -> list[str]:
         for k in sorted(keys_a & keys_b):
             if not torch.is_tensor(a[k]):
                 continue
-            if k in DAY_OFFSET_FIELDS:
-                shift = set((b[k].long() - a[k].long()).unique().tolist())
-                if not (len(shift) <= 1 and shift <= {0, 1}):
-                    problems.append(f"{k}: MEDS minus JSON is {sorted(shift)[:5]} days, not one offset of 0 or 1")
-            elif not torch.equal(a[k], b[k]):
+            if not torch.equal(a[k], b[k]):
                 problems.append(f"{k}: differs")
         return problems
     pa_, unknown_a = _per_patient(a)
@@ -90,31 +82,17 @@ def compare_dataset(a: dict, b: dict) -> list[str]:
         problems.append(f"fields of no known level, not compared: {sorted(set(unknown_a) | set(unknown_b))}")
     where = {p: i for i, p in enumerate(b["patient_ids"])}
     for f in sorted(set(pa_) & set(pb_)):
-        if f in DAY_OFFSET_FIELDS:
-            shift = {int(pb_[f][where[p]]) - int(pa_[f][i]) for i, p in enumerate(ids_a)}
-            if not (len(shift) <= 1 and shift <= {0, 1}):
-                problems.append(f"{f}: MEDS minus JSON is {sorted(shift)[:5]} days, not one offset of 0 or 1")
-            continue
         bad = [p for i, p in enumerate(ids_a) if not torch.equal(pa_[f][i], pb_[f][where[p]])]
         if bad:
             problems.append(f"{f}: differs for {len(bad)} patients (e.g. subject {bad[0]})")
     return problems
 
 
-def day_offset(a: dict, b: dict) -> int | None:
-    """The one offset (days) of b's prediction_days over a's, or None (no such field, or no rows)."""
-    if "prediction_days" not in a or "prediction_days" not in b or not len(a["prediction_days"]):
-        return None
-    where = {p: i for i, p in enumerate(b["patient_ids"])}
-    i = where.get(str(subject_id(a["patient_ids"][0])))
-    return None if i is None else int(b["prediction_days"][i]) - int(a["prediction_days"][0])
-
-
 def compare(json_pt: str | Path, meds_pt: str | Path) -> dict:
     """The round trip's verdict: per dataset its patients, tokens and differences, and the vocabulary's."""
     json_pt, meds_pt = Path(json_pt), Path(meds_pt)
     summary = {"identical": True, "not_compared": ["patient_ids (P0042 = subject 42)", *ONLY_FROM_MEDS],
-               "offset_allowed": ["prediction_days (0 or 1 day, one offset for every row)"], "datasets": {}}
+               "datasets": {}}
     va, vb = json_pt.with_name("vocab.json"), meds_pt.with_name("vocab.json")
     summary["vocab_identical"] = va.read_bytes() == vb.read_bytes()
     summary["identical"] &= summary["vocab_identical"]
@@ -130,8 +108,6 @@ def compare(json_pt: str | Path, meds_pt: str | Path) -> dict:
         problems = compare_dataset(a, b)
         summary["datasets"][split] = {"patients": len(a["patient_ids"]), "tokens": int(a["offsets"][-1]),
                                       "stays": int(a["los_offsets"][-1]), "problems": problems}
-        if day_offset(a, b) is not None:
-            summary["datasets"][split]["prediction_days_offset"] = day_offset(a, b)
         summary["identical"] &= not problems
     return summary
 
@@ -149,11 +125,8 @@ def main(argv=None) -> int:
         print(text)
     sizes = ", ".join(f"{k} {v['patients']}" for k, v in summary["datasets"].items() if "patients" in v)
     stays = ", ".join(f"{k} {v['stays']}" for k, v in summary["datasets"].items() if "stays" in v)
-    offsets = sorted({v["prediction_days_offset"] for v in summary["datasets"].values() if "prediction_days_offset" in v})
     print(f"round trip: {'identical' if summary['identical'] else 'DIFFERENT'} (patients per dataset: {sizes}; "
-          f"stays: {stays}; "
-          f"not compared: {', '.join(summary['not_compared'])}; prediction_days from MEDS minus from JSON: "
-          f"{', '.join(map(str, offsets)) or 'n/a'} day)")
+          f"stays: {stays}; not compared: {', '.join(summary['not_compared'])})")
     for name, v in summary["datasets"].items():
         for problem in v["problems"]:
             print(f"  {name}: {problem}")

@@ -233,7 +233,7 @@ def _dataset(n_tokens: list[int]) -> dict:
             "patient_ids": [f"P{i + 1}" for i in range(n)]}
 
 
-def _as_meds(d: dict, order: list[int], day_shift: int = 1) -> dict:
+def _as_meds(d: dict, order: list[int], day_shift: int = 0) -> dict:
     """`d` as its MEDS conversion would be: ids as subject ids, patients in `order`, prediction times."""
     off = d["offsets"].tolist()
     tok = torch.cat([torch.arange(off[i], off[i + 1]) for i in order])
@@ -257,7 +257,7 @@ def test_the_round_trip_check_sees_a_planted_difference():
     b["labels"] = 1 - b["labels"]
     assert any("labels" in p for p in compare_dataset(a, b))
     b = _as_meds(a, [0, 1, 2])
-    b["prediction_days"] = b["prediction_days"] + torch.tensor([0, 1, 0])   # not one offset for all rows
+    b["prediction_days"] = b["prediction_days"] + 1          # read a day later: a difference too
     assert any("prediction_days" in p for p in compare_dataset(a, b))
     b = _as_meds(a, [0, 1])                                # a patient lost
     assert any("patients differ" in p for p in compare_dataset(a, b))

@@ -297,3 +297,20 @@ def test_a_subject_with_two_prediction_times_has_two_task_rows(tmp_path):
 
 def codes_at(ds, vocab, i):
     return {vocab.token(t) for t in ds[i]["input_ids"].tolist()} - set(vocab.tokens[:5])
+
+
+def test_a_midnight_prediction_time_with_nothing_at_it_reads_the_history_on_its_own_date(tmp_path):
+    """A label at midnight whose subject has no event at that instant has a history that ends the day before:
+    its prediction day (what time and age count back from) is the date, as a task CSV's prediction date is.
+    An event kept at exactly midnight (subject 2 above) moves the history into the date: the day after."""
+    global EVENTS
+    saved = EVENTS
+    EVENTS = [e for e in saved if not (e[0] == 2 and e[1] == "2020-01-01 00:00")]   # nothing at the midnight
+    try:
+        out, vocab = convert_with_labels(tmp_path)
+    finally:
+        EVENTS = saved
+    task = PatientDataset.load(out / "m_task_train.pt")
+    assert codes(task, vocab, "2") == {"icd10cm:C50", "icd10cm:B20"}
+    pred = dict(zip(task.patient_ids, task.data["prediction_days"].tolist()))
+    assert pred == {"1": DAY + 1, "2": (dt.date(2020, 1, 1) - dt.date(1970, 1, 1)).days}

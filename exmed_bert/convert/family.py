@@ -12,7 +12,7 @@ import numpy as np
 from exmed_bert.convert.columns import NO_CUT, NO_TIME, concat, cut_stays, rows_batch
 from exmed_bert.convert.encode import encode_chunk
 from exmed_bert.convert.validate import RecordParser
-from exmed_bert.data.layout import DTYPES, FIRST_CODE_ID, TOKEN_KEYS, UNK_ID, dataset_dict
+from exmed_bert.data.layout import DTYPES, FIRST_CODE_ID, TOKEN_KEYS, UNK_ID, US_PER_DAY, dataset_dict
 from exmed_bert.data.ptfile import Chunks, write_pt
 from exmed_bert.data.splits import SPLITS
 
@@ -221,18 +221,26 @@ class Family:
 
 
 def _before_times(b: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(ev_pat, ev_day, ev_tok, event cut day) of a task batch with prediction times ("ptime"), cut as MEDS
+    """(ev_pat, ev_day, ev_tok, prediction day) of a task batch with prediction times ("ptime"), cut as MEDS
     reads a label: data up to and including prediction_time. A patient with a prediction time keeps its
-    prediction day's events whose time is known and at or before it (cut + 1 for the days; an event of
-    that day with no time of day, or an unknown one, is left out: it may be later); every other patient
-    keeps the day cut. Stays keep the day cut (`cut_stays`)."""
+    prediction day's events whose time is known and at or before it (an event of that day with no time of
+    day, or an unknown one, is left out: it may be later); every other patient keeps the day cut. Stays
+    keep the day cut (`cut_stays`).
+
+    The prediction day is the day the history is read on, that time and age count back from: the day after
+    the prediction date when the history reaches into that date (a time after its midnight, or an event kept
+    at exactly midnight), else the date itself (a midnight prediction time with nothing at it: the history
+    ends the day before, as a task CSV's prediction date has it)."""
     cut, ptime, pat = b["cut"], b["ptime"], b["ev_pat"]
     timed = (cut != NO_CUT) & (ptime != NO_TIME)
     on_day = timed[pat] & (b["ev_day"] == cut[pat])
     times = b.get("ev_time")
     late = on_day if times is None else on_day & (times > ptime[pat])   # unknown times are NO_TIME: late
     keep = ~late
-    return pat[keep], b["ev_day"][keep], b["ev_tok"][keep], np.where(timed, cut + 1, cut).astype(np.int32)
+    midnight = timed & (ptime == np.where(timed, cut, 0).astype(np.int64) * US_PER_DAY)   # NO_CUT would overflow
+    reached = np.bincount(pat[on_day & keep], minlength=len(cut)) > 0   # an event kept on the prediction date
+    into_day = timed & (~midnight | reached)
+    return pat[keep], b["ev_day"][keep], b["ev_tok"][keep], np.where(into_day, cut + 1, cut).astype(np.int32)
 
 
 def _percentiles(lengths: np.ndarray) -> dict:
