@@ -60,8 +60,9 @@ def test_embeddings_round_trip_the_task_rows_and_the_models_pooled_output(setup,
     splits = {s: PatientDataset.load(setup["data"] / f"synthetic_task_{s}.pt") for s in ("train", "val", "test")}
     assert table.column("split").to_pylist() == [s for s, ds in splits.items() for _ in range(len(ds))]
     ids = [p for ds in splits.values() for p in ds.patient_ids]
-    # the fixture's ids are not integers, so subject_id is a string column holding them in dataset order
-    assert str(table.schema.field("subject_id").type) == "string" and table.column("subject_id").to_pylist() == ids
+    # the fixture's generator ids (P0042) are MEDS subjects by their number, in dataset order
+    assert str(table.schema.field("subject_id").type) == "int64"
+    assert table.column("subject_id").to_pylist() == [int(p.lstrip("P")) for p in ids]
     assert table.column("label").to_pylist() == [y for ds in splits.values() for y in ds.data["labels"].tolist()]
     days = np.concatenate([ds.data["prediction_days"].numpy() for ds in splits.values()]).astype(np.int64)
     assert (table.column("prediction_time").cast("int64").to_numpy() == days * US_PER_DAY).all()

@@ -51,13 +51,22 @@ def test_binary_run_writes_valid_meds_predictions(tmp_path):
     assert 0 < sum(table["predicted_boolean_value"].to_pylist()) < 60
 
 
-def test_non_integer_ids_are_strings_and_multiclass_writes_none(tmp_path):
+def test_subject_ids_are_always_int64_and_ids_without_one_get_no_file(tmp_path, capsys):
+    """MEDS subject ids are int64: the generator's P0042 is subject 42 (as its MEDS root writes it); ids with
+    no number, or two ids with one number, get predictions.csv and no predictions.parquet, never a string
+    subject_id that meds-evaluation would refuse."""
     y, p = np.array([0, 1, 1, 0]), np.array([0.1, 0.8, 0.7, 0.4])
-    evaluate_and_write(tmp_path / "b", "m", test_ids=["A1", "007", "3", "4"], y_test=y, p_test=p, y_val=y,
-                       p_val=p, n_bootstrap=10, prediction_times=[0, 1, 2, 3])
-    table = pq.read_table(tmp_path / "b" / "predictions.parquet")
-    assert table.schema.field("subject_id").type == pa.string()
-    assert table["subject_id"].to_pylist() == ["A1", "007", "3", "4"]
+    evaluate_and_write(tmp_path / "g", "m", test_ids=["P0001", "P0042", "P0003", "P0004"], y_test=y, p_test=p,
+                       y_val=y, p_val=p, n_bootstrap=10, prediction_times=[0, 1, 2, 3])
+    table = pq.read_table(tmp_path / "g" / "predictions.parquet")
+    check_meds_prediction_schema(table)
+    assert table["subject_id"].to_pylist() == [1, 42, 3, 4]
+    for name, ids in (("words", ["A", "B", "C", "D"]), ("clash", ["P7", "Q7", "P1", "P2"])):
+        evaluate_and_write(tmp_path / name, "m", test_ids=ids, y_test=y, p_test=p, y_val=y, p_val=p,
+                           n_bootstrap=10, prediction_times=[0, 1, 2, 3])
+        assert (tmp_path / name / "predictions.csv").is_file()
+        assert not (tmp_path / name / "predictions.parquet").exists(), name
+    assert "no predictions.parquet: the patient ids have no MEDS subject id" in capsys.readouterr().out
     y3, p3 = np.array([0, 1, 2, 1]), np.eye(3)[[0, 1, 2, 1]] * 0.8 + 0.2 / 3
     evaluate_and_write(tmp_path / "m", "m", test_ids=["1", "2", "3", "4"], y_test=y3, p_test=p3, y_val=y3,
                        p_val=p3, n_bootstrap=10, prediction_times=[0, 1, 2, 3])

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -79,3 +81,31 @@ def risk_path(task_path: str | os.PathLike) -> Path:
     The generator writes it; only the report's oracle reads it (never a model or a baseline)."""
     task_path = Path(task_path)
     return task_path.with_name(task_path.stem + "_risk.csv")
+
+
+# -- MEDS subject ids ------------------------------------------------------------------------------
+_ID_NUMBER = re.compile(r"\D*(\d+)")
+INT64_MAX = 2 ** 63 - 1
+
+
+def meds_subject_id(patient_id: str) -> int | None:
+    """The MEDS subject id (int64) of one patient id: an integer id as it is, else letters then a number (the
+    generator's P0042 -> 42, as its MEDS root writes it); None when it has none."""
+    p = str(patient_id)
+    if p.lstrip("-").isdigit() and str(int(p)) == p:
+        return int(p) if -INT64_MAX - 1 <= int(p) <= INT64_MAX else None
+    m = _ID_NUMBER.fullmatch(p)
+    return int(m.group(1)) if m is not None and int(m.group(1)) <= INT64_MAX else None
+
+
+def meds_subject_ids(patient_ids: Sequence[str]) -> list[int] | None:
+    """MEDS subject ids for these patient ids (`meds_subject_id`), or None when one has none or two ids map
+    to one number."""
+    ids = [str(p) for p in patient_ids]
+    numbers = [meds_subject_id(p) for p in ids]
+    if any(n is None for n in numbers):
+        return None
+    by_number = dict(zip(numbers, ids))
+    if any(by_number[n] != p for n, p in zip(numbers, ids)):   # two ids, one number: not a mapping
+        return None
+    return numbers

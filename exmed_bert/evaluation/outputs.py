@@ -14,13 +14,12 @@ from typing import Sequence
 
 import numpy as np
 
-from exmed_bert.data.layout import time_to_iso
+from exmed_bert.data.layout import meds_subject_ids, time_to_iso
 from exmed_bert.evaluation import metrics as M
 from exmed_bert.evaluation import plots
 from exmed_bert.io import atomic_write, write_json, write_parquet
 
 METRICS_FORMAT = "exmed-bert-metrics"
-INT64_RANGE = (-(2 ** 63), 2 ** 63)
 
 
 def write_predictions(path: str | os.PathLike, patient_ids: Sequence[str], labels: np.ndarray,
@@ -53,37 +52,30 @@ def write_predictions(path: str | os.PathLike, patient_ids: Sequence[str], label
                 w.writerow([*key, int(y), row[c], c, *row])
 
 
-def meds_subject_ids(patient_ids: Sequence[str]):
-    """int64 when every id is the plain decimal text of an int64 (as MEDS subject ids are), else string."""
-    import pyarrow as pa
-
-    ids = [str(p) for p in patient_ids]
-    try:
-        ints = [int(p) for p in ids]
-    except ValueError:
-        return pa.array(ids, pa.string())
-    if all(str(i) == p and INT64_RANGE[0] <= i < INT64_RANGE[1] for i, p in zip(ints, ids)):
-        return pa.array(ints, pa.int64())
-    return pa.array(ids, pa.string())
-
-
 def write_meds_predictions(path: str | os.PathLike, patient_ids: Sequence[str], prediction_times: Sequence[int],
-                           labels: np.ndarray, probs: np.ndarray, threshold: float) -> None:
+                           labels: np.ndarray, probs: np.ndarray, threshold: float) -> bool:
     """Binary predictions in the MEDS prediction schema: subject_id, prediction_time (timestamp[us];
     `prediction_times` in microseconds since 1970-01-01), boolean_value (the true label),
     predicted_boolean_value (probability >= the F1 threshold) and predicted_boolean_probability, float32 as
-    meds-evaluation's strict `PredictionSchema.validate` types it (predictions.csv keeps full precision)."""
+    meds-evaluation's strict `PredictionSchema.validate` types it (predictions.csv keeps full precision).
+    subject_id is int64, as MEDS has it (`data.layout.meds_subject_ids`: integer ids as they are, the
+    generator's P0042 as 42); ids with no such number get no file (returns False), never a string column."""
     import pyarrow as pa
+
+    subjects = meds_subject_ids(patient_ids)
+    if subjects is None:
+        return False
 
     probs = np.asarray(probs, dtype=np.float64)
     table = pa.table({
-        "subject_id": meds_subject_ids(patient_ids),
+        "subject_id": pa.array(subjects, pa.int64()),
         "prediction_time": pa.array(np.asarray(prediction_times, dtype=np.int64), pa.int64()).cast(pa.timestamp("us")),
         "boolean_value": pa.array(np.asarray(labels).astype(bool)),
         "predicted_boolean_value": pa.array(probs >= threshold),
         "predicted_boolean_probability": pa.array(probs.astype(np.float32), pa.float32()),
     })
     write_parquet(path, table)
+    return True
 
 
 def positive_probability(probs: np.ndarray) -> np.ndarray:
@@ -135,8 +127,10 @@ def evaluate_and_write(output_dir: str | os.PathLike, model_name: str, *, test_i
     write_predictions(out / "predictions.csv", test_ids, y_test, p_test, prediction_times if timed_rows else None)
     if p_test.ndim == 1:
         if prediction_times is not None:
-            write_meds_predictions(out / "predictions.parquet", test_ids, prediction_times, y_test, p_test,
-                                   threshold)
+            if not write_meds_predictions(out / "predictions.parquet", test_ids, prediction_times, y_test, p_test,
+                                          threshold):
+                print("note: no predictions.parquet: the patient ids have no MEDS subject id (an integer, or "
+                      "letters then a number as the generator writes them); predictions.csv has every row")
         curves = {model_name: (y_test, p_test)}
         plots.plot_roc(curves, out / "roc.png", title=f"{model_name}: ROC (test)")
         plots.plot_pr(curves, out / "pr.png", title=f"{model_name}: precision-recall (test)")

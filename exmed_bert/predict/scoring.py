@@ -119,7 +119,9 @@ def run(args: PredictArgs) -> dict:
         raise UserError(f"{args.task_data}: no task rows in the {args.split} split of {args.data_dir}; "
                         "choose another --split")
     p = np.concatenate(probs)
-    write_meds_predictions(out, ids, np.concatenate(times), np.concatenate(labels), p, threshold)
+    if not write_meds_predictions(out, ids, np.concatenate(times), np.concatenate(labels), p, threshold):
+        raise UserError(f"{args.task_data}: the task's patient ids have no MEDS subject id (an integer, or letters "
+                        "then a number such as P0042); MEDS predictions need integer subject ids")
     summary = {"rows": len(ids), "subjects": len(set(ids)), "split": args.split, "threshold": threshold,
                "threshold_from": threshold_from, "task_rows_rejected": source["task_rows_rejected"]}
     print(f"{args.split}: {len(ids):,} rows from {len(set(ids)):,} subjects scored with {model_dir}; "

@@ -26,7 +26,6 @@ import dataclasses
 import io
 import json
 import os
-import re
 import shutil
 import tempfile
 from collections import Counter
@@ -39,7 +38,7 @@ import pyarrow.parquet as pq
 
 from exmed_bert import codes
 from exmed_bert.codes.common import CodeError
-from exmed_bert.data.layout import US_PER_DAY, risk_path
+from exmed_bert.data.layout import US_PER_DAY, meds_subject_id, risk_path
 from exmed_bert.data.splits import DEFAULT_SEED, DEFAULT_TRAIN_RATIO, split_index
 from exmed_bert.errors import UserError
 from exmed_bert.io import write_json, write_run_info
@@ -69,12 +68,12 @@ SPLITS_SCHEMA = pa.schema([pa.field("subject_id", pa.int64(), nullable=False),
 
 
 def subject_id(patient_id: str) -> int:
-    """The MEDS subject id of a generator patient id: its number (P0042 -> 42)."""
-    m = re.fullmatch(r"\D*(\d+)", str(patient_id))
-    if m is None:
+    """The MEDS subject id of a generator patient id: its number (P0042 -> 42; data.layout.meds_subject_id)."""
+    n = meds_subject_id(patient_id)
+    if n is None:
         raise UserError(f"patient id {patient_id!r} has no number at its end; MEDS subject ids are integers "
                         "(the generator writes ids such as P0042, subject 42)")
-    return int(m.group(1))
+    return n
 
 
 def meds_split(patient_id: str, seed: int = DEFAULT_SEED, train_ratio: float = DEFAULT_TRAIN_RATIO) -> str:

@@ -292,8 +292,8 @@ EMBED_SPLITS = ("all", "train", "val", "test")
 
 @dataclass
 class EmbedArgs:
-    """Write one patient embedding per (subject, prediction time) of a task to Parquet: subject_id (int64 when
-    every id is an integer, else string), prediction_time (timestamp[us]; a task CSV's prediction date at
+    """Write one patient embedding per (subject, prediction time) of a task to Parquet: subject_id (int64 MEDS
+    subject ids: integer ids as they are, the generator's P0042 as 42; other ids as text), prediction_time (timestamp[us]; a task CSV's prediction date at
     midnight), split, label, embedding (fixed_size_list<float32>[hidden size]): the pooled encoder output."""
 
     model_path: str = field(default="output/with_clinvec/checkpoint-best", metadata={

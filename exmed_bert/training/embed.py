@@ -18,7 +18,7 @@ from exmed_bert.data.layout import US_PER_DAY
 from exmed_bert.data.splits import SPLITS
 from exmed_bert.data.vocab import Vocab
 from exmed_bert.errors import UserError
-from exmed_bert.evaluation.outputs import meds_subject_ids
+from exmed_bert.data.layout import meds_subject_ids
 from exmed_bert.io import write_parquet
 from exmed_bert.model.modeling import ExMedBertModel
 from exmed_bert.tasks import load_task_splits
@@ -75,7 +75,9 @@ def embedding_table(parts: list[tuple[str, object, np.ndarray]]) -> pa.Table:
     vectors = np.concatenate([e for _, _, e in parts]).astype(np.float32)  # (rows, H)
     hidden = vectors.shape[1]
     return pa.table({
-        "subject_id": meds_subject_ids(ids),
+        # MEDS subject ids (int64) where the ids have them, else the ids as text
+        "subject_id": (pa.array(subjects, pa.int64()) if (subjects := meds_subject_ids(ids)) is not None
+                       else pa.array([str(p) for p in ids], pa.string())),
         "prediction_time": pa.array(np.concatenate([prediction_times(ds) for _, ds, _ in parts]),
                                     pa.int64()).cast(pa.timestamp("us")),
         "split": pa.array([name for name, ds, _ in parts for _ in range(len(ds))], pa.string()),
