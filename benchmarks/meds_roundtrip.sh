@@ -16,13 +16,7 @@ PY=${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
 SEED=${SEED:-42}; TASK=${TASK:-hf}; MAX_LEN=${MAX_LEN:-128}
 rm -rf "$OUT"; mkdir -p "$OUT"
 : > "$OUT/timings.txt"
-step() {  # step NAME command...: run it, log the command and its wall time
-  local name=$1; shift
-  echo "== $name: $*" | tee -a "$OUT/timings.txt"
-  local t0=$SECONDS
-  "$@"
-  echo "   $name took $((SECONDS - t0)) s" | tee -a "$OUT/timings.txt"
-}
+source benchmarks/steps.sh   # step NAME command... (the repository root is the working folder)
 GEN=(scripts/generate_synthetic_patients.py -n "$N" --seed "$SEED" --task "$TASK")
 # 1. The cohort as the guide's JSONL with its task CSV, and the same cohort (same seed) as a MEDS root.
 step generate_json "$PY" "${GEN[@]}" --output "$OUT/json/patients.jsonl" --task-output "$OUT/json/task.csv"

@@ -21,13 +21,7 @@ PRE_EPOCHS=${PRE_EPOCHS:-3}; PRE_LR=${PRE_LR:-5e-4}; FT_EPOCHS=${FT_EPOCHS:-3}; 
 BATCH=${BATCH:-32}; CLINVEC=${CLINVEC:-1}; BERT=${BERT:-1}; PRE_ARGS=${PRE_ARGS:-}
 mkdir -p "$OUT"
 : > "$OUT/timings.txt"
-step() {  # step NAME command...: run it, log the command and its wall time
-  local name=$1; shift
-  echo "== $name: $*" | tee -a "$OUT/timings.txt"
-  local t0=$SECONDS
-  "$@"
-  echo "   $name took $((SECONDS - t0)) s" | tee -a "$OUT/timings.txt"
-}
+source benchmarks/steps.sh   # step NAME command... (the repository root is the working folder)
 step generate $PY scripts/generate_synthetic_patients.py -n "$N" --seed "$SEED" --task "$TASK" \
   --output "$OUT/patients.jsonl" --task-output "$OUT/task.csv"
 step convert $PY scripts/convert_synthetic_to_dataset.py --input "$OUT/patients.jsonl" \
