@@ -15,7 +15,6 @@ import argparse
 import csv
 import json
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,15 +26,16 @@ from exmed_bert.baselines.args import LogRegArgs, RFArgs, XGBArgs
 from exmed_bert.baselines.features import featurize, labels_of, order_pairs
 from exmed_bert.convert import ConvertArgs
 from exmed_bert.convert import run as convert
+from exmed_bert.cli.embed import main as embed
 from exmed_bert.data.dataset import PatientDataset
+from exmed_bert.data.layout import meds_subject_id
 from exmed_bert.errors import UserError, cli_entry
-from exmed_bert.evaluation.label_efficiency import (ARMS, ALL, assign_pools, auroc_auprc, draw_subsets, parse_ks,
-                                                    patients_to_generate, results_doc, write_results)
+from exmed_bert.evaluation.label_efficiency import (ARMS, ALL, assign_pools, auroc_auprc, draw_subsets, finetune_epochs,
+                                                    parse_ks, patients_to_generate, results_doc, write_results)
 from exmed_bert.synthetic.args import GenerateArgs
 from exmed_bert.synthetic.cohort import run as generate
 from exmed_bert.tasks import load_task_splits
 
-ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("hf", "temporal", "trajectory")
 # tabular arm -> (registry baseline, feature set); "windows" arms take the order-aware windowed features
 TABULAR = {f"{short}_{fs}": (name, "counts" if fs == "counts" else "windows_order")
@@ -62,17 +62,24 @@ def parse(argv):
     p.add_argument("--time-buckets", type=int, default=0, help="pretraining's time embedding (0: off)")
     p.add_argument("--pretrain-epochs", type=float, default=3.0)
     p.add_argument("--pretrain-steps", type=int, default=-1, help="stop pretraining after this many updates")
-    p.add_argument("--finetune-epochs", type=float, default=10.0, help="with early stopping on val AUROC")
+    p.add_argument("--finetune-epochs", type=float, default=5.0, help="with early stopping on val AUROC")
+    p.add_argument("--finetune-max-steps", type=int, default=200, help="a fine-tuning run takes fewer epochs when "
+                   "its epochs would pass this many updates (at least one epoch): bounds the 'all' runs")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-length", type=int, default=128)
-    p.add_argument("--trees", type=int, default=300, help="RF trees and XGBoost rounds")
+    p.add_argument("--trees", type=int, default=300, help="RF trees and most XGBoost rounds")
+    p.add_argument("--xgb-patience", type=int, default=20, help="XGBoost stops after this many rounds without a "
+                   "better validation log-loss (0: never)")
     a = p.parse_args(argv)
     a.k, a.arms = parse_ks(a.k), [x.strip() for x in a.arms.split(",") if x.strip()]
     bad = [x for x in a.arms if x not in ARMS]
     if bad:
         raise UserError(f"--arms: unknown {', '.join(bad)}; expected some of {', '.join(ARMS)}")
-    if min(a.pretrain_patients, a.test_patients, a.val_patients, a.replicates) < 1:
-        raise UserError("--pretrain-patients, --test-patients, --val-patients and --replicates must be at least 1")
+    if min(a.pretrain_patients, a.test_patients, a.val_patients, a.replicates, a.finetune_max_steps) < 1:
+        raise UserError("--pretrain-patients, --test-patients, --val-patients, --replicates and --finetune-max-steps "
+                        "must be at least 1")
+    if a.xgb_patience < 0:
+        raise UserError(f"--xgb-patience must be 0 or more, got {a.xgb_patience}")
     return a
 
 
@@ -133,15 +140,24 @@ def tabular_arm(arm, a, X, y, subsets, vals, ks):
     cls = {"logreg": LogRegArgs, "rf": RFArgs, "xgboost": XGBArgs}[name]
     for r, (tr, va) in enumerate(zip(subsets, vals)):
         for k in tr:  # "all" only in the first replicate
+            # only the columns the labelled patients use: a column that is constant on them cannot split a tree
+            # and standardises to 0 for logistic regression, and dropping it makes XGBoost's histograms cheap
+            # (24,841 windows_order columns, 807 of them used by 32 patients)
+            cols = np.flatnonzero(X["train"][tr[k]].getnnz(axis=0) > 0)
+            Xtr, Xva, Xte = X["train"][tr[k]][:, cols], X["val"][va[k]][:, cols], X["test"][:, cols]
             best = None
             for value in grid:
                 kw = {} if name == "logreg" else {"n_estimators": a.trees, "n_jobs": 2}
                 model = registry.get(name).build(validated(cls(seed=a.seed + r, **kw, **{field: value})), None)
-                model.fit(X["train"][tr[k]], y["train"][tr[k]])
-                score = auroc_auprc(y["val"][va[k]], model.predict_proba(X["val"][va[k]])[:, 1])[0]
+                if name == "xgboost" and a.xgb_patience > 0:  # early stopping on the validation set
+                    model.set_params(early_stopping_rounds=a.xgb_patience)
+                    model.fit(Xtr, y["train"][tr[k]], eval_set=[(Xva, y["val"][va[k]])], verbose=False)
+                else:
+                    model.fit(Xtr, y["train"][tr[k]])
+                score = auroc_auprc(y["val"][va[k]], model.predict_proba(Xva)[:, 1])[0]
                 if best is None or score > best[0]:
                     best = (score, model)
-            yield r, k, auroc_auprc(y["test"], best[1].predict_proba(X["test"])[:, 1])
+            yield r, k, auroc_auprc(y["test"], best[1].predict_proba(Xte)[:, 1])
 
 
 def scratch_model(pretrained: Path, folder: Path, seed: int) -> Path:
@@ -173,9 +189,10 @@ def bert_arm(a, model_dir, out, pools, splits, lines, task_rows, subsets, vals, 
             with open(run / "patients.jsonl", "w", encoding="utf-8") as f:
                 f.writelines(lines[p] for p in chosen)
             write_rows(run / "task.csv", [task_rows[p] for p in chosen])
+            epochs = finetune_epochs(len(tr[k]), a.batch_size, a.finetune_epochs, a.finetune_max_steps)
             finetune(validated(FinetuneArgs(model_path=str(model_dir), data_dir=str(run / "no_conversion"),
                                   input=str(run / "patients.jsonl"), task_data=str(run / "task.csv"),
-                                  output_dir=str(run), num_epochs=a.finetune_epochs, batch_size=a.batch_size,
+                                  output_dir=str(run), num_epochs=epochs, batch_size=a.batch_size,
                                   max_length=a.max_length, split_seed=a.seed, train_ratio=pools.train_ratio,
                                   n_bootstrap=1, seed=a.seed + r, logging_steps=1000)))
             pred = read_rows(run / "predictions.csv")
@@ -186,22 +203,22 @@ def bert_arm(a, model_dir, out, pools, splits, lines, task_rows, subsets, vals, 
 
 
 def probe_arm(a, model_dir, out, splits, y, subsets, vals, ks):
-    """Embed every patient once with the frozen encoder (scripts/embed-patients.py), then an L2 logistic
+    """Embed every patient once with the frozen encoder (embed-patients.py's main), then an L2 logistic
     regression on standardised embeddings per k-subset, its C chosen on the validation set."""
     import pyarrow.parquet as pq
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    script = ROOT / "scripts" / "embed-patients.py"
-    if not script.is_file():
-        raise UserError(f"{script} is not there; bert_probe needs it (drop bert_probe from --arms)")
-    subprocess.run([sys.executable, str(script), "--model-path", str(model_dir), "--data-dir", str(out / "data"),
-                    "--task-data", str(out / "task.csv"), "--output", str(out / "embeddings.parquet"),
-                    "--split", "all"], check=True)
+    if embed(["--model-path", str(model_dir), "--data-dir", str(out / "data"), "--task-data", str(out / "task.csv"),
+               "--output", str(out / "embeddings.parquet"), "--split", "all", "--max-length", str(a.max_length),
+               "--device", "cpu"]) != 0:
+        raise UserError("embed-patients failed; see its message above")
     table = pq.read_table(out / "embeddings.parquet").to_pydict()
-    emb = {str(s): np.asarray(e, dtype=np.float32) for s, e in zip(table["subject_id"], table["embedding"])}
-    E = {s: np.stack([emb[str(p)] for p in splits[s].patient_ids]) for s in ("train", "val", "test")}
+    emb = {s: np.asarray(e, dtype=np.float32) for s, e in zip(table["subject_id"], table["embedding"])}
+    # the Parquet's subject_id is the MEDS int64 (the generator's P0042 -> 42) where every id has one
+    key = (lambda p: meds_subject_id(p)) if isinstance(table["subject_id"][0], int) else str
+    E = {s: np.stack([emb[key(p)] for p in splits[s].patient_ids]) for s in ("train", "val", "test")}
     for r, (tr, va) in enumerate(zip(subsets, vals)):
         for k in tr:  # "all" only in the first replicate
             best = None

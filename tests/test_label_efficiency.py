@@ -7,11 +7,12 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from exmed_bert.data.splits import split_of
 from exmed_bert.errors import UserError
-from exmed_bert.evaluation.label_efficiency import (ARMS, assign_pools, draw_subsets, parse_ks,
+from exmed_bert.evaluation.label_efficiency import (ARMS, assign_pools, draw_subsets, finetune_epochs, parse_ks,
                                                     patients_to_generate)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,6 +65,13 @@ def test_validation_sets_come_from_their_own_pool_and_differ_from_the_training_d
     assert not np.array_equal(va["8"], same_stream["8"])
 
 
+def test_fine_tuning_epochs_shrink_only_past_the_update_cap():
+    assert finetune_epochs(512, 32, 5.0, 200) == 5.0     # 16 updates an epoch: 80 updates, under the cap
+    assert finetune_epochs(4954, 32, 5.0, 200) == 1      # 155 an epoch: one epoch, never less
+    assert finetune_epochs(2000, 32, 5.0, 200) == 3      # 63 an epoch: 3 whole epochs fit in 200
+    assert finetune_epochs(32, 32, 2.5, 200) == 2.5      # the flag's fractional epochs pass through
+
+
 def load_bench():
     spec = importlib.util.spec_from_file_location("label_efficiency_bench", ROOT / "benchmarks" / "label_efficiency.py")
     mod = importlib.util.module_from_spec(spec)
@@ -73,10 +81,10 @@ def load_bench():
 
 def test_a_tiny_run_writes_results_of_the_promised_shape(tmp_path):
     bench = load_bench()
-    arms = ["logreg_counts", "xgb_windows"]
+    arms = ["bert_probe", "logreg_counts", "xgb_windows"]
     assert bench.main(["--task", "hf", "--pretrain-patients", "240", "--test-patients", "80", "--val-patients", "120",
                        "--k", "4,8,all", "--replicates", "2", "--arms", ",".join(arms), "--trees", "10",
-                       "--seed", "11", "--out", str(tmp_path)]) == 0
+                       "--pretrain-steps", "5", "--seed", "11", "--out", str(tmp_path)]) == 0
     doc = json.loads((tmp_path / "results.json").read_text())
     assert set(doc) >= {"oracle", "n_test", "arms", "auprc", "wall_s"} and 0.5 < doc["oracle"] <= 1
     assert doc["n_test"] == 80 and set(doc["arms"]) == set(arms) == set(doc["auprc"])
@@ -84,6 +92,9 @@ def test_a_tiny_run_writes_results_of_the_promised_shape(tmp_path):
         assert {k: len(v) for k, v in doc["arms"][arm].items()} == {"4": 2, "8": 2, "all": 1}
         assert all(0 <= v <= 1 for vs in doc["arms"][arm].values() for v in vs)
     assert (tmp_path / "auroc_vs_k.png").stat().st_size > 1000
+    # the probe read one embedding per labelled patient, written by embed-patients (MEDS int64 subject ids)
+    emb = pq.read_table(tmp_path / "embeddings.parquet")
+    assert emb.schema.field("subject_id").type == "int64" and emb.num_rows >= 80 + 2 * 8
     # the conversion put no test patient into the split pretraining learns from
     from exmed_bert.data.dataset import PatientDataset
 
