@@ -2,7 +2,7 @@
 ExMed-BERT (fine-tuned and frozen + logistic regression), the same model trained from scratch, and the
 tabular baselines on code counts and on windowed order features.
 
-    python benchmarks/label_efficiency.py --task temporal --pretrain-patients 20000 --out benchmarks/out/le
+    python benchmarks/label_efficiency.py --task temporal --pretrain-patients 20000 --out benchmarks/results/le
 
 The generator's --seed drives everything: who is generated, which patients pretrain / validate / test
 (the conversion's split hash), the k-subsets and every model's seed. Writes OUT/results.json and
@@ -56,7 +56,8 @@ def parse(argv):
     p.add_argument("--k", default="16,32,64,128,256,all", help="labelled patients per class, comma-separated")
     p.add_argument("--replicates", type=int, default=5, help="k-subsets drawn per k")
     p.add_argument("--seed", type=int, default=7, help="the generator's seed; drives everything")
-    p.add_argument("--out", default="benchmarks/out/label_efficiency", help="output folder")
+    p.add_argument("--out", default="benchmarks/results/label_efficiency", help="output folder (benchmarks/results/ "
+                   "is not versioned)")
     p.add_argument("--arms", default=",".join(ARMS), help="comma-separated subset of " + ", ".join(ARMS))
     p.add_argument("--model-size", default="tiny", help="ExMed-BERT preset (tiny, small, ...)")
     p.add_argument("--time-buckets", type=int, default=0, help="pretraining's time embedding (0: off)")
@@ -286,7 +287,7 @@ def main(argv=None) -> int:
     settings.update(train_ratio=pools.train_ratio, n_pretrain=len(pools.pretrain), n_val_pool=len(pools.val))
     doc = results_doc(oracle, len(test_ids), auroc, auprc, clock, settings)
     write_results(out, doc, title=f"{a.task}: {len(pools.pretrain):,} pretraining patients, seed {a.seed}")
-    print(f"wrote {out}/results.json and {out}/auroc_vs_k.png; wall time "
+    print(f"wrote {out}/results.json, table.md and auroc_vs_k.png; wall time "
           + ", ".join(f"{k} {v:.0f} s" for k, v in clock.items()))
     return 0
 

@@ -12,8 +12,8 @@ import pytest
 
 from exmed_bert.data.splits import split_of
 from exmed_bert.errors import UserError
-from exmed_bert.evaluation.label_efficiency import (ARMS, assign_pools, draw_subsets, finetune_epochs, parse_ks,
-                                                    patients_to_generate)
+from exmed_bert.evaluation.label_efficiency import (ARMS, assign_pools, draw_subsets, finetune_epochs,
+                                                    markdown_table, paired_gap, parse_ks, patients_to_generate)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,6 +72,26 @@ def test_fine_tuning_epochs_shrink_only_past_the_update_cap():
     assert finetune_epochs(32, 32, 2.5, 200) == 2.5      # the flag's fractional epochs pass through
 
 
+def test_paired_gaps_compare_replicates_that_share_their_subset():
+    # b trails a by exactly 0.02 in every replicate: the paired band is a point, the unpaired ones overlap
+    a, b = [0.60, 0.70, 0.80], [0.58, 0.68, 0.78]
+    mean, low, high = paired_gap(a, b)
+    assert mean == pytest.approx(0.02) and low == pytest.approx(0.02) and high == pytest.approx(0.02)
+    with pytest.raises(ValueError):
+        paired_gap(a, b[:2])
+    doc = {"oracle": 0.9, "n_test": 10, "arms": {
+        "bert_finetune": {"16": a, "all": [0.85]}, "bert_scratch": {"16": [0.5, 0.5, 0.5], "all": [0.8]},
+        "rf_counts": {"16": b, "all": [0.86]}, "logreg_counts": {"16": [0.4, 0.4, 0.4], "all": [0.9]}}}
+    rows = {line.split(" | ")[0]: line for line in markdown_table(doc).splitlines()}
+    assert "| k=16 | k=all |" in rows["| arm"]
+    assert "0.700 [" in rows["| `bert_finetune`"] and "| 0.850 [0.850, 0.850] |" in rows["| `bert_finetune`"]
+    # the best tabular arm is chosen per k: rf at 16, logistic regression with all labels
+    gap = rows["| `bert_finetune` − best tabular (paired)"]
+    assert "+0.020 [+0.020, +0.020] vs `rf_counts`" in gap and "-0.050 [-0.050, -0.050] vs `logreg_counts`" in gap
+    assert "+0.200 [" in rows["| `bert_finetune` − bert_scratch (paired)"]
+    assert not any(r.startswith("| `bert_probe`") for r in rows)                # an arm that did not run has no row
+
+
 def load_bench():
     spec = importlib.util.spec_from_file_location("label_efficiency_bench", ROOT / "benchmarks" / "label_efficiency.py")
     mod = importlib.util.module_from_spec(spec)
@@ -92,6 +112,7 @@ def test_a_tiny_run_writes_results_of_the_promised_shape(tmp_path):
         assert {k: len(v) for k, v in doc["arms"][arm].items()} == {"4": 2, "8": 2, "all": 1}
         assert all(0 <= v <= 1 for vs in doc["arms"][arm].values() for v in vs)
     assert (tmp_path / "auroc_vs_k.png").stat().st_size > 1000
+    assert "| `bert_probe` − best tabular (paired) |" in (tmp_path / "table.md").read_text()
     # the probe read one embedding per labelled patient, written by embed-patients (MEDS int64 subject ids)
     emb = pq.read_table(tmp_path / "embeddings.parquet")
     assert emb.schema.field("subject_id").type == "int64" and emb.num_rows >= 80 + 2 * 8

@@ -130,6 +130,43 @@ def mean_band(values: Sequence[float]) -> tuple[float, float, float]:
     return m, m - half, m + half
 
 
+def paired_gap(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float]:
+    """(mean, low, high) of a - b over replicates that share their k-subset (replicate r of every arm draws
+    the same patients), the 95% t band of the paired differences."""
+    if len(a) != len(b):
+        raise ValueError(f"paired replicates differ in number: {len(a)} and {len(b)}")
+    return mean_band(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64))
+
+
+def best_tabular(doc: dict, k: str) -> str | None:
+    """The non-BERT arm of highest mean AUROC at k; None when none ran at k."""
+    ran = {arm: vs[k] for arm, vs in doc["arms"].items() if not arm.startswith("bert") and vs.get(k)}
+    return max(ran, key=lambda arm: float(np.mean(ran[arm]))) if ran else None
+
+
+def markdown_table(doc: dict) -> str:
+    """AUROC mean [95% band] per arm (rows) and k (columns), the oracle, then each pretrained arm's paired gap
+    to the best tabular arm at that k and to bert_scratch: the table docs/EVALUATION.md shows."""
+    ks = sorted({k for vs in doc["arms"].values() for k in vs if vs[k]},
+                key=lambda k: (k == ALL, int(k) if k != ALL else 0))
+    lines = ["| arm | " + " | ".join(f"k={k}" for k in ks) + " |", "|---" * (len(ks) + 1) + "|"]
+    for arm, vs in doc["arms"].items():
+        cells = ["{:.3f} [{:.3f}, {:.3f}]".format(*mean_band(vs[k])) if vs.get(k) else "" for k in ks]
+        lines.append(f"| `{arm}` | " + " | ".join(cells) + " |")
+    lines.append("| oracle | " + " | ".join(f"{doc['oracle']:.3f}" for _ in ks) + " |")
+    for bert in ("bert_finetune", "bert_probe"):
+        for rival in ("best tabular", "bert_scratch"):
+            cells = []
+            for k in ks:
+                other = best_tabular(doc, k) if rival == "best tabular" else rival
+                mine, theirs = doc["arms"].get(bert, {}).get(k), doc["arms"].get(other or "", {}).get(k)
+                cell = "{:+.3f} [{:+.3f}, {:+.3f}]".format(*paired_gap(mine, theirs)) if mine and theirs else ""
+                cells.append(cell + (f" vs `{other}`" if cell and rival == "best tabular" else ""))
+            if any(cells):
+                lines.append(f"| `{bert}` − {rival} (paired) | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def plot_curves(doc: dict, path: str | Path, title: str = "") -> None:
     """AUROC against k (labels per class, log scale; 'all' at the right end): mean and 95% band per arm,
     the oracle as a dashed line."""
@@ -165,5 +202,7 @@ def plot_curves(doc: dict, path: str | Path, title: str = "") -> None:
 
 
 def write_results(out_dir: str | Path, doc: dict, title: str = "") -> None:
+    """results.json, table.md (`markdown_table`) and auroc_vs_k.png in out_dir."""
     write_json(Path(out_dir) / "results.json", doc)
+    (Path(out_dir) / "table.md").write_text(markdown_table(doc), encoding="utf-8")
     plot_curves(doc, Path(out_dir) / "auroc_vs_k.png", title)
