@@ -97,7 +97,7 @@ def draw_subsets(labels: np.ndarray, ks: Sequence[str], seed: int, replicate: in
 
 def finetune_epochs(n_train: int, batch_size: int, epochs: float, max_steps: int) -> float:
     """Epochs for one fine-tuning run: `epochs`, fewer when they would pass `max_steps` updates, never below
-    one whole epoch (so the 'all' runs, ~155 updates an epoch at 5,000 patients, stay bounded)."""
+    one whole epoch (so the 'all' runs, ~620 updates an epoch at 20,000 patients, stay bounded)."""
     per_epoch = math.ceil(n_train / batch_size)
     return min(epochs, max(1, max_steps // per_epoch))
 
