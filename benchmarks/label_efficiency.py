@@ -62,6 +62,11 @@ def parse(argv):
     p.add_argument("--model-size", default="small", help="ExMed-BERT preset (tiny, small, ...); small pretrained "
                    "on 20,000 patients is what fits the default run in 30 minutes on 2 cores")
     p.add_argument("--time-buckets", type=int, default=0, help="pretraining's time embedding (0: off)")
+    p.add_argument("--time2vec", action="store_true", help="pretrain with Time2Vec embeddings of day and age")
+    p.add_argument("--pooling", choices=("cls", "mean"), default="cls", help="one vector per patient, for "
+                   "fine-tuning's classifier and the probe's embedding")
+    p.add_argument("--finetune-learning-rate", type=float, default=None, help="fine-tuning's rate (default: the "
+                   "one tuned for the model size)")
     p.add_argument("--pretrain-epochs", type=float, default=3.0)
     p.add_argument("--pretrain-steps", type=int, default=-1, help="stop pretraining after this many updates")
     p.add_argument("--finetune-epochs", type=float, default=5.0, help="with early stopping on val AUROC")
@@ -196,6 +201,7 @@ def bert_arm(a, model_dir, out, pools, splits, lines, task_rows, subsets, vals, 
                                   input=str(run / "patients.jsonl"), task_data=str(run / "task.csv"),
                                   output_dir=str(run), num_epochs=epochs, batch_size=a.batch_size,
                                   max_length=a.max_length, split_seed=a.seed, train_ratio=pools.train_ratio,
+                                  pooling=a.pooling, learning_rate=a.finetune_learning_rate,
                                   n_bootstrap=1, seed=a.seed + r, logging_steps=1000)))
             pred = read_rows(run / "predictions.csv")
             for d in run.glob("checkpoint-*"):
@@ -214,7 +220,7 @@ def probe_arm(a, model_dir, out, splits, y, subsets, vals, ks):
 
     if embed(["--model-path", str(model_dir), "--data-dir", str(out / "data"), "--task-data", str(out / "task.csv"),
                "--output", str(out / "embeddings.parquet"), "--split", "all", "--max-length", str(a.max_length),
-               "--device", "cpu"]) != 0:
+               "--pooling", a.pooling, "--device", "cpu"]) != 0:
         raise UserError("embed-patients failed; see its message above")
     table = pq.read_table(out / "embeddings.parquet").to_pydict()
     emb = {s: np.asarray(e, dtype=np.float32) for s, e in zip(table["subject_id"], table["embedding"])}
@@ -263,7 +269,8 @@ def main(argv=None) -> int:
         pretrain(validated(PretrainArgs(
             data_dir=str(out / "data"), output_dir=str(out / "pretrained"), model_size=a.model_size,
             num_epochs=a.pretrain_epochs, max_steps=a.pretrain_steps, batch_size=a.batch_size,
-            time_buckets=a.time_buckets, seed=a.seed, logging_steps=1000)))
+            time_buckets=a.time_buckets, time2vec=a.time2vec, pooling=a.pooling, seed=a.seed,
+            logging_steps=1000)))
         clock["pretrain"] = time.perf_counter() - t0
     for arm in a.arms:
         t0 = time.perf_counter()

@@ -104,7 +104,8 @@ def test_a_tiny_run_writes_results_of_the_promised_shape(tmp_path):
     arms = ["bert_probe", "logreg_counts", "xgb_windows"]
     assert bench.main(["--task", "hf", "--pretrain-patients", "240", "--test-patients", "80", "--val-patients", "120",
                        "--k", "4,8,all", "--replicates", "2", "--arms", ",".join(arms), "--trees", "10",
-                       "--pretrain-steps", "5", "--seed", "11", "--out", str(tmp_path)]) == 0
+                       "--pretrain-steps", "5", "--seed", "11", "--time2vec", "--pooling", "mean",
+                       "--out", str(tmp_path)]) == 0
     doc = json.loads((tmp_path / "results.json").read_text())
     assert set(doc) >= {"oracle", "n_test", "arms", "auprc", "wall_s"} and 0.5 < doc["oracle"] <= 1
     assert doc["n_test"] == 80 and set(doc["arms"]) == set(arms) == set(doc["auprc"])
@@ -122,4 +123,39 @@ def test_a_tiny_run_writes_results_of_the_promised_shape(tmp_path):
     train = set(PatientDataset.load(tmp_path / "data" / "synthetic_train.pt").patient_ids)
     test = set(PatientDataset.load(tmp_path / "data" / "synthetic_task_test.pt").patient_ids)
     assert test and not (train & test)
+    # the model settings reached pretraining (the probe embeds with the model they made)
+    config = json.loads((tmp_path / "pretrained" / "checkpoint-best" / "config.json").read_text())
+    assert config["time2vec"] is True and config["plos_pooling"] == "mean"
     assert set(ARMS) >= set(arms) and bench.main(["--arms", "svm", "--out", str(tmp_path)]) == 2
+
+
+def test_an_ablation_compares_two_runs_replicate_by_replicate(tmp_path):
+    from exmed_bert.evaluation.label_efficiency import compare_runs
+
+    settings = {"task": "trajectory", "seed": 7, "pretrain_patients": 100, "val_patients": 50, "test_patients": 40,
+                "k": ["16", "all"], "replicates": 3, "time2vec": True}
+    a = {"oracle": 0.8, "n_test": 40, "settings": settings,
+         "arms": {"bert_finetune": {"16": [0.70, 0.72, 0.74], "all": [0.78]}, "rf_counts": {"16": [0.7] * 3}}}
+    b = {"oracle": 0.8, "n_test": 40, "settings": dict(settings, time2vec=False),
+         "arms": {"bert_finetune": {"16": [0.66, 0.69, 0.71], "all": [0.77]}}}
+    rows = compare_runs(a, b, ("time2vec", "none")).splitlines()
+    assert rows[0] == "| arm | run | k=16 | k=all |"
+    diff = next(r for r in rows if "time2vec − none (paired)" in r)
+    assert "+0.033 [" in diff and "| +0.010 [+0.010, +0.010] |" in diff
+    assert not any("rf_counts" in r for r in rows)                    # only arms both runs have
+    for key, value in (("seed", 8), ("k", ["16"]), ("replicates", 5)):  # other patients or draws: refused
+        with pytest.raises(UserError, match=key):
+            compare_runs(a, dict(b, settings=dict(settings, **{key: value})))
+    with pytest.raises(UserError, match="oracle"):
+        compare_runs(a, dict(b, oracle=0.81))
+    # the script: reads two --out folders, prints and writes the table; a missing folder is one line, exit 2
+    for name, doc in (("a", a), ("b", b)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps(doc))
+    spec = importlib.util.spec_from_file_location("le_compare", ROOT / "benchmarks" / "label_efficiency_compare.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main([str(tmp_path / "a"), str(tmp_path / "b"), "--names", "t2v,off", "--out",
+                     str(tmp_path / "t.md")]) == 0
+    assert "| `bert_finetune` | t2v − off (paired) |" in (tmp_path / "t.md").read_text()
+    assert mod.main([str(tmp_path / "a"), str(tmp_path / "nowhere")]) == 2

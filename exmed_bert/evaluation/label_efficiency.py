@@ -17,7 +17,7 @@ import numpy as np
 from exmed_bert.data.splits import split_of
 from exmed_bert.errors import UserError
 from exmed_bert.evaluation import metrics as M
-from exmed_bert.io import write_json
+from exmed_bert.io import write_json, write_text
 
 ARMS = ("bert_finetune", "bert_probe", "bert_scratch", "logreg_counts", "rf_counts", "xgb_counts",
         "logreg_windows", "rf_windows", "xgb_windows")
@@ -205,5 +205,36 @@ def plot_curves(doc: dict, path: str | Path, title: str = "") -> None:
 def write_results(out_dir: str | Path, doc: dict, title: str = "") -> None:
     """results.json, table.md (`markdown_table`) and auroc_vs_k.png in out_dir."""
     write_json(Path(out_dir) / "results.json", doc)
-    (Path(out_dir) / "table.md").write_text(markdown_table(doc), encoding="utf-8")
+    write_text(Path(out_dir) / "table.md", markdown_table(doc))
     plot_curves(doc, Path(out_dir) / "auroc_vs_k.png", title)
+
+
+# the settings that decide who is generated, pooled, tested and drawn: two runs compare replicate by replicate
+# only when these agree
+SAME_PATIENTS = ("task", "seed", "pretrain_patients", "val_patients", "test_patients", "k", "replicates")
+
+
+def compare_runs(a: dict, b: dict, names: tuple[str, str] = ("A", "B"), arms: Sequence[str] | None = None) -> str:
+    """Markdown: each arm's AUROC in run `a` and run `b` and the paired difference a − b per k, for two
+    results.json documents over the same patients and k-subsets (an ablation: one setting changed, such as the
+    time encoding). Refuses runs whose patients or draws differ, naming the setting."""
+    sa, sb = a.get("settings", {}), b.get("settings", {})
+    for key in SAME_PATIENTS:
+        if sa.get(key) != sb.get(key):
+            raise UserError(f"the two runs differ in {key} ({sa.get(key)!r} against {sb.get(key)!r}), so their "
+                            "replicates are not the same patients; compare runs of one seed and protocol")
+    if a["n_test"] != b["n_test"] or not math.isclose(a["oracle"], b["oracle"], abs_tol=1e-9):
+        raise UserError("the two runs tested different patients (their test oracles differ)")
+    shared = [arm for arm in (arms or a["arms"]) if arm in a["arms"] and arm in b["arms"]]
+    if not shared:
+        raise UserError("the two runs share no arm" + (f" among {', '.join(arms)}" if arms else ""))
+    ks = sorted({k for arm in shared for k in a["arms"][arm] if a["arms"][arm][k] and b["arms"][arm].get(k)},
+                key=lambda k: (k == ALL, int(k) if k != ALL else 0))
+    lines = ["| arm | run | " + " | ".join(f"k={k}" for k in ks) + " |", "|---" * (len(ks) + 2) + "|"]
+    for arm in shared:
+        for name, doc in zip(names, (a, b)):
+            cells = ["{:.3f} [{:.3f}, {:.3f}]".format(*mean_band(doc["arms"][arm][k])) for k in ks]
+            lines.append(f"| `{arm}` | {name} | " + " | ".join(cells) + " |")
+        cells = ["{:+.3f} [{:+.3f}, {:+.3f}]".format(*paired_gap(a["arms"][arm][k], b["arms"][arm][k])) for k in ks]
+        lines.append(f"| `{arm}` | {names[0]} − {names[1]} (paired) | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,52 @@
+"""Two label-efficiency runs of one seed, one setting apart (an ablation such as the time encoding): each
+arm's AUROC in both and the paired difference per k, replicate by replicate (the same k-subsets).
+
+    python benchmarks/label_efficiency.py --task trajectory --time2vec --arms bert_finetune,bert_probe,bert_scratch \\
+        --out benchmarks/results/le_trajectory_t2v
+    python benchmarks/label_efficiency_compare.py benchmarks/results/le_trajectory_t2v \\
+        benchmarks/results/le_trajectory_20k --names time2vec,none
+
+Prints the Markdown table (docs/EVALUATION.md shows them) and writes it with --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from exmed_bert.errors import UserError, cli_entry
+from exmed_bert.evaluation.label_efficiency import compare_runs
+from exmed_bert.io import write_text
+
+
+def load(folder: str) -> dict:
+    path = Path(folder) / "results.json"
+    if not path.is_file():
+        raise UserError(f"{path}: not found; give the --out folder of a label_efficiency.py run")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+@cli_entry
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_a", help="a label_efficiency.py output folder")
+    p.add_argument("run_b", help="another, same seed and protocol; the table gives A − B")
+    p.add_argument("--names", default="A,B", help="the two runs' names in the table, comma-separated")
+    p.add_argument("--arms", default="", help="comma-separated arms to compare (default: every arm both ran)")
+    p.add_argument("--out", default="", help="also write the table to this Markdown file")
+    a = p.parse_args(argv)
+    names = tuple(x.strip() for x in a.names.split(","))
+    if len(names) != 2 or not all(names):
+        raise UserError(f"--names wants two names, comma-separated; got {a.names!r}")
+    arms = [x.strip() for x in a.arms.split(",") if x.strip()] or None
+    table = compare_runs(load(a.run_a), load(a.run_b), names, arms)
+    print(table, end="")
+    if a.out:
+        write_text(a.out, table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
