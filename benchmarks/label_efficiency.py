@@ -63,6 +63,8 @@ def parse(argv):
                    "on 20,000 patients is what fits the default run in 30 minutes on 2 cores")
     p.add_argument("--time-buckets", type=int, default=0, help="pretraining's time embedding (0: off)")
     p.add_argument("--time2vec", action="store_true", help="pretrain with Time2Vec embeddings of day and age")
+    p.add_argument("--clinvec-dir", default="", help="initialise pretraining's code embeddings from this ClinVec "
+                   "folder (a release, or the DEMO embeddings built beside it as the pipeline does); off by default")
     p.add_argument("--pooling", choices=("cls", "mean"), default="cls", help="one vector per patient, for "
                    "fine-tuning's classifier and the probe's embedding")
     p.add_argument("--finetune-learning-rate", type=float, default=None, help="fine-tuning's rate (default: the "
@@ -262,14 +264,16 @@ def main(argv=None) -> int:
     runs: dict = {}
     pretrained = out / "pretrained" / "checkpoint-best"
     if {"bert_finetune", "bert_probe", "bert_scratch"} & set(a.arms):
+        from exmed_bert.synthetic.clinvec_demo import with_demo_release
         from exmed_bert.training.args import PretrainArgs
         from exmed_bert.training.pretrain import run as pretrain
 
         t0 = time.perf_counter()
-        pretrain(validated(PretrainArgs(
+        with_demo_release(pretrain)(validated(PretrainArgs(
             data_dir=str(out / "data"), output_dir=str(out / "pretrained"), model_size=a.model_size,
             num_epochs=a.pretrain_epochs, max_steps=a.pretrain_steps, batch_size=a.batch_size,
             time_buckets=a.time_buckets, time2vec=a.time2vec, pooling=a.pooling, seed=a.seed,
+            use_clinvec=bool(a.clinvec_dir), clinvec_dir=a.clinvec_dir or "ClinVec",
             logging_steps=1000)))
         clock["pretrain"] = time.perf_counter() - t0
     for arm in a.arms:

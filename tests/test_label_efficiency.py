@@ -105,7 +105,7 @@ def test_a_tiny_run_writes_results_of_the_promised_shape(tmp_path):
     assert bench.main(["--task", "hf", "--pretrain-patients", "240", "--test-patients", "80", "--val-patients", "120",
                        "--k", "4,8,all", "--replicates", "2", "--arms", ",".join(arms), "--trees", "10",
                        "--pretrain-steps", "5", "--seed", "11", "--time2vec", "--pooling", "mean",
-                       "--out", str(tmp_path)]) == 0
+                       "--clinvec-dir", str(tmp_path / "ClinVec"), "--out", str(tmp_path)]) == 0
     doc = json.loads((tmp_path / "results.json").read_text())
     assert set(doc) >= {"oracle", "n_test", "arms", "auprc", "wall_s"} and 0.5 < doc["oracle"] <= 1
     assert doc["n_test"] == 80 and set(doc["arms"]) == set(arms) == set(doc["auprc"])
@@ -126,6 +126,7 @@ def test_a_tiny_run_writes_results_of_the_promised_shape(tmp_path):
     # the model settings reached pretraining (the probe embeds with the model they made)
     config = json.loads((tmp_path / "pretrained" / "checkpoint-best" / "config.json").read_text())
     assert config["time2vec"] is True and config["plos_pooling"] == "mean"
+    assert config["clinvec_resize_method"] and (tmp_path / "ClinVec_demo").is_dir()   # started from ClinVec
     assert set(ARMS) >= set(arms) and bench.main(["--arms", "svm", "--out", str(tmp_path)]) == 2
 
 
