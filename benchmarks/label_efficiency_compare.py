@@ -6,7 +6,13 @@ arm's AUROC in both and the paired difference per k, replicate by replicate (the
     python benchmarks/label_efficiency_compare.py benchmarks/results/le_trajectory_t2v \\
         benchmarks/results/le_trajectory_20k --names time2vec,none
 
-Prints the Markdown table (docs/EVALUATION.md shows them) and writes it with --out.
+Prints the Markdown table (docs/EVALUATION.md shows them) and writes it with --out; --plot draws both
+runs' curves on one figure. Two runs over other patients (another --pretrain-patients, say) have no
+paired table, but --plot still draws them side by side:
+
+    python benchmarks/label_efficiency_compare.py benchmarks/results/le_trajectory_100k \
+        benchmarks/results/le_trajectory_20k --names 100k,20k --arms bert_finetune,rf_counts \
+        --plot-only --plot docs/img/label_efficiency_trajectory_cohorts.png
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import sys
 from pathlib import Path
 
 from exmed_bert.errors import UserError, cli_entry
-from exmed_bert.evaluation.label_efficiency import compare_runs
+from exmed_bert.evaluation.label_efficiency import compare_runs, plot_runs
 from exmed_bert.io import write_text
 
 
@@ -36,15 +42,26 @@ def main(argv=None) -> int:
     p.add_argument("--names", default="A,B", help="the two runs' names in the table, comma-separated")
     p.add_argument("--arms", default="", help="comma-separated arms to compare (default: every arm both ran)")
     p.add_argument("--out", default="", help="also write the table to this Markdown file")
+    p.add_argument("--plot", default="", help="draw both runs' AUROC against k (the chosen arms) to this PNG")
+    p.add_argument("--plot-only", action="store_true", help="no paired table: only --plot (for runs over "
+                   "other patients, such as two pretraining cohort sizes)")
     a = p.parse_args(argv)
     names = tuple(x.strip() for x in a.names.split(","))
     if len(names) != 2 or not all(names):
         raise UserError(f"--names wants two names, comma-separated; got {a.names!r}")
     arms = [x.strip() for x in a.arms.split(",") if x.strip()] or None
-    table = compare_runs(load(a.run_a), load(a.run_b), names, arms)
-    print(table, end="")
-    if a.out:
-        write_text(a.out, table)
+    if a.plot_only and not a.plot:
+        raise UserError("--plot-only wants --plot PATH")
+    docs = load(a.run_a), load(a.run_b)
+    if not a.plot_only:
+        table = compare_runs(*docs, names, arms)
+        print(table, end="")
+        if a.out:
+            write_text(a.out, table)
+    if a.plot:
+        task = docs[0].get("settings", {}).get("task", "")
+        plot_runs(list(zip(names, docs)), a.plot, f"{task}: {names[0]} against {names[1]}".strip(": "), arms)
+        print(f"wrote {a.plot}")
     return 0
 
 

@@ -160,3 +160,11 @@ def test_an_ablation_compares_two_runs_replicate_by_replicate(tmp_path):
                      str(tmp_path / "t.md")]) == 0
     assert "| `bert_finetune` | t2v − off (paired) |" in (tmp_path / "t.md").read_text()
     assert mod.main([str(tmp_path / "a"), str(tmp_path / "nowhere")]) == 2
+    # runs over other patients (two cohort sizes): no paired table, but both drawn on one figure
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "results.json").write_text(json.dumps(dict(b, settings=dict(settings, pretrain_patients=500))))
+    assert mod.main([str(tmp_path / "a"), str(tmp_path / "c")]) == 2
+    assert mod.main([str(tmp_path / "a"), str(tmp_path / "c"), "--plot-only"]) == 2         # --plot is missing
+    assert mod.main([str(tmp_path / "a"), str(tmp_path / "c"), "--plot-only", "--plot", str(tmp_path / "p.png"),
+                     "--names", "500,100"]) == 0
+    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

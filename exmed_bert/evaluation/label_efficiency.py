@@ -171,35 +171,48 @@ def markdown_table(doc: dict) -> str:
 def plot_curves(doc: dict, path: str | Path, title: str = "") -> None:
     """AUROC against k (labels per class, log scale; 'all' at the right end): mean and 95% band per arm,
     the oracle as a dashed line."""
-    import matplotlib
+    plot_runs([(None, doc)], path, title)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    ks = sorted({k for arm in doc["arms"].values() for k in arm}, key=lambda k: (k == ALL, int(k) if k != ALL else 0))
+def plot_runs(runs: Sequence[tuple[str | None, dict]], path: str | Path, title: str = "",
+              arms: Sequence[str] | None = None) -> None:
+    """`plot_curves` for one or more runs on one set of axes: each (name, results.json) run's arms (or only
+    `arms`) as mean and 95% band against k, the run's name in the legend and its own line style; the
+    oracle as a dotted line (one per run when their test patients differ)."""
+    from exmed_bert.evaluation.plots import plt, save_figure  # pyplot on the Agg backend
+
+    keep = [(name, {a: v for a, v in doc["arms"].items() if arms is None or a in arms}, doc) for name, doc in runs]
+    ks = sorted({k for _, by_arm, _ in keep for arm in by_arm.values() for k in arm},
+                key=lambda k: (k == ALL, int(k) if k != ALL else 0))
     nums = [int(k) for k in ks if k != ALL]
     x_of = {k: (int(k) if k != ALL else (max(nums) * 2 if nums else 1)) for k in ks}
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for arm, by_k in doc["arms"].items():
-        kk = [k for k in ks if by_k.get(k)]
-        if not kk:
-            continue
-        stats = [mean_band(by_k[k]) for k in kk]
-        x = [x_of[k] for k in kk]
-        style = "-" if arm.startswith("bert") else "--"
-        line, = ax.plot(x, [s[0] for s in stats], style, marker="o", ms=3, label=arm)
-        ax.fill_between(x, [s[1] for s in stats], [s[2] for s in stats], color=line.get_color(), alpha=0.15)
-    ax.axhline(doc["oracle"], color="k", ls=":", label=f"oracle {doc['oracle']:.3f}")
+    colors: dict[str, str] = {}
+    styles = ("-", "--", "-.", ":")
+    for i, (name, by_arm, doc) in enumerate(keep):
+        for arm, by_k in by_arm.items():
+            kk = [k for k in ks if by_k.get(k)]
+            if not kk:
+                continue
+            stats = [mean_band(by_k[k]) for k in kk]
+            x = [x_of[k] for k in kk]
+            style = styles[i % len(styles)] if name else ("-" if arm.startswith("bert") else "--")
+            line, = ax.plot(x, [s[0] for s in stats], style, marker="o", ms=3, color=colors.get(arm),
+                            label=f"{arm} ({name})" if name else arm)
+            colors.setdefault(arm, line.get_color())
+            ax.fill_between(x, [s[1] for s in stats], [s[2] for s in stats], color=line.get_color(), alpha=0.15)
+    oracles = {round(doc["oracle"], 6) for _, _, doc in keep}
+    for name, _, doc in keep[:1] if len(oracles) == 1 else keep:   # one line when the runs share test patients
+        ax.axhline(doc["oracle"], color="k", ls=":", lw=1.5 if len(oracles) == 1 else 1,
+                   label=f"oracle {doc['oracle']:.3f}" + (f" ({name})" if name and len(oracles) > 1 else ""))
     ax.set_xscale("log", base=2)
     ax.set_xticks([x_of[k] for k in ks], ks)
     ax.set_xlabel("labelled patients per class (k)")
-    ax.set_ylabel(f"test AUROC (n = {doc['n_test']:,})")
+    ax.set_ylabel("test AUROC (n = " + ", ".join(sorted({f"{doc['n_test']:,}" for _, _, doc in keep})) + ")")
     ax.set_title(title or "Label efficiency")
     ax.legend(fontsize=7, ncol=2, loc="lower right")
-    fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def write_results(out_dir: str | Path, doc: dict, title: str = "") -> None:

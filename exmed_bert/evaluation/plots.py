@@ -31,7 +31,8 @@ def _figure(title: str, xlabel: str, ylabel: str, size: tuple[float, float] = (5
     return fig, ax
 
 
-def _save(fig, path: str | os.PathLike) -> None:
+def save_figure(fig, path: str | os.PathLike) -> None:
+    """Lay out, render to PNG and write atomically; closes the figure."""
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png", dpi=120)
@@ -53,7 +54,7 @@ def plot_roc(curves: Curves, path: str | os.PathLike, title: str = "ROC curve") 
         fpr, tpr, _ = roc_curve(y, p)
         ax.plot(fpr, tpr, lw=1.5, label=f"{name} (AUROC {roc_auc_score(y, p):.3f})")
     ax.legend(loc="lower right", fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_pr(curves: Curves, path: str | os.PathLike, title: str = "Precision-recall curve") -> None:
@@ -71,7 +72,7 @@ def plot_pr(curves: Curves, path: str | os.PathLike, title: str = "Precision-rec
         ax.legend(loc="upper right", fontsize=8)
     else:  # a one-class test split has no precision-recall curve to draw
         ax.text(0.5, 0.5, "test split has a single class:\nno curve", ha="center", va="center")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def calibration_bins(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -93,7 +94,7 @@ def plot_calibration(curves: Curves, path: str | os.PathLike, title: str = "Cali
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.legend(loc="upper left", fontsize=8)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_top_features(labels: Sequence[str], values: Sequence[float], path: str | os.PathLike,
@@ -103,4 +104,4 @@ def plot_top_features(labels: Sequence[str], values: Sequence[float], path: str 
     ax.barh(range(len(labels))[::-1], values)
     ax.set_yticks(range(len(labels))[::-1])
     ax.set_yticklabels([s if len(s) <= 60 else s[:57] + "..." for s in labels], fontsize=7)
-    _save(fig, path)
+    save_figure(fig, path)
