@@ -30,10 +30,12 @@ from exmed_bert.cli.embed import main as embed
 from exmed_bert.data.dataset import PatientDataset
 from exmed_bert.data.layout import meds_subject_id
 from exmed_bert.errors import UserError, cli_entry
-from exmed_bert.evaluation.label_efficiency import (ARMS, ALL, assign_pools, auroc_auprc, draw_subsets, finetune_epochs,
-                                                    parse_ks, patients_to_generate, results_doc, write_results)
+from exmed_bert.evaluation.label_efficiency import (ARMS, ALL, assign_pools, auroc_auprc, canonical_id, draw_subsets,
+                                                    finetune_epochs, parse_ks, patients_to_generate, results_doc,
+                                                    write_results)
 from exmed_bert.synthetic.args import GenerateArgs
 from exmed_bert.synthetic.cohort import run as generate
+from exmed_bert.synthetic.generator import CHUNK_SIZE
 from exmed_bert.tasks import load_task_splits
 
 TASKS = ("hf", "temporal", "trajectory")
@@ -111,25 +113,29 @@ def write_rows(path: Path, rows: list[dict]) -> None:
 
 
 def prepare(a, out: Path, clock: dict):
-    """Generate, keep the three pools, convert once; returns what the arms share."""
+    """Generate, keep the three pools, convert once; returns what the arms share. Patients are generated in
+    whole chunks (each chunk has its own RNG, so patient i is the same whatever the cohort's size) and renamed
+    to `canonical_id`, so the val and test pools are the same patients for every --pretrain-patients."""
     t0 = time.perf_counter()
     gen = out / "generated"
-    n_gen = patients_to_generate(a.pretrain_patients, a.val_patients, a.test_patients)
+    n_gen = -(-patients_to_generate(a.pretrain_patients, a.val_patients, a.test_patients) // CHUNK_SIZE) * CHUNK_SIZE
     generate(validated(GenerateArgs(num_patients=n_gen, seed=a.seed, task=a.task, output=str(gen / "patients.jsonl"),
                                     task_output=str(gen / "task.csv"))))
     clock["generate"] = time.perf_counter() - t0
-    task = read_rows(gen / "task.csv")
+    task = [dict(r, patient_id=canonical_id(r["patient_id"])) for r in read_rows(gen / "task.csv")]
     pools = assign_pools([r["patient_id"] for r in task], a.pretrain_patients, a.val_patients, a.test_patients, a.seed)
     keep = set(pools.pretrain) | set(pools.val) | set(pools.test)
     lines = {}
     with open(gen / "patients.jsonl", encoding="utf-8") as f, open(out / "patients.jsonl", "w", encoding="utf-8") as g:
         for line in f:
-            pid = json.loads(line)["patient_id"]
+            patient = json.loads(line)
+            pid = patient["patient_id"] = canonical_id(patient["patient_id"])
             if pid in keep:
+                line = json.dumps(patient, separators=(",", ":")) + "\n"
                 g.write(line)
                 lines[pid] = line
     write_rows(out / "task.csv", [r for r in task if r["patient_id"] in keep])
-    risk = {r["patient_id"]: float(r["true_risk"]) for r in read_rows(gen / "task_risk.csv")}
+    risk = {canonical_id(r["patient_id"]): float(r["true_risk"]) for r in read_rows(gen / "task_risk.csv")}
     t0 = time.perf_counter()
     convert(validated(ConvertArgs(input=str(out / "patients.jsonl"), output=str(out / "data" / "synthetic.pt"),
                                   task_data=str(out / "task.csv"), seed=a.seed, train_ratio=pools.train_ratio,

@@ -51,6 +51,10 @@ def test_pools_hold_no_test_patient_in_pretraining_and_match_the_conversion_spli
     assert all(split_of(p, 3, pools.train_ratio) == "test" for p in pools.test)
     assert all(split_of(p, 3, pools.train_ratio) == "train" for p in pools.pretrain)
     assert assign_pools(ids, 500, 120, 100, seed=3) == pools                   # fixed per seed
+    # ... and whatever the pretraining cohort's size: a larger cohort tests and validates on the same patients
+    more = [f"P{i:06d}" for i in range(patients_to_generate(2000, 120, 100))]
+    bigger = assign_pools(more, 2000, 120, 100, seed=3)
+    assert (bigger.test, bigger.val) == (pools.test, pools.val) and bigger.pretrain[:500] == pools.pretrain
     assert assign_pools(ids, 500, 120, 100, seed=4).test != pools.test
     with pytest.raises(UserError, match="do not fill"):
         assign_pools(ids[:300], 500, 120, 100, seed=3)
@@ -168,3 +172,21 @@ def test_an_ablation_compares_two_runs_replicate_by_replicate(tmp_path):
     assert mod.main([str(tmp_path / "a"), str(tmp_path / "c"), "--plot-only", "--plot", str(tmp_path / "p.png"),
                      "--names", "500,100"]) == 0
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_two_cohort_sizes_test_and_validate_on_the_same_patients(tmp_path):
+    # the generator pads ids to its cohort size's digits and the split hash reads the id: the benchmark's
+    # canonical ids and whole chunks make patient i the same patient, in the same pool, at every size
+    from exmed_bert.evaluation.label_efficiency import canonical_id
+
+    assert canonical_id("P0042") == canonical_id("P000042") == "P00042" and canonical_id("P123456") == "P123456"
+    bench = load_bench()
+    got = {}
+    for n in (300, 7000):                  # 2,000 and 10,000 generated: P0042 and P00042
+        a = bench.parse(["--task", "trajectory", "--pretrain-patients", str(n), "--val-patients", "100",
+                         "--test-patients", "80", "--seed", "5", "--out", str(tmp_path / str(n))])
+        pools, _, _, risk, lines, _ = bench.prepare(a, Path(a.out), {})
+        got[n] = pools, {p: lines[p] for p in pools.test + pools.val}, {p: risk[p] for p in pools.test}
+    (small, small_lines, small_risk), (big, big_lines, big_risk) = got[300], got[7000]
+    assert (small.test, small.val) == (big.test, big.val) and big.pretrain[:300] == small.pretrain
+    assert small_lines == big_lines and small_risk == big_risk          # the same histories and true risks

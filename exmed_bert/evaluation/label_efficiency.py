@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -47,21 +48,30 @@ class Pools:
     train_ratio: float
 
 
-def train_ratio_for(n_pretrain: int, n_val: int, n_test: int) -> float:
-    """The hash's train share that yields about n_pretrain train patients for max(n_val, n_test) each of
-    val and test (the hash halves the rest between them)."""
-    return n_pretrain / (n_pretrain + 2 * max(n_val, n_test))
+# The hash's train share, the same for every run: the val and test pools are then the same patients (the first
+# --val-patients / --test-patients of their hash bands, in generation order) whatever --pretrain-patients is, so
+# two pretraining cohort sizes test the same patients. The default pools (20,000 / 3,000 / 2,000) fill it exactly.
+TRAIN_SHARE = Fraction(10, 13)
+
+
+def canonical_id(patient_id: str) -> str:
+    """The generator's id without its width: it pads ids to the digits of its cohort size (P0042 of 1,000
+    patients, P000042 of 100,000), and the split hash reads the id, so the benchmark renames every patient to
+    at least five digits (P00042) before pooling and converting: patient 42 is then the same id, and lands in
+    the same pool, whatever --pretrain-patients is."""
+    return f"P{int(patient_id[1:]):05d}"
 
 
 def patients_to_generate(n_pretrain: int, n_val: int, n_test: int) -> int:
-    """Enough generated patients that every pool fills (10% over the expected need, plus 50)."""
-    return int(math.ceil((n_pretrain + 2 * max(n_val, n_test)) * 1.1)) + 50
+    """Enough generated patients that every pool fills at TRAIN_SHARE (10% over the expected need, plus 50)."""
+    need = max(n_pretrain / TRAIN_SHARE, 2 * max(n_val, n_test) / (1 - TRAIN_SHARE))
+    return int(math.ceil(float(need) * 1.1)) + 50
 
 
 def assign_pools(ids: Sequence[str], n_pretrain: int, n_val: int, n_test: int, seed: int) -> Pools:
     """Walk the generated ids in order and keep the first n_pretrain / n_val / n_test of each hash split
-    (seed, train_ratio_for(...)); the rest are left out of every file. Raises when a pool cannot fill."""
-    ratio = train_ratio_for(n_pretrain, n_val, n_test)
+    (seed, TRAIN_SHARE); the rest are left out of every file. Raises when a pool cannot fill."""
+    ratio = float(TRAIN_SHARE)
     want = {"train": n_pretrain, "val": n_val, "test": n_test}
     got: dict[str, list[str]] = {"train": [], "val": [], "test": []}
     for pid in ids:
