@@ -37,22 +37,25 @@ def load(folder: str) -> dict:
 @cli_entry
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("run_a", help="a label_efficiency.py output folder")
-    p.add_argument("run_b", help="another, same seed and protocol; the table gives A − B")
-    p.add_argument("--names", default="A,B", help="the two runs' names in the table, comma-separated")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="label_efficiency.py output folders: two (A, B) for the "
+                   "paired table A − B (same seed and protocol); two or more with --plot-only")
+    p.add_argument("--names", default="", help="the runs' names in the table and plot, comma-separated "
+                   "(default A, B, C, ...)")
     p.add_argument("--arms", default="", help="comma-separated arms to compare (default: every arm both ran)")
     p.add_argument("--out", default="", help="also write the table to this Markdown file")
     p.add_argument("--plot", default="", help="draw both runs' AUROC against k (the chosen arms) to this PNG")
     p.add_argument("--plot-only", action="store_true", help="no paired table: only --plot (for runs over "
                    "other patients, such as two pretraining cohort sizes)")
     a = p.parse_args(argv)
-    names = tuple(x.strip() for x in a.names.split(","))
-    if len(names) != 2 or not all(names):
-        raise UserError(f"--names wants two names, comma-separated; got {a.names!r}")
+    names = tuple(x.strip() for x in a.names.split(",")) if a.names else tuple("ABCDEFGH"[:len(a.runs)])
+    if len(names) != len(a.runs) or not all(names):
+        raise UserError(f"--names wants one name per run ({len(a.runs)}), comma-separated; got {a.names!r}")
+    if len(a.runs) < 2 or (len(a.runs) > 2 and not a.plot_only):
+        raise UserError(f"give two runs for the paired table, or two or more with --plot-only; got {len(a.runs)}")
     arms = [x.strip() for x in a.arms.split(",") if x.strip()] or None
     if a.plot_only and not a.plot:
         raise UserError("--plot-only wants --plot PATH")
-    docs = load(a.run_a), load(a.run_b)
+    docs = [load(r) for r in a.runs]
     if not a.plot_only:
         table = compare_runs(*docs, names, arms)
         print(table, end="")
@@ -60,7 +63,7 @@ def main(argv=None) -> int:
             write_text(a.out, table)
     if a.plot:
         task = docs[0].get("settings", {}).get("task", "")
-        plot_runs(list(zip(names, docs)), a.plot, f"{task}: {names[0]} against {names[1]}".strip(": "), arms)
+        plot_runs(list(zip(names, docs)), a.plot, f"{task}: {' against '.join(names)}".strip(": "), arms)
         print(f"wrote {a.plot}")
     return 0
 

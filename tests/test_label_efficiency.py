@@ -172,6 +172,10 @@ def test_an_ablation_compares_two_runs_replicate_by_replicate(tmp_path):
     assert mod.main([str(tmp_path / "a"), str(tmp_path / "c"), "--plot-only", "--plot", str(tmp_path / "p.png"),
                      "--names", "500,100"]) == 0
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    three = [str(tmp_path / x) for x in "abc"]
+    assert mod.main(three) == 2 and mod.main([three[0]]) == 2                  # a paired table takes two runs
+    assert mod.main(three + ["--plot-only", "--plot", str(tmp_path / "q.png"), "--names", "x,y"]) == 2
+    assert mod.main(three + ["--plot-only", "--plot", str(tmp_path / "q.png")]) == 0 and (tmp_path / "q.png").is_file()
 
 
 def test_two_cohort_sizes_test_and_validate_on_the_same_patients(tmp_path):
