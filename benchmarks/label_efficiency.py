@@ -33,6 +33,7 @@ from exmed_bert.errors import UserError, cli_entry
 from exmed_bert.evaluation.label_efficiency import (ARMS, ALL, assign_pools, auroc_auprc, canonical_id, draw_subsets,
                                                     finetune_epochs, parse_ks, patients_to_generate, results_doc,
                                                     write_results)
+from exmed_bert.io import atomic_write
 from exmed_bert.synthetic.args import GenerateArgs
 from exmed_bert.synthetic.cohort import run as generate
 from exmed_bert.synthetic.generator import CHUNK_SIZE
@@ -106,7 +107,7 @@ def read_rows(path: Path) -> list[dict]:
 
 
 def write_rows(path: Path, rows: list[dict]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    with atomic_write(path) as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
@@ -126,7 +127,7 @@ def prepare(a, out: Path, clock: dict):
     pools = assign_pools([r["patient_id"] for r in task], a.pretrain_patients, a.val_patients, a.test_patients, a.seed)
     keep = set(pools.pretrain) | set(pools.val) | set(pools.test)
     lines = {}
-    with open(gen / "patients.jsonl", encoding="utf-8") as f, open(out / "patients.jsonl", "w", encoding="utf-8") as g:
+    with open(gen / "patients.jsonl", encoding="utf-8") as f, atomic_write(out / "patients.jsonl") as g:
         for line in f:
             patient = json.loads(line)
             pid = patient["patient_id"] = canonical_id(patient["patient_id"])
@@ -201,7 +202,7 @@ def bert_arm(a, model_dir, out, pools, splits, lines, task_rows, subsets, vals, 
             run = out / f"k{k}_r{r}"
             run.mkdir(parents=True, exist_ok=True)
             chosen = [ids["train"][i] for i in tr[k]] + [ids["val"][i] for i in va[k]] + ids["test"]
-            with open(run / "patients.jsonl", "w", encoding="utf-8") as f:
+            with atomic_write(run / "patients.jsonl") as f:
                 f.writelines(lines[p] for p in chosen)
             write_rows(run / "task.csv", [task_rows[p] for p in chosen])
             epochs = finetune_epochs(len(tr[k]), a.batch_size, a.finetune_epochs, a.finetune_max_steps)
