@@ -130,9 +130,11 @@ def prepare(a, out: Path, clock: dict):
     with open(gen / "patients.jsonl", encoding="utf-8") as f, atomic_write(out / "patients.jsonl") as g:
         for line in f:
             patient = json.loads(line)
-            pid = patient["patient_id"] = canonical_id(patient["patient_id"])
+            pid = canonical_id(patient["patient_id"])
             if pid in keep:
-                line = json.dumps(patient, separators=(",", ":")) + "\n"
+                if pid != patient["patient_id"]:     # re-serialised only when renamed
+                    patient["patient_id"] = pid
+                    line = json.dumps(patient, separators=(",", ":")) + "\n"
                 g.write(line)
                 lines[pid] = line
     write_rows(out / "task.csv", [r for r in task if r["patient_id"] in keep])

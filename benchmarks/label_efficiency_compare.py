@@ -7,11 +7,11 @@ arm's AUROC in both and the paired difference per k, replicate by replicate (the
         benchmarks/results/le_trajectory_20k --names time2vec,none
 
 Prints the Markdown table (docs/EVALUATION.md shows them) and writes it with --out; --plot draws both
-runs' curves on one figure. Two runs over other patients (another --pretrain-patients, say) have no
-paired table, but --plot still draws them side by side:
+runs' curves on one figure. Runs over other patients (other --pretrain-patients, say) have no paired
+table, but --plot-only draws two or more of them side by side:
 
-    python benchmarks/label_efficiency_compare.py benchmarks/results/le_trajectory_100k \
-        benchmarks/results/le_trajectory_20k --names 100k,20k --arms bert_finetune,rf_counts \
+    python benchmarks/label_efficiency_compare.py benchmarks/results/le_trajectory_100k \\
+        benchmarks/results/le_trajectory_20k --names 100k,20k --arms bert_finetune,rf_counts \\
         --plot-only --plot docs/img/label_efficiency_trajectory_cohorts.png
 """
 

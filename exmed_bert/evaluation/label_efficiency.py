@@ -221,7 +221,6 @@ def plot_runs(runs: Sequence[tuple[str | None, dict]], path: str | Path, title: 
     ax.set_ylabel("test AUROC (n = " + ", ".join(sorted({f"{doc['n_test']:,}" for _, _, doc in keep})) + ")")
     ax.set_title(title or "Label efficiency")
     ax.legend(fontsize=7, ncol=2, loc="lower right")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_figure(fig, path)
 
 
